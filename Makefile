@@ -1,0 +1,68 @@
+# Every target installs into .venv (created when missing); nothing touches the system Python.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PIP) install -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed ## Install the package into .venv
+
+dev: $(VENV)/.installed-dev ## Install the package with its development tools
+
+demo: install ## Run the example experiment, evaluate it, and show where everything is
+	$(BIN)/mlx run-experiment --config experiments/example.json
+	@run=$$(ls -d runs/example-comprehensive/*/ | sort | tail -n 1); \
+	$(BIN)/mlx eval --run-dir $$run && \
+	echo "" && echo "Run directory:   $$run" && \
+	echo "Metrics:         $${run}metrics/metrics.md" && \
+	echo "Evaluation:      $${run}eval/" && \
+	echo "Checkpoints:     $${run}checkpoints/" && \
+	echo "Run history:     runs/index.json  (mlx history --output-dir runs)"
+
+test: dev ## Run the whole test suite
+	$(BIN)/pytest -q
+
+unit: dev ## Run the unit tests
+	$(BIN)/pytest -q -m unit
+
+integration: dev ## Run the integration tests
+	$(BIN)/pytest -q -m integration
+
+e2e: dev ## Run the end-to-end CLI tests
+	$(BIN)/pytest -q -m e2e
+
+format: dev ## Format the code and sort imports
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+lint: dev ## Lint with ruff
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: dev ## Type-check src/ with mypy
+	$(BIN)/mypy
+
+quality: lint typecheck test ## Lint, type-check and test
+
+bench: dev ## Benchmark the tabular engine against scikit-learn
+	$(PY) bench/tabular.py
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
