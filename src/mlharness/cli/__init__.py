@@ -1,0 +1,140 @@
+"""The ``mlx`` command: thin Typer commands that load a config and call an engine.
+
+Nothing heavy is imported at module level: ``mlx --help`` and ``mlx --version`` load only
+Typer. Every user error is an :class:`~mlharness.errors.MlxError`, printed as
+``Error: ...`` on stderr with exit code 1 (usage errors too, not Click's usual 2); an
+interrupted run exits 130.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+
+from mlharness import __version__
+
+app = typer.Typer(
+    name="mlx",
+    help="Run machine-learning experiments from a validated config file to a run directory "
+    "you can read, compare and evaluate.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: importing rich for it would double `mlx --help` time
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state: dict[str, Any] = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlx (mlharness) {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks for errors.")
+    ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level", metavar="LEVEL", help="Console log level: DEBUG, INFO, WARNING, ERROR."
+        ),
+    ] = "INFO",
+) -> None:
+    _state["debug"] = debug or _state["debug"]
+    _setup_logging(log_level)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(1)
+
+
+# Commands live in their own modules; importing them registers them on ``app``.
+from mlharness.cli import commands as _commands  # noqa: E402,F401
+
+
+class _ConsoleHandler(logging.Handler):
+    """INFO to stdout as plain lines; warnings and errors to stderr, prefixed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if record.levelno >= logging.ERROR:
+                print(f"Error: {msg}", file=sys.stderr, flush=True)
+            elif record.levelno >= logging.WARNING:
+                print(f"Warning: {msg}", file=sys.stderr, flush=True)
+            else:
+                print(msg, flush=True)
+        except Exception:  # pragma: no cover - logging must never crash a run
+            self.handleError(record)
+
+
+def _setup_logging(level: str) -> None:
+    logger = logging.getLogger("mlharness")
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise typer.BadParameter(
+            f"'{level}' is not a log level. Use DEBUG, INFO, WARNING or ERROR.",
+            param_hint="--log-level",
+        )
+    logger.setLevel(numeric)
+    logger.propagate = False
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        logger.warning(str(message))
+
+    warnings.showwarning = show
+
+
+def _usage_error_class() -> type[Exception]:
+    # Typer vendors Click; its UsageError is the base of typer.BadParameter.
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mlx`` console script; returns the process exit code."""
+    from mlharness.errors import MlxError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = "--debug" in args or os.environ.get("MLX_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    usage_error = _usage_error_class()
+    try:
+        result = command.main(args=args, prog_name="mlx", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except MlxError as exc:
+        if _state["debug"]:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        code = 1
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            print(ctx.get_usage(), file=sys.stderr)
+        message = exc.format_message()  # type: ignore[attr-defined]
+        print(f"Error: {message}\nRun 'mlx --help' for the commands and options.", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        code = 130
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,321 @@
+"""The subcommands of ``mlx``: each loads its inputs, calls an engine, says where things went."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlharness.cli import app
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Experiment config file (.json, .yaml, .yml or .toml); may hold a list.",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config field, e.g. --set training.epochs=5 (repeatable). Applied after "
+        "the MLX_OVERRIDES environment variable (a JSON object).",
+        show_default=False,
+    ),
+]
+StrictOption = Annotated[
+    bool, typer.Option("--strict", help="Treat unknown config keys as errors, not warnings.")
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Validate and show the plan without running anything.")
+]
+
+
+def _echo_json(title: str, data: Any) -> None:
+    from mlharness.runs.io import dumps
+
+    typer.echo(title)
+    typer.echo(dumps(data))
+
+
+def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> list[Any]:
+    """Read a config file holding one experiment or a list, validate every one up front.
+
+    Validating all before running any means a typo in the third experiment is reported
+    before the first one spends an hour training.
+    """
+    from mlharness.config import load_raw, validate
+    from mlharness.errors import ConfigError, ConfigValidationError
+    from mlharness.tabular.config import ExperimentConfig
+
+    raw = load_raw(path, set_items=set_items or [])
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise ConfigError(f"{path} holds an empty list: add at least one experiment.")
+    configs = []
+    for i, item in enumerate(items, start=1):
+        kind = item.get("kind", "tabular") if isinstance(item, dict) else "tabular"
+        if kind != "tabular":
+            raise ConfigError(
+                f"Experiment kind '{kind}' in {path} is not supported. Supported kinds: tabular."
+            )
+        try:
+            configs.append(validate(ExperimentConfig, item, strict=strict))
+        except ConfigValidationError as exc:
+            if len(items) == 1:
+                raise
+            raise ConfigValidationError(
+                [f"experiment {i} of {len(items)}: {p}" for p in exc.problems]
+            ) from exc
+    return configs
+
+
+@app.command("run-experiment", short_help="Run an experiment, or a list of experiments.")
+def run_experiment(
+    config: ConfigOption,
+    dry_run: DryRunOption = False,
+    set_items: SetOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Run an experiment (or a list of them, in order) from a config file.
+
+    A list stops at its first failure. Every config is validated before the first runs.
+    """
+    from mlharness.tabular import runner
+
+    configs = _load_experiments(config, set_items, strict)
+    total = len(configs)
+    if dry_run:
+        for i, cfg in enumerate(configs, start=1):
+            header = f"[{i}/{total}] " if total > 1 else ""
+            _echo_json(f"{header}Configuration ({config}):", cfg.model_dump(mode="json"))
+            typer.echo("Plan:")
+            for line in runner.plan(cfg):
+                typer.echo(f"  {line}")
+            typer.echo(f"Validation: OK ({cfg.name})\n")
+        typer.echo(f"Dry run: {total} experiment(s) valid; nothing was written.")
+        return
+    for i, cfg in enumerate(configs, start=1):
+        if total > 1:
+            typer.echo(f"\n=== Experiment {i}/{total}: {cfg.name} ===")
+        typer.echo(f"Experiment: {cfg.name}" + (f" ({cfg.description})" if cfg.description else ""))
+        result = runner.run_experiment(cfg)
+        if result.status == "interrupted":
+            raise typer.Exit(130)
+
+
+@app.command("eval", short_help="Evaluate a run's checkpoint.")
+def eval_command(
+    run_dir: Annotated[
+        Path,
+        typer.Option(
+            "--run-dir",
+            help="Run directory containing checkpoints/.",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Experiment config to rebuild the dataset from (default: the run's config.json).",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", help="Checkpoint to evaluate.", metavar="NAME")
+    ] = "checkpoint_final",
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            metavar="LIST",
+            help="Comma-separated metrics to report, e.g. mse,r2 or accuracy,log_loss "
+            "(default: all).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: DryRunOption = False,
+    set_items: SetOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Evaluate a run's checkpoint on its train and validation splits."""
+    from mlharness.config import load_config
+    from mlharness.errors import EvaluationError
+    from mlharness.tabular import runner
+    from mlharness.tabular.config import ExperimentConfig
+
+    if not run_dir.is_dir():
+        raise EvaluationError(f"Run directory not found: {run_dir}")
+    if config is not None:
+        cfg = load_config(config, ExperimentConfig, set_items=set_items or [], strict=strict)
+        source = str(config)
+    else:
+        cfg = runner.load_run_config(run_dir)
+        source = str(run_dir / "config.json")
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    ckpt_path = run_dir / "checkpoints" / checkpoint
+    if dry_run:
+        typer.echo(f"Configuration source: {source}")
+        exists = "found" if (ckpt_path / "model.json").is_file() else "NOT FOUND"
+        typer.echo(f"Checkpoint to load: {ckpt_path} ({exists})")
+        typer.echo("Steps:")
+        typer.echo(f"  1. Load {checkpoint}")
+        typer.echo(
+            f"  2. Rebuild dataset {cfg.dataset.name} and the run's split "
+            f"(validation fraction {cfg.training.validation_fraction}, seed {cfg.training.seed})"
+        )
+        typer.echo("  3. Compute " + (", ".join(wanted) if wanted else "all metrics"))
+        typer.echo(f"  4. Write {run_dir / 'eval' / (checkpoint + '.json')} and .md")
+        typer.echo("Dry run: nothing was evaluated or written.")
+        return
+    report = runner.evaluate_run(run_dir, cfg, checkpoint, wanted)
+    typer.echo(runner.eval_markdown(report))
+    typer.echo("Written: " + ", ".join(report["files"]))
+
+
+def _default_output_dir() -> Path:
+    from mlharness.config import workspace_root
+    from mlharness.errors import RunDirectoryError
+
+    root = workspace_root()
+    for name in ("runs", "outputs"):
+        if (root / name / "index.json").is_file():
+            return root / name
+    raise RunDirectoryError(
+        f"No run index found in {root / 'runs'} or {root / 'outputs'}. Pass --output-dir "
+        "with the output.directory of your experiments."
+    )
+
+
+@app.command("history", short_help="List past runs from the run index.")
+def history(
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Directory holding index.json (default: runs/ or outputs/ of the workspace).",
+            show_default=False,
+        ),
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment", "-e", help="Only runs of this experiment.", show_default=False
+        ),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            "--markdown", help="Also write the table to this Markdown file.", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", "-n", min=1, help="Show only the newest N runs.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """List past runs from the run index (oldest first)."""
+    from mlharness.errors import RunDirectoryError
+    from mlharness.runs.index import INDEX_NAME, generate_markdown_summary, list_all_runs
+
+    base = output_dir or _default_output_dir()
+    index_path = base / INDEX_NAME
+    if not index_path.is_file():
+        raise RunDirectoryError(
+            f"No run index at {index_path}. Run an experiment first, or pass the --output-dir "
+            "your experiments write to."
+        )
+    runs = list_all_runs(index_path)
+    if experiment:
+        runs = [r for r in runs if r.get("experiment") == experiment]
+        if not runs:
+            names = sorted({str(r.get("experiment")) for r in list_all_runs(index_path)})
+            raise RunDirectoryError(
+                f"No runs of experiment '{experiment}' in {index_path}. "
+                f"Experiments there: {', '.join(names) or 'none'}."
+            )
+    if limit:
+        runs = runs[-limit:]
+    text = generate_markdown_summary(runs, output_path=markdown)
+    typer.echo(text)
+    if markdown:
+        typer.echo(f"Written: {markdown}")
+
+
+@app.command("compare", short_help="Compare runs: metrics side by side, curves overlaid.")
+def compare(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Run directories to compare.", show_default=False)
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Where to write the overlaid curves (PNG)."),
+    ] = Path("comparison.png"),
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            "--markdown", help="Also write the table to this Markdown file.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Compare runs: final metrics side by side, curves overlaid in one PNG."""
+    from mlharness.errors import RunDirectoryError
+    from mlharness.runs.index import format_value
+    from mlharness.runs.io import atomic_write_text
+    from mlharness.runs.plots import plot_comparison
+
+    histories: dict[str, list[dict[str, Any]]] = {}
+    finals: dict[str, dict[str, Any]] = {}
+    statuses: dict[str, str] = {}
+    for run_dir in run_dirs:
+        metrics_file = run_dir / "metrics" / "metrics.json"
+        if not run_dir.is_dir():
+            raise RunDirectoryError(f"Run directory not found: {run_dir}")
+        if not metrics_file.is_file():
+            raise RunDirectoryError(
+                f"{run_dir} has no metrics/metrics.json: is it a run directory of a finished "
+                "or interrupted run?"
+            )
+        label = f"{run_dir.parent.name}/{run_dir.name}"
+        if label in histories:
+            label = str(run_dir)
+        data = json.loads(metrics_file.read_text(encoding="utf-8"))
+        histories[label] = data.get("metrics", [])
+        finals[label] = data.get("final_metrics", {})
+        summary_file = run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        statuses[label] = str(summary.get("status", "unknown"))
+    keys: list[str] = []
+    for final in finals.values():
+        keys.extend(k for k in final if k not in keys)
+    labels = list(finals)
+    lines = [
+        "| Metric | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+        "| status | " + " | ".join(statuses[label] for label in labels) + " |",
+    ]
+    for key in keys:
+        lines.append(
+            f"| {key} | " + " | ".join(format_value(finals[lb].get(key)) for lb in labels) + " |"
+        )
+    table = "\n".join(lines) + "\n"
+    typer.echo(table)
+    if markdown:
+        atomic_write_text(markdown, "# Run comparison\n\n" + table)
+        typer.echo(f"Written: {markdown}")
+    if plot_comparison(histories, output) is not None:
+        typer.echo(f"Curves: {output}")

@@ -1,0 +1,27 @@
+"""Public dataset API: ``from mlharness.datasets import SyntheticRegressionDataset``.
+
+The implementations live in :mod:`mlharness.tabular.datasets`; this module keeps the short
+import path the documentation uses.
+"""
+
+from __future__ import annotations
+
+from mlharness.tabular.datasets import (
+    SUPPORTED_DATASETS,
+    BaseDataset,
+    BundledDataset,
+    CSVDataset,
+    SyntheticClassificationDataset,
+    SyntheticRegressionDataset,
+    make_dataset,
+)
+
+__all__ = [
+    "SUPPORTED_DATASETS",
+    "BaseDataset",
+    "BundledDataset",
+    "CSVDataset",
+    "SyntheticClassificationDataset",
+    "SyntheticRegressionDataset",
+    "make_dataset",
+]

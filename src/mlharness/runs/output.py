@@ -1,0 +1,199 @@
+"""One run directory per run: ``<output_dir>/<experiment>/<YYYYmmdd_HHMMSS[_N]>/``.
+
+The directory is claimed with an atomic ``mkdir``, so two runs started in the same second,
+even in different processes, get ``..._1``, ``..._2`` instead of sharing a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlharness import __version__
+from mlharness.config.paths import workspace_root
+from mlharness.errors import RunDirectoryError
+from mlharness.runs import index
+from mlharness.runs.io import atomic_write_json
+
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+class OutputManager:
+    """Creates and fills one run directory, and records the run in ``<base_dir>/index.json``.
+
+    The directory and its ``checkpoints/``, ``metrics/`` and ``logs/`` subdirectories exist
+    as soon as the manager is constructed, so anything that fails later still leaves a
+    run directory whose ``summary.json`` says what happened.
+    """
+
+    def __init__(
+        self,
+        experiment_name: str,
+        base_dir: str | os.PathLike[str] = "outputs",
+        maintain_index: bool = True,
+        kind: str = "tabular",
+    ) -> None:
+        self.experiment_name = experiment_name
+        self.base_dir = Path(base_dir)
+        self.maintain_index = maintain_index
+        self.kind = kind
+        self.created_at = datetime.now()
+        self._started = time.monotonic()
+        self.run_dir = self._get_unique_run_dir()
+        for sub in ("checkpoints", "metrics", "logs"):
+            (self.run_dir / sub).mkdir(exist_ok=True)
+        self.write_summary({"status": "running"})
+        if maintain_index:
+            index.add_run(self.index_path, self._index_entry())
+
+    @property
+    def index_path(self) -> Path:
+        return self.base_dir / index.INDEX_NAME
+
+    @property
+    def relative_run_dir(self) -> str:
+        return self.run_dir.relative_to(self.base_dir).as_posix()
+
+    def _get_unique_run_dir(self) -> Path:
+        parent = self.base_dir / self.experiment_name
+        _check_writable(self.base_dir)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except PermissionError as exc:
+            raise RunDirectoryError(
+                f"Permission denied: '{parent}'. Make it writable (chmod u+w) or set "
+                "output.directory to a directory you can write to."
+            ) from exc
+        stamp = self.created_at.strftime("%Y%m%d_%H%M%S")
+        for n in range(10_000):
+            candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            except PermissionError as exc:
+                raise RunDirectoryError(
+                    f"Permission denied: '{parent}'. Make it writable (chmod u+w) or set "
+                    "output.directory to a directory you can write to."
+                ) from exc
+            return candidate
+        raise RunDirectoryError(f"Could not find a free run directory name under {parent}.")
+
+    def get_run_dir(self) -> Path:
+        return self.run_dir
+
+    def get_checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def get_metrics_dir(self) -> Path:
+        return self.run_dir / "metrics"
+
+    def get_logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    def _index_entry(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment_name,
+            "timestamp": self.run_dir.name,
+            "run_dir": self.relative_run_dir,
+            "created_at": self.created_at.isoformat(),
+            "kind": self.kind,
+            "status": "running",
+        }
+
+    def write_config(self, config: dict[str, Any], seeds: dict[str, Any] | None = None) -> Path:
+        """Record the resolved config with the provenance needed to reproduce the run."""
+        path = self.run_dir / "config.json"
+        atomic_write_json(
+            path,
+            {
+                **config,
+                "_run": {
+                    "kind": self.kind,
+                    "mlharness_version": __version__,
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "numpy": _version_of("numpy"),
+                    "git_commit": git_commit(workspace_root()),
+                    "seeds": seeds or {},
+                    "command": sys.argv,
+                    "created_at": self.created_at.isoformat(),
+                },
+            },
+        )
+        return path
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """Write ``summary.json`` (status, final metrics, timings) atomically."""
+        status = summary.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        path = self.run_dir / "summary.json"
+        atomic_write_json(
+            path,
+            {
+                "experiment": self.experiment_name,
+                "kind": self.kind,
+                "run_dir": str(self.run_dir),
+                "created_at": self.created_at.isoformat(),
+                "elapsed_seconds": round(time.monotonic() - self._started, 3),
+                **summary,
+            },
+        )
+        return path
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write the final summary and update this run's index entry with its outcome."""
+        self.write_summary(summary)
+        if self.maintain_index:
+            index.update_run(
+                self.index_path,
+                self.relative_run_dir,
+                status=summary["status"],
+                final_metrics=summary.get("final_metrics") or {},
+                finished_at=datetime.now().isoformat(),
+            )
+
+
+def _check_writable(base_dir: Path) -> None:
+    existing = base_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirectoryError(
+            f"Permission denied: '{existing}'. Make it writable (chmod u+w {existing}) or set "
+            "output.directory to a directory you can write to."
+        )
+
+
+def _version_of(module: str) -> str | None:
+    mod = sys.modules.get(module)
+    return getattr(mod, "__version__", None) if mod else None
+
+
+def git_commit(start: Path) -> str | None:
+    """The commit checked out in the git work tree containing ``start``, if any (with -dirty)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(start), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(start), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{out}-dirty" if dirty else out or None

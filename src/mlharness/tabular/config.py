@@ -1,0 +1,311 @@
+"""The tabular experiment config: every field, its default, its limits and its help text.
+
+One description per field feeds the validation messages, ``mlx run-experiment --help``'s
+reference in docs/usage.md, and this file's readers. Datasets and models are tagged unions
+on ``name``, so each one's ``params`` are checked against exactly its own fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUNDLED_FACTS: dict[str, tuple[str, int, int | None]] = {
+    # name: (task, n_features, n_classes) -- scikit-learn's bundled data, known without loading
+    "iris": ("classification", 4, 3),
+    "wine": ("classification", 13, 3),
+    "breast_cancer": ("classification", 30, 2),
+    "digits": ("classification", 64, 10),
+    "diabetes": ("regression", 10, None),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class SyntheticParams(_Strict):
+    n_samples: int = Field(1000, gt=0, description="Number of samples to generate.")
+    n_features: int = Field(10, gt=0, description="Number of input features.")
+    n_informative: int | None = Field(
+        None, gt=0, description="Features that carry signal; the rest are noise (default: all)."
+    )
+    seed: int | None = Field(None, description="Seed for generation (default: the training seed).")
+    standardize: bool = Field(
+        False, description="Scale features to zero mean and unit variance (training split stats)."
+    )
+
+
+class SyntheticRegressionParams(SyntheticParams):
+    noise_std: float = Field(0.1, ge=0, description="Standard deviation of the Gaussian noise.")
+
+
+class SyntheticClassificationParams(SyntheticParams):
+    n_classes: int = Field(2, ge=2, description="Number of classes.")
+    class_sep: float = Field(1.0, gt=0, description="Class separation (larger is easier).")
+
+
+class BundledParams(_Strict):
+    standardize: bool = Field(
+        True, description="Scale features to zero mean and unit variance (training split stats)."
+    )
+
+
+class CsvParams(_Strict):
+    target: str = Field(..., min_length=1, description="Name of the target column.")
+    features: list[str] | None = Field(
+        None, description="Feature columns to use (default: every column but the target)."
+    )
+    task: Literal["auto", "regression", "classification"] = Field(
+        "auto",
+        description="'auto' treats a target with at most 20 distinct integer or text values "
+        "as classes.",
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field delimiter.")
+    standardize: bool = Field(
+        True, description="Scale features to zero mean and unit variance (training split stats)."
+    )
+
+
+class _DatasetBase(_Strict):
+    path: str | None = Field(
+        None, description="Path to the dataset file (csv), relative to the workspace root."
+    )
+
+
+class SyntheticRegressionConfig(_DatasetBase):
+    name: Literal["synthetic_regression"] = Field(description="Dataset identifier.")
+    params: SyntheticRegressionParams = Field(default_factory=SyntheticRegressionParams)  # type: ignore[arg-type]
+
+
+class SyntheticClassificationConfig(_DatasetBase):
+    name: Literal["synthetic_classification"] = Field(description="Dataset identifier.")
+    params: SyntheticClassificationParams = Field(default_factory=SyntheticClassificationParams)  # type: ignore[arg-type]
+
+
+class BundledConfig(_DatasetBase):
+    name: Literal["iris", "wine", "breast_cancer", "digits", "diabetes"] = Field(
+        description="A dataset bundled with scikit-learn (no download)."
+    )
+    params: BundledParams = Field(default_factory=BundledParams)  # type: ignore[arg-type]
+
+
+class CsvConfig(_DatasetBase):
+    name: Literal["csv"] = Field(description="A local CSV file with a header row.")
+    params: CsvParams
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> CsvConfig:
+        if not self.path:
+            raise ValueError(
+                "dataset.path is required for the csv dataset: set it to the CSV file, "
+                "relative to the workspace root."
+            )
+        return self
+
+
+DatasetConfig = Annotated[
+    SyntheticRegressionConfig | SyntheticClassificationConfig | BundledConfig | CsvConfig,
+    Field(discriminator="name"),
+]
+
+# ----------------------------------------------------------------------------- models
+
+
+class _ModelParams(_Strict):
+    seed: int | None = Field(
+        None, description="Seed for weight initialisation (default: the training seed)."
+    )
+    optimizer_config: dict[str, Any] | None = Field(
+        None,
+        description="Per-model optimizer settings (learning_rate, optimizer_type and "
+        "hyperparameters such as beta1 or momentum); they override the training section.",
+    )
+
+
+class LinearRegressionParams(_ModelParams):
+    use_gradient_descent: bool = Field(
+        False, description="Train by mini-batch gradient descent instead of the closed form."
+    )
+    l2_regularization: float = Field(
+        0.0, ge=0, description="L2 penalty λ in mean((Xw+b-y)^2) + λ‖w‖² (ridge regression)."
+    )
+
+
+class MLPParams(_ModelParams):
+    layer_sizes: list[int] = Field(
+        ..., min_length=2, description="Layer sizes from input to output, e.g. [10, 5, 1]."
+    )
+    activation: Literal["relu", "tanh", "sigmoid"] = Field(
+        "relu", description="Hidden-layer activation."
+    )
+    output_activation: Literal["sigmoid", "softmax"] | None = Field(
+        None, description="None for regression, 'sigmoid' (binary) or 'softmax' (multi-class)."
+    )
+    init: Literal["auto", "he", "xavier"] = Field(
+        "auto", description="Weight initialisation: 'auto' is He for relu, Xavier otherwise."
+    )
+
+    @field_validator("output_activation", mode="before")
+    @classmethod
+    def _none_string(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.lower() in ("none", "null", "") else value
+
+    @field_validator("layer_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(s <= 0 for s in sizes):
+            raise ValueError(f"every layer size must be a positive integer, got {sizes}.")
+        return sizes
+
+
+class _ModelBase(_Strict):
+    architecture: str | None = Field(
+        None, description="Architecture variant (reserved for future model families)."
+    )
+
+
+class LinearRegressionConfig(_ModelBase):
+    name: Literal["linear_regression"] = Field(description="Model identifier.")
+    params: LinearRegressionParams = Field(default_factory=LinearRegressionParams)  # type: ignore[arg-type]
+
+
+class MLPConfig(_ModelBase):
+    name: Literal["mlp"] = Field(description="Model identifier.")
+    params: MLPParams
+
+
+ModelConfig = Annotated[LinearRegressionConfig | MLPConfig, Field(discriminator="name")]
+
+# ----------------------------------------------------------------------------- training, output
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(10, gt=0, description="Number of training epochs (must be positive).")
+    batch_size: int = Field(32, gt=0, description="Mini-batch size (must be positive).")
+    learning_rate: float = Field(0.001, gt=0, description="Learning rate (must be positive).")
+    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = Field(
+        "adam", description="Optimizer: adam, sgd, rmsprop or adamw."
+    )
+    seed: int = Field(42, description="Seed for shuffling, splitting and (by default) init.")
+    validation_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Fraction of samples held out for validation (0 disables)."
+    )
+    shuffle: bool = Field(True, description="Reshuffle the training set every epoch.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Optimizer hyperparameters, e.g. {momentum: 0.9} or {beta1: 0.9, "
+        "weight_decay: 0.01}.",
+    )
+
+
+class OutputConfig(_Strict):
+    directory: str = Field(
+        "outputs", description="Output directory; must resolve within the workspace root."
+    )
+    save_checkpoints: bool = Field(True, description="Save model checkpoints.")
+    checkpoint_frequency: int = Field(
+        1, gt=0, description="Save checkpoint_epoch_N every N epochs."
+    )
+    save_logs: bool = Field(True, description="Keep the console log in the run's logs/.")
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars to logs/tb.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Reserved for extensions.")
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+class ExperimentConfig(_Strict):
+    """A tabular experiment: a dataset, a model, how to train it and where to write."""
+
+    NOT_YET_SUPPORTED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "dataset": ("mnist", "cifar10", "cifar100", "imagenet"),
+        "model": ("resnet", "vgg", "mobilenet", "efficientnet", "cnn"),
+    }
+
+    kind: Literal["tabular"] = Field("tabular", description="Experiment kind.")
+    name: str = Field(..., min_length=1, description="Unique experiment name (a directory name).")
+    description: str | None = Field(None, description="Human-readable description.")
+    dataset: DatasetConfig
+    model: ModelConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
+    output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
+
+    @field_validator("name")
+    @classmethod
+    def _directory_name(cls, name: str) -> str:
+        if name in (".", "..") or any(c in name for c in '/\\:*?"<>|\0'):
+            raise ValueError(
+                f"name '{name}' must be usable as a directory name: avoid / \\ : * ? \" < > |."
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _model_fits_dataset(self) -> ExperimentConfig:
+        facts = dataset_facts(self.dataset)
+        if facts is not None:
+            problems = compatibility_problems(self.model, *facts)
+            if problems:
+                raise ValueError(" ".join(problems))
+        return self
+
+
+def dataset_facts(dataset: Any) -> tuple[str, int, int | None] | None:
+    """(task, n_features, n_classes) when known from the config alone, else None (csv)."""
+    if isinstance(dataset, SyntheticRegressionConfig):
+        return ("regression", dataset.params.n_features, None)
+    if isinstance(dataset, SyntheticClassificationConfig):
+        return ("classification", dataset.params.n_features, dataset.params.n_classes)
+    if isinstance(dataset, BundledConfig):
+        return BUNDLED_FACTS[dataset.name]
+    return None
+
+
+def compatibility_problems(
+    model: Any, task: str, n_features: int, n_classes: int | None
+) -> list[str]:
+    """What stops ``model`` from training on data of this shape, as sentences saying what to set."""
+    if isinstance(model, LinearRegressionConfig):
+        if task == "classification":
+            return [
+                "linear_regression is a regression model but the dataset is a "
+                f"classification dataset with {n_classes} classes. Use model 'mlp' with "
+                "output_activation 'softmax' (or 'sigmoid' for two classes)."
+            ]
+        return []
+    sizes = model.params.layer_sizes
+    out = model.params.output_activation
+    problems = []
+    if sizes[0] != n_features:
+        problems.append(
+            f"model.params.layer_sizes starts with {sizes[0]} but the dataset has "
+            f"{n_features} features: make the first layer size {n_features}."
+        )
+    if task == "regression" and out is not None:
+        problems.append(
+            f"output_activation '{out}' is for classification but the dataset is a regression "
+            "dataset: set model.params.output_activation to null."
+        )
+    if task == "classification":
+        if out is None:
+            problems.append(
+                "The dataset is a classification dataset: set model.params.output_activation "
+                f"to 'softmax' with a last layer of {n_classes}"
+                + (", or 'sigmoid' with a last layer of 1." if n_classes == 2 else ".")
+            )
+        elif out == "softmax" and sizes[-1] != n_classes:
+            problems.append(
+                f"model.params.layer_sizes ends with {sizes[-1]} but the dataset has "
+                f"{n_classes} classes: make the last layer size {n_classes} for softmax."
+            )
+        elif out == "sigmoid" and (n_classes != 2 or sizes[-1] != 1):
+            problems.append(
+                "output_activation 'sigmoid' needs a two-class dataset and a last layer of 1 "
+                f"(dataset has {n_classes} classes, last layer is {sizes[-1]}); use 'softmax' "
+                f"with a last layer of {n_classes} otherwise."
+            )
+    return problems

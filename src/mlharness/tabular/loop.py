@@ -1,0 +1,265 @@
+"""The epoch loop: batches, per-epoch metrics, checkpoints, and a clean stop on Ctrl+C.
+
+Everything random comes from ``seed``: the split, the per-epoch shuffles, so the same
+config gives the same metrics file byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlharness.runs.io import atomic_write_json
+from mlharness.tabular.evaluation import (
+    PREPROCESSING_FILE,
+    accuracy,
+    predict_labels,
+    regression_metrics,
+)
+
+if TYPE_CHECKING:
+    from mlharness.runs.interrupt import GracefulInterrupt
+    from mlharness.runs.metrics import MetricsWriter
+    from mlharness.tabular.base import BaseModel
+    from mlharness.tabular.datasets import BaseDataset
+
+log = logging.getLogger("mlharness")
+
+
+def split_data(
+    dataset: BaseDataset, seed: int, validation_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The (X_train, X_val, y_train, y_val) a run with this seed trains and validates on.
+
+    A dataset with its own seed keeps it; otherwise the training seed generates the data.
+    Evaluation calls this too, so it scores exactly the split training held out.
+    """
+    from mlharness.tabular.datasets import train_val_split
+
+    own_seed = getattr(dataset, "seed", None)
+    X, y = dataset.generate(seed=None if own_seed is not None else seed)
+    return train_val_split(
+        X, y, validation_fraction, seed=seed, stratify=dataset.task == "classification"
+    )
+
+
+class TrainingLoop:
+    """Train ``model`` on ``dataset`` for ``epochs`` and write metrics and checkpoints.
+
+    A closed-form model (``model.is_iterative`` False) is fitted once on the whole training
+    split and reported as one epoch.
+    """
+
+    def __init__(
+        self,
+        model: BaseModel,
+        dataset: BaseDataset,
+        metrics_writer: MetricsWriter | None = None,
+        epochs: int = 10,
+        batch_size: int = 32,
+        seed: int = 42,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        checkpoint_frequency: int = 1,
+        validation_fraction: float = 0.2,
+        shuffle: bool = True,
+        standardize: bool = False,
+        stop: GracefulInterrupt | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.metrics_writer = metrics_writer
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.seed = seed
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_frequency = checkpoint_frequency
+        self.validation_fraction = validation_fraction
+        self.shuffle = shuffle
+        self.standardize = standardize
+        self.stop = stop
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.history: list[dict[str, Any]] = []
+        self.checkpoints: list[str] = []
+
+    # ------------------------------------------------------------------ data
+
+    def prepare_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Generate or load the data, split it, and standardise it with training statistics."""
+        from mlharness.tabular.datasets import Standardizer
+
+        X_train, X_val, y_train, y_val = split_data(
+            self.dataset, self.seed, self.validation_fraction
+        )
+        if self.standardize:
+            scaler = Standardizer().fit(X_train)
+            X_train, X_val = scaler.transform(X_train), scaler.transform(X_val)
+            if self.checkpoint_dir is not None:
+                atomic_write_json(self.checkpoint_dir / PREPROCESSING_FILE, scaler.to_dict())
+        return X_train, X_val, y_train, y_val
+
+    # ------------------------------------------------------------------ metrics
+
+    def epoch_metrics(
+        self, epoch: int, train_loss: float, X_val: np.ndarray, y_val: np.ndarray
+    ) -> dict[str, Any]:
+        """Loss, validation loss and accuracy or MSE/R² of one epoch.
+
+        No timings here: the metrics files of two runs with the same seed must be identical.
+        """
+        record: dict[str, Any] = {"epoch": epoch, "loss": train_loss}
+        has_val = len(y_val) > 0
+        if has_val:
+            record["val_loss"] = self.model.loss(X_val, y_val)
+        if self.model.task == "classification":
+            X_tr, y_tr = self._train_eval
+            record["accuracy"] = accuracy(y_tr, predict_labels(self.model, X_tr)[0])
+            if has_val:
+                record["val_accuracy"] = accuracy(y_val, predict_labels(self.model, X_val)[0])
+        else:
+            X_tr, y_tr = self._train_eval
+            train = regression_metrics(y_tr, self.model.predict(X_tr))
+            record["mse"], record["r2"] = train["mse"], train["r2"]
+            if has_val:
+                val = regression_metrics(y_val, self.model.predict(X_val))
+                record["val_mse"], record["val_r2"] = val["mse"], val["r2"]
+        return record
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, name: str) -> None:
+        if self.checkpoint_dir is None:
+            return
+        self.model.save(self.checkpoint_dir / name)
+        self.checkpoints.append(name)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> dict[str, Any]:
+        """Run the loop; returns a summary with ``status`` completed or interrupted."""
+        started = time.monotonic()
+        X_train, X_val, y_train, y_val = self.prepare_data()
+        # Per-epoch train metrics on at most 10,000 rows keep the epoch cost bounded.
+        self._train_eval = (X_train[:10_000], y_train[:10_000])
+        log.info(
+            "Data: %d training and %d validation samples, %d features (%s).",
+            len(y_train),
+            len(y_val),
+            X_train.shape[1],
+            self.dataset.task,
+        )
+        status = "completed"
+        epochs = self.epochs if self.model.is_iterative else 1
+        rng = np.random.default_rng(self.seed)
+        with _Progress(epochs, enabled=self.progress) as bar:
+            for epoch in range(1, epochs + 1):
+                if self.model.is_iterative:
+                    train_loss = self._run_epoch(X_train, y_train, rng)
+                else:
+                    self.model.train_step(X_train, y_train)
+                    train_loss = self.model.loss(X_train, y_train)
+                if train_loss is None:
+                    status = "interrupted"
+                    break
+                record = self.epoch_metrics(epoch, train_loss, X_val, y_val)
+                self.history.append(record)
+                if self.metrics_writer is not None:
+                    self.metrics_writer.log(record)
+                if epoch % self.checkpoint_frequency == 0:
+                    self.save_checkpoint(f"checkpoint_epoch_{epoch}")
+                bar.update(record)
+                if _should_print(epoch, epochs):
+                    log.info(_format_record(record, epochs))
+                if self.stop is not None and self.stop.requested:
+                    status = "interrupted"
+                    break
+        if status == "completed":
+            self.save_checkpoint("checkpoint_final")
+        else:
+            self.save_checkpoint("checkpoint_interrupted")
+        final = dict(self.history[-1]) if self.history else {}
+        return {
+            "status": status,
+            "final_metrics": final,
+            "epochs_completed": len(self.history),
+            "epochs_planned": epochs,
+            "train_seconds": round(time.monotonic() - started, 3),
+            "checkpoints": list(self.checkpoints),
+        }
+
+    def _run_epoch(self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> float | None:
+        """One pass over the training split; None when a stop was requested mid-epoch."""
+        n = len(y)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        total = 0.0
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out = self.model.train_step(X[idx], y[idx])
+            total += float(out["loss"]) * len(idx)
+            if self.stop is not None and self.stop.requested:
+                return None
+        return total / n
+
+
+def _should_print(epoch: int, epochs: int) -> bool:
+    every = max(1, epochs // 10)
+    return epoch == 1 or epoch == epochs or epoch % every == 0
+
+
+def _format_record(record: dict[str, Any], epochs: int) -> str:
+    parts = [f"Epoch {record['epoch']}/{epochs}"]
+    for key, value in record.items():
+        if key == "epoch" or value is None:
+            continue
+        parts.append(f"{key} {value:.6g}")
+    return "  ".join(parts)
+
+
+class _Progress:
+    """A rich progress bar over epochs on a terminal; nothing when output is redirected."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and total > 1
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]Training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=self.total, info="")
+        return self
+
+    def update(self, record: dict[str, Any]) -> None:
+        if self._bar is None:
+            return
+        info = "  ".join(
+            f"{k} {record[k]:.4g}" for k in ("loss", "val_loss") if record.get(k) is not None
+        )
+        self._bar.update(self._task, advance=1, info=info)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,337 @@
+"""From a validated tabular config to a finished run directory (and back, for evaluation)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlharness.config.paths import ensure_within_workspace, resolve_path
+from mlharness.errors import ConfigValidationError, EvaluationError
+from mlharness.tabular.config import CsvConfig, ExperimentConfig, compatibility_problems
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from mlharness.tabular.base import BaseModel
+    from mlharness.tabular.datasets import BaseDataset
+
+log = logging.getLogger("mlharness")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.summary["status"])
+
+
+def dataset_seed(cfg: ExperimentConfig) -> int:
+    seed = getattr(cfg.dataset.params, "seed", None)
+    return cfg.training.seed if seed is None else int(seed)
+
+
+def model_seed(cfg: ExperimentConfig) -> int:
+    return cfg.training.seed if cfg.model.params.seed is None else cfg.model.params.seed
+
+
+def build_dataset(cfg: ExperimentConfig) -> BaseDataset:
+    """The dataset object of ``cfg`` (not yet generated); csv paths resolve in the workspace."""
+    from mlharness.tabular.datasets import make_dataset
+
+    params = cfg.dataset.params.model_dump(exclude={"standardize"})
+    if isinstance(cfg.dataset, CsvConfig):
+        params["path"] = str(resolve_path(cfg.dataset.path or ""))
+    if "seed" in params:
+        params["seed"] = dataset_seed(cfg)
+    return make_dataset(cfg.dataset.name, params)
+
+
+def optimizer_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The training section's optimizer, overridden by the model's own optimizer_config."""
+    return {
+        "learning_rate": cfg.training.learning_rate,
+        "optimizer_type": cfg.training.optimizer,
+        **cfg.training.params,
+        **(cfg.model.params.optimizer_config or {}),
+    }
+
+
+def build_model(cfg: ExperimentConfig, dataset: BaseDataset) -> BaseModel:
+    """The untrained model of ``cfg``, checked against the dataset's shape."""
+    from mlharness.tabular.linear import LinearRegression
+    from mlharness.tabular.mlp import MLP
+
+    problems = compatibility_problems(
+        cfg.model, dataset.task, dataset.n_features, dataset.n_classes
+    )
+    if problems:
+        raise ConfigValidationError(problems)
+    params = cfg.model.params
+    if cfg.model.name == "linear_regression":
+        return LinearRegression(
+            seed=model_seed(cfg),
+            use_gradient_descent=params.use_gradient_descent,  # type: ignore[union-attr]
+            l2_regularization=params.l2_regularization,  # type: ignore[union-attr]
+            optimizer_config=optimizer_config(cfg),
+        )
+    return MLP(
+        layer_sizes=params.layer_sizes,  # type: ignore[union-attr]
+        activation=params.activation,  # type: ignore[union-attr]
+        output_activation=params.output_activation,  # type: ignore[union-attr]
+        seed=model_seed(cfg),
+        optimizer_config=optimizer_config(cfg),
+        init=params.init,  # type: ignore[union-attr]
+    )
+
+
+def output_base(cfg: ExperimentConfig) -> Path:
+    return ensure_within_workspace(cfg.output.directory, "Output directory")
+
+
+def plan(cfg: ExperimentConfig) -> list[str]:
+    """What a run of ``cfg`` would do, for ``--dry-run``; builds (never generates) the dataset."""
+    dataset = build_dataset(cfg)
+    base = output_base(cfg)
+    model = build_model(cfg, dataset)
+    t, o = cfg.training, cfg.output
+    training = (
+        "closed-form solve on the training split (epochs ignored)"
+        if not model.is_iterative
+        else f"{t.epochs} epochs, batch size {t.batch_size}, {t.optimizer} "
+        f"lr={t.learning_rate}, seed {t.seed}"
+    )
+    checkpoints = (
+        f"checkpoint_epoch_N every {o.checkpoint_frequency} epoch(s) and checkpoint_final"
+        if o.save_checkpoints
+        else "none (output.save_checkpoints is false)"
+    )
+    return [
+        f"1. Dataset: {cfg.dataset.name} ({dataset.task}, {dataset.n_features} features"
+        + (f", {dataset.n_classes} classes" if dataset.n_classes else "")
+        + f"), validation fraction {t.validation_fraction}, seed {dataset_seed(cfg)}",
+        f"2. Model: {cfg.model.name} ({_describe_model(cfg)}), seed {model_seed(cfg)}",
+        f"3. Training: {training}",
+        f"4. Output: {base / cfg.name}/<timestamp>/ (config.json, summary.json, metrics/, "
+        f"checkpoints/, logs/); index {base / 'index.json'}",
+        f"5. Checkpoints: {checkpoints}",
+    ]
+
+
+def _describe_model(cfg: ExperimentConfig) -> str:
+    p = cfg.model.params
+    if cfg.model.name == "mlp":
+        return (
+            f"layers {p.layer_sizes}, {p.activation}, output "  # type: ignore[union-attr]
+            f"{p.output_activation or 'linear'}"  # type: ignore[union-attr]
+        )
+    solver = "gradient descent" if p.use_gradient_descent else "closed form"  # type: ignore[union-attr]
+    return f"{solver}, l2 {p.l2_regularization}"  # type: ignore[union-attr]
+
+
+@contextmanager
+def _console_log(path: Path | None) -> Iterator[None]:
+    """Copy what the run prints to ``logs/console.log`` while the block runs."""
+    if path is None:
+        yield
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("mlharness")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> RunResult:
+    """Train ``cfg`` into a new run directory; the summary says completed or interrupted.
+
+    Any exception marks the run failed (with the error in ``summary.json``) and propagates.
+    """
+    from mlharness.runs.interrupt import GracefulInterrupt
+    from mlharness.runs.metrics import MetricsWriter
+    from mlharness.runs.output import OutputManager
+    from mlharness.tabular.loop import TrainingLoop
+
+    base = output_base(cfg)
+    dataset = build_dataset(cfg)
+    model = build_model(cfg, dataset)
+    output = OutputManager(cfg.name, base, maintain_index=True, kind="tabular")
+    run_dir = output.get_run_dir()
+    output.write_config(
+        cfg.model_dump(mode="json"),
+        seeds={
+            "dataset": dataset_seed(cfg),
+            "model": model_seed(cfg),
+            "training": cfg.training.seed,
+        },
+    )
+    log_path = output.get_logs_dir() / "console.log" if cfg.output.save_logs else None
+    log.info("Run directory: %s", run_dir)
+    with _console_log(log_path):
+        writer = MetricsWriter(
+            output.get_metrics_dir(),
+            cfg.name,
+            tensorboard_dir=output.get_logs_dir() / "tb" if cfg.output.tensorboard else None,
+        )
+        try:
+            with GracefulInterrupt() as stop:
+                loop = TrainingLoop(
+                    model=model,
+                    dataset=dataset,
+                    metrics_writer=writer,
+                    epochs=cfg.training.epochs,
+                    batch_size=cfg.training.batch_size,
+                    seed=cfg.training.seed,
+                    checkpoint_dir=output.get_checkpoint_dir()
+                    if cfg.output.save_checkpoints
+                    else None,
+                    checkpoint_frequency=cfg.output.checkpoint_frequency,
+                    validation_fraction=cfg.training.validation_fraction,
+                    shuffle=cfg.training.shuffle,
+                    standardize=cfg.dataset.params.standardize,
+                    stop=stop,
+                    progress=progress,
+                )
+                summary = loop.train()
+                writer.close(summary["final_metrics"])
+                output.finish(summary)
+        except BaseException as exc:
+            writer.close()
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            output.finish({"status": status, "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        if summary["status"] == "interrupted":
+            log.warning(
+                "Interrupted after %d completed epoch(s); metrics and checkpoints so far are "
+                "kept in %s.",
+                summary["epochs_completed"],
+                run_dir,
+            )
+        else:
+            log.info("Final metrics: %s", _short(summary["final_metrics"]))
+            log.info("Metrics:       %s", output.get_metrics_dir() / "metrics.md")
+            if cfg.output.save_checkpoints:
+                log.info("Checkpoints:   %s", output.get_checkpoint_dir())
+            log.info("Run directory: %s", run_dir)
+    return RunResult(run_dir, summary)
+
+
+def _short(metrics: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.6g}" for k, v in metrics.items() if isinstance(v, float)
+    )
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def load_run_config(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run recorded in its ``config.json``."""
+    import json
+
+    from mlharness.config import validate
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise EvaluationError(
+            f"No config.json in {run_dir}. Pass the experiment config with --config."
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.pop("_run", None)
+    return validate(ExperimentConfig, data)
+
+
+def evaluate_run(
+    run_dir: Path,
+    cfg: ExperimentConfig,
+    checkpoint: str = "checkpoint_final",
+    metrics: list[str] | None = None,
+) -> dict[str, Any]:
+    """Score a run's checkpoint on its own train and validation splits; write eval/ files."""
+    from mlharness.runs.io import atomic_write_json, atomic_write_text
+    from mlharness.tabular.evaluation import Evaluator, score
+    from mlharness.tabular.loop import split_data
+
+    evaluator = Evaluator(run_dir)
+    model = evaluator.load_model(checkpoint)
+    dataset = build_dataset(cfg)
+    X_train, X_val, y_train, y_val = split_data(
+        dataset, cfg.training.seed, cfg.training.validation_fraction
+    )
+    splits = {"validation": (X_val, y_val), "train": (X_train, y_train)}
+    results: dict[str, Any] = {}
+    for split, (Xs, ys) in splits.items():
+        if len(ys) == 0:
+            continue
+        scores = score(model, evaluator.transform(Xs), ys, dataset.n_classes)
+        if metrics:
+            unknown = [m for m in metrics if m not in scores]
+            if unknown:
+                raise EvaluationError(
+                    f"Unknown metric(s) {', '.join(unknown)} for a {model.task} model. "
+                    f"Available: {', '.join(scores)}."
+                )
+            scores = {m: scores[m] for m in metrics}
+        results[split] = {"n_samples": len(ys), **scores}
+    report = {
+        "experiment": cfg.name,
+        "run_dir": str(run_dir),
+        "checkpoint": checkpoint,
+        "task": model.task,
+        "dataset": cfg.dataset.name,
+        "splits": results,
+    }
+    out_dir = run_dir / "eval"
+    atomic_write_json(out_dir / f"{checkpoint}.json", report)
+    atomic_write_text(out_dir / f"{checkpoint}.md", eval_markdown(report))
+    report["files"] = [str(out_dir / f"{checkpoint}.json"), str(out_dir / f"{checkpoint}.md")]
+    return report
+
+
+def eval_markdown(report: dict[str, Any]) -> str:
+    from mlharness.runs.index import format_value
+
+    lines = [
+        f"# Evaluation: {report['experiment']}",
+        "",
+        f"Checkpoint `{report['checkpoint']}` of `{report['run_dir']}` "
+        f"({report['task']}, dataset {report['dataset']}).",
+        "",
+    ]
+    for split, scores in report["splits"].items():
+        lines += [f"## {split.capitalize()} split ({scores['n_samples']} samples)", ""]
+        lines += ["| Metric | Value |", "|---|---|"]
+        for key, value in scores.items():
+            if key in ("per_class", "confusion_matrix", "n_samples"):
+                continue
+            lines.append(f"| {key} | {format_value(value)} |")
+        lines.append("")
+        if "per_class" in scores:
+            lines += ["| Class | Precision | Recall | F1 | Support |", "|---|---|---|---|---|"]
+            for c, m in scores["per_class"].items():
+                lines.append(
+                    f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} "
+                    f"| {m['support']} |"
+                )
+            lines.append("")
+        if "confusion_matrix" in scores:
+            matrix = scores["confusion_matrix"]
+            lines += ["Confusion matrix (rows: true class, columns: predicted):", ""]
+            lines += ["| | " + " | ".join(str(i) for i in range(len(matrix))) + " |"]
+            lines += ["|---" * (len(matrix) + 1) + "|"]
+            lines += [
+                f"| **{i}** | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(matrix)
+            ]
+            lines.append("")
+    return "\n".join(lines)
