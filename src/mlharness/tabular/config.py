@@ -11,15 +11,6 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-BUNDLED_FACTS: dict[str, tuple[str, int, int | None]] = {
-    # name: (task, n_features, n_classes) -- scikit-learn's bundled data, known without loading
-    "iris": ("classification", 4, 3),
-    "wine": ("classification", 13, 3),
-    "breast_cancer": ("classification", 30, 2),
-    "digits": ("classification", 64, 10),
-    "diabetes": ("regression", 10, None),
-}
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -79,24 +70,28 @@ class _DatasetBase(_Strict):
 
 class SyntheticRegressionConfig(_DatasetBase):
     name: Literal["synthetic_regression"] = Field(description="Dataset identifier.")
-    params: SyntheticRegressionParams = Field(default_factory=SyntheticRegressionParams)  # type: ignore[arg-type]
+    params: SyntheticRegressionParams = Field(
+        default_factory=SyntheticRegressionParams, description="Generator parameters."
+    )
 
 
 class SyntheticClassificationConfig(_DatasetBase):
     name: Literal["synthetic_classification"] = Field(description="Dataset identifier.")
-    params: SyntheticClassificationParams = Field(default_factory=SyntheticClassificationParams)  # type: ignore[arg-type]
+    params: SyntheticClassificationParams = Field(
+        default_factory=SyntheticClassificationParams, description="Generator parameters."
+    )
 
 
 class BundledConfig(_DatasetBase):
     name: Literal["iris", "wine", "breast_cancer", "digits", "diabetes"] = Field(
         description="A dataset bundled with scikit-learn (no download)."
     )
-    params: BundledParams = Field(default_factory=BundledParams)  # type: ignore[arg-type]
+    params: BundledParams = Field(default_factory=BundledParams, description="Loading options.")
 
 
 class CsvConfig(_DatasetBase):
     name: Literal["csv"] = Field(description="A local CSV file with a header row.")
-    params: CsvParams
+    params: CsvParams = Field(description="Columns and parsing options.")
 
     @model_validator(mode="after")
     def _needs_path(self) -> CsvConfig:
@@ -171,12 +166,14 @@ class _ModelBase(_Strict):
 
 class LinearRegressionConfig(_ModelBase):
     name: Literal["linear_regression"] = Field(description="Model identifier.")
-    params: LinearRegressionParams = Field(default_factory=LinearRegressionParams)  # type: ignore[arg-type]
+    params: LinearRegressionParams = Field(
+        default_factory=LinearRegressionParams, description="Model parameters."
+    )
 
 
 class MLPConfig(_ModelBase):
     name: Literal["mlp"] = Field(description="Model identifier.")
-    params: MLPParams
+    params: MLPParams = Field(description="Model parameters (layer_sizes is required).")
 
 
 ModelConfig = Annotated[LinearRegressionConfig | MLPConfig, Field(discriminator="name")]
@@ -185,9 +182,9 @@ ModelConfig = Annotated[LinearRegressionConfig | MLPConfig, Field(discriminator=
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(10, gt=0, description="Number of training epochs (must be positive).")
-    batch_size: int = Field(32, gt=0, description="Mini-batch size (must be positive).")
-    learning_rate: float = Field(0.001, gt=0, description="Learning rate (must be positive).")
+    epochs: int = Field(10, gt=0, description="Number of training epochs.")
+    batch_size: int = Field(32, gt=0, description="Mini-batch size.")
+    learning_rate: float = Field(0.001, gt=0, description="Learning rate.")
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = Field(
         "adam", description="Optimizer: adam, sgd, rmsprop or adamw."
     )
@@ -230,10 +227,14 @@ class ExperimentConfig(_Strict):
     kind: Literal["tabular"] = Field("tabular", description="Experiment kind.")
     name: str = Field(..., min_length=1, description="Unique experiment name (a directory name).")
     description: str | None = Field(None, description="Human-readable description.")
-    dataset: DatasetConfig
-    model: ModelConfig
-    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
-    output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
+    dataset: DatasetConfig = Field(description="What to train on; chosen by dataset.name.")
+    model: ModelConfig = Field(description="What to train; chosen by model.name.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Training hyperparameters."
+    )
+    output: OutputConfig = Field(
+        default_factory=OutputConfig, description="Where and what to write."
+    )
 
     @field_validator("name")
     @classmethod
@@ -261,7 +262,10 @@ def dataset_facts(dataset: Any) -> tuple[str, int, int | None] | None:
     if isinstance(dataset, SyntheticClassificationConfig):
         return ("classification", dataset.params.n_features, dataset.params.n_classes)
     if isinstance(dataset, BundledConfig):
-        return BUNDLED_FACTS[dataset.name]
+        from mlharness.tabular.datasets import BundledDataset
+
+        bundled = BundledDataset(dataset.name)  # shapes are known without loading the data
+        return (bundled.task, bundled.n_features, bundled.n_classes)
     return None
 
 

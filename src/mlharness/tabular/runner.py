@@ -228,9 +228,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> Ru
 
 
 def _short(metrics: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{k}={v:.6g}" for k, v in metrics.items() if isinstance(v, float)
-    )
+    return ", ".join(f"{k}={v:.6g}" for k, v in metrics.items() if isinstance(v, float))
 
 
 # ----------------------------------------------------------------------------- evaluation
