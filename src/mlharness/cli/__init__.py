@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlx`` console script; returns the process exit code."""
     from mlharness.errors import MlxError
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _hoist_debug(list(sys.argv[1:] if argv is None else argv))
     _state["debug"] = "--debug" in args or os.environ.get("MLX_DEBUG") == "1"
     command = typer.main.get_command(app)
     usage_error = _usage_error_class()
@@ -130,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.format_message()  # type: ignore[attr-defined]
         print(f"Error: {message}\nRun 'mlx --help' for the commands and options.", file=sys.stderr)
         code = 1
+    except OSError as exc:
+        # A file or directory the user named cannot be used (a directory where a file is
+        # expected, a full disk, no permission): say which, without a traceback.
+        if _state["debug"]:
+            raise
+        print(f"Error: {_describe_os_error(exc)}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         code = 130
@@ -138,3 +145,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 1
     sys.stdout.flush()
     return code
+
+
+def _hoist_debug(args: list[str]) -> list[str]:
+    """Accept ``--debug`` anywhere before ``--``, as ``mlx run-experiment -c x --debug`` too.
+
+    Click only knows the option on the root command; moving it there spares a person the
+    "No such option: --debug" they would otherwise get for asking to see a traceback.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug"] + [a for i, a in enumerate(args) if i >= end or a != "--debug"]
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``Permission denied: 'runs'``: the system's reason and the path it concerns."""
+    reason = exc.strerror or str(exc)
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    return f"{reason}: '{path}'" if path is not None else reason

@@ -77,6 +77,28 @@ def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> 
     return configs
 
 
+def _preflight(configs: list[Any]) -> None:
+    """Check what a run needs but a schema cannot see, for every experiment before the first.
+
+    The output directory must lie inside the workspace and a csv file must exist: a list
+    whose third experiment writes to ``../outside`` must fail before the first one trains.
+    """
+    from mlharness.errors import ConfigError, MlxError
+    from mlharness.tabular import runner
+
+    for i, cfg in enumerate(configs, start=1):
+        try:
+            runner.output_base(cfg)
+            runner.build_dataset(cfg)
+        except MlxError as exc:
+            if len(configs) == 1:
+                raise
+            raise ConfigError(
+                f"Experiment {i} of {len(configs)} ('{cfg.name}'): {exc}\n"
+                "Nothing was run: fix it and run the list again."
+            ) from exc
+
+
 @app.command("run-experiment", short_help="Run an experiment, or a list of experiments.")
 def run_experiment(
     config: ConfigOption,
@@ -102,6 +124,7 @@ def run_experiment(
             typer.echo(f"Validation: OK ({cfg.name})\n")
         typer.echo(f"Dry run: {total} experiment(s) valid; nothing was written.")
         return
+    _preflight(configs)
     for i, cfg in enumerate(configs, start=1):
         if total > 1:
             typer.echo(f"\n=== Experiment {i}/{total}: {cfg.name} ===")
@@ -184,6 +207,17 @@ def eval_command(
     typer.echo("Written: " + ", ".join(report["files"]))
 
 
+def _check_output_file(path: Path, option: str) -> None:
+    """Refuse a directory where a file will be written, before any work is done."""
+    from mlharness.errors import MlxError
+
+    if path.is_dir():
+        raise MlxError(
+            f"{option} {path} is a directory; give the path of a file to write, "
+            f"for example {path / ('comparison.png' if option == '--output' else 'runs.md')}."
+        )
+
+
 def _default_output_dir() -> Path:
     from mlharness.config import workspace_root
     from mlharness.errors import RunDirectoryError
@@ -232,6 +266,8 @@ def history(
     from mlharness.errors import RunDirectoryError
     from mlharness.runs.index import INDEX_NAME, generate_markdown_summary, list_all_runs
 
+    if markdown is not None:
+        _check_output_file(markdown, "--markdown")
     base = output_dir or _default_output_dir()
     index_path = base / INDEX_NAME
     if not index_path.is_file():
@@ -278,6 +314,9 @@ def compare(
     from mlharness.runs.io import atomic_write_text
     from mlharness.runs.plots import plot_comparison
 
+    _check_output_file(output, "--output")
+    if markdown is not None:
+        _check_output_file(markdown, "--markdown")
     histories: dict[str, list[dict[str, Any]]] = {}
     finals: dict[str, dict[str, Any]] = {}
     statuses: dict[str, str] = {}

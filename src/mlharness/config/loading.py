@@ -12,6 +12,7 @@ import copy
 import difflib
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -68,8 +69,7 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
-            msg = getattr(exc, "msg", str(exc))
+            line, col, msg = _toml_position(exc, text)
             raise _syntax_error(p, fmt, line, col, msg) from exc
     import yaml
 
@@ -81,6 +81,29 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
         col = mark.column + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise _syntax_error(p, fmt, line, col, problem) from exc
+
+
+_TOML_AT = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)$")
+
+
+def _toml_position(exc: Exception, text: str) -> tuple[int | None, int | None, str]:
+    """Line, column and message of a TOML error.
+
+    ``tomllib`` before Python 3.14 has no ``lineno``/``colno``; it appends
+    "(at line L, column C)" or "(at end of document)" to the message instead.
+    """
+    line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    msg = str(getattr(exc, "msg", None) or exc)
+    match = _TOML_AT.search(msg)
+    if match:
+        msg = msg[: match.start()]
+        if line is None:
+            if match.group(1):
+                line, col = int(match.group(1)), int(match.group(2))
+            else:
+                line = text.count("\n") + 1
+                col = len(text) - (text.rfind("\n") + 1) + 1
+    return line, col, msg
 
 
 def _syntax_error(path: Path, fmt: str, line: int | None, col: int | None, msg: str) -> ConfigError:
@@ -108,8 +131,6 @@ def parse_set_items(items: Sequence[str]) -> dict[str, Any]:
     Values are read as YAML scalars or flow collections, so ``5`` is an int, ``true`` a bool,
     ``[4, 1]`` a list and ``adam`` a string, as a person typing them would expect.
     """
-    import yaml
-
     result: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -119,17 +140,40 @@ def parse_set_items(items: Sequence[str]) -> dict[str, Any]:
                 f"Invalid override '{item}'. Use --set key.path=value, "
                 "for example --set training.epochs=5."
             )
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = _parse_value(raw)
         node = result
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"Override '{item}' conflicts with another override of '{part}'.")
+        previous = node.get(parts[-1])
+        if isinstance(previous, dict) and isinstance(value, dict):
+            value = deep_merge(previous, value)  # as the merge into the config would
         node[parts[-1]] = value
     return result
+
+
+# YAML 1.1 reads "1e-3" (no dot) as a string and "010" as octal 8; people mean 1e-3 and 10.
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_LEADING_ZERO_INT = re.compile(r"[-+]?0\d+")
+
+
+def _parse_value(raw: str) -> Any:
+    """One ``--set`` value: a YAML scalar or flow collection, numbers as a person means them."""
+    import yaml
+
+    text = raw.strip()
+    if not text:
+        return ""
+    if _LEADING_ZERO_INT.fullmatch(text):
+        return int(text, 10)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str) and _FLOAT.fullmatch(text):
+        return float(text)
+    return value
 
 
 def env_overrides(var: str = OVERRIDES_ENV) -> dict[str, Any]:
@@ -227,17 +271,24 @@ def _describe(schema: type[BaseModel], error: Any) -> str:
     msg = str(error["msg"])
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind.startswith("value_error") or kind == "assertion_error":
-        return msg if not dotted else f"{dotted}: {msg}"
+        return msg if not dotted or _names_itself(msg, dotted) else f"{dotted}: {msg}"
     shown = error.get("input")
     got = f" (got {shown!r})" if not isinstance(shown, (dict, list)) else ""
     return f"Invalid value for '{dotted}': {msg}{got}"
+
+
+def _names_itself(msg: str, dotted: str) -> bool:
+    """True when a validator's message already starts with the field ("name 'x' must ...")."""
+    rest = msg[len(dotted) : len(dotted) + 1]
+    return msg.startswith(dotted) and not (rest.isalnum() or rest == "_")
 
 
 def _describe_tag(schema: type[BaseModel], dotted: str, error: Any) -> str:
     ctx = error.get("ctx") or {}
     what = dotted.split(".")[-1] if dotted else "value"
     expected = [t.strip().strip("'\"") for t in str(ctx.get("expected_tags", "")).split(",")]
-    supported = ", ".join(t for t in expected if t)
+    expected = [t for t in expected if t] or _tags_at(schema, error["loc"])
+    supported = ", ".join(expected)
     tag = ctx.get("tag")
     if tag is None:
         return f"Missing required field: '{dotted}.name'. Currently supported: {supported}"
@@ -282,6 +333,12 @@ def _walk(schema: type[BaseModel], loc: Sequence[Any]) -> tuple[list[Any], Any]:
         else:
             current = None
     return path, current
+
+
+def _tags_at(schema: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The tags of the tagged union at ``loc`` (pydantic omits them when the tag is missing)."""
+    reached = _unwrap(_walk(schema, loc)[1])
+    return [str(tag) for member in _union_members(reached) for tag in _tags(member)]
 
 
 def _data_path(schema: type[BaseModel], loc: Sequence[Any]) -> list[Any]:

@@ -30,9 +30,9 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return int(value)  # subclasses (IntEnum, ...) as plain ints
+    if isinstance(value, float):  # np.float64 is a float subclass: return a plain float
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, Path):
         return str(value)
     # NumPy without importing it: scalars have .item(), arrays .tolist().
@@ -108,7 +108,11 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
             if trash.exists():
                 shutil.rmtree(trash)
             os.replace(target, trash)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(trash, target)  # put the old directory back where readers look
+                raise
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, target)

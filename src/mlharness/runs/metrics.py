@@ -60,9 +60,12 @@ class MetricsWriter:
             self._ndjson.flush()
             os.fsync(self._ndjson.fileno())
         if self._tb is not None:
-            step = int(record.get(self.step_key, len(self.history)))
+            # ``clean`` holds plain Python numbers: np.float32 or np.int64 values are not
+            # float/int instances, and the scalar writer would skip them.
+            step = clean.get(self.step_key)
+            step = int(step) if isinstance(step, (int, float)) else len(self.history)
             self._tb.add_scalars(
-                {tensorboard_tag(k): v for k, v in record.items() if k != self.step_key}, step
+                {tensorboard_tag(k): v for k, v in clean.items() if k != self.step_key}, step
             )
 
     def write_metrics(self, final_metrics: Mapping[str, Any] | None = None) -> Path:

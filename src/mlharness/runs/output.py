@@ -50,7 +50,12 @@ class OutputManager:
             (self.run_dir / sub).mkdir(exist_ok=True)
         self.write_summary({"status": "running"})
         if maintain_index:
-            index.add_run(self.index_path, self._index_entry())
+            try:
+                index.add_run(self.index_path, self._index_entry())
+            except RunDirectoryError as exc:
+                # Never leave a directory that claims to be running when nothing will run.
+                self.write_summary({"status": "failed", "error": str(exc)})
+                raise
 
     @property
     def index_path(self) -> Path:
@@ -66,10 +71,7 @@ class OutputManager:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except PermissionError as exc:
-            raise RunDirectoryError(
-                f"Permission denied: '{parent}'. Make it writable (chmod u+w) or set "
-                "output.directory to a directory you can write to."
-            ) from exc
+            raise _permission_denied(parent) from exc
         stamp = self.created_at.strftime("%Y%m%d_%H%M%S")
         for n in range(10_000):
             candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
@@ -78,10 +80,7 @@ class OutputManager:
             except FileExistsError:
                 continue
             except PermissionError as exc:
-                raise RunDirectoryError(
-                    f"Permission denied: '{parent}'. Make it writable (chmod u+w) or set "
-                    "output.directory to a directory you can write to."
-                ) from exc
+                raise _permission_denied(parent) from exc
             return candidate
         raise RunDirectoryError(f"Could not find a free run directory name under {parent}.")
 
@@ -166,10 +165,14 @@ def _check_writable(base_dir: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirectoryError(
-            f"Permission denied: '{existing}'. Make it writable (chmod u+w {existing}) or set "
-            "output.directory to a directory you can write to."
-        )
+        raise _permission_denied(existing)
+
+
+def _permission_denied(path: Path) -> RunDirectoryError:
+    return RunDirectoryError(
+        f"Permission denied: '{path}'. Make it writable (chmod u+w {path}) or set "
+        "output.directory to a directory you can write to."
+    )
 
 
 def _version_of(module: str) -> str | None:

@@ -163,8 +163,11 @@ class Evaluator:
 
         return Standardizer.from_dict(stats).transform(X)
 
-    def evaluate(self, dataset: BaseDataset, seed: int | None = 42) -> dict[str, Any]:
-        """Score the loaded model (``checkpoint_final`` if none is) on the whole dataset."""
+    def evaluate(self, dataset: BaseDataset, seed: int | None = None) -> dict[str, Any]:
+        """Score the loaded model (``checkpoint_final`` if none is) on the whole dataset.
+
+        ``seed`` generates synthetic data; None keeps the dataset's own seed.
+        """
         X, y = dataset.generate(seed=seed)
         return self.evaluate_arrays(X, y, dataset.n_classes)
 

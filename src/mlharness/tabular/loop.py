@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlharness.errors import ConfigError
 from mlharness.runs.io import atomic_write_json
 from mlharness.tabular.evaluation import (
     PREPROCESSING_FILE,
@@ -141,8 +142,34 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ the loop
 
+    def _check_arguments(self) -> None:
+        for name in ("epochs", "batch_size", "checkpoint_frequency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}."
+            )
+
     def train(self) -> dict[str, Any]:
-        """Run the loop; returns a summary with ``status`` completed or interrupted."""
+        """Run the loop; returns a summary with ``status`` completed or interrupted.
+
+        The metrics writer, if any, is closed at the end (metrics.json, metrics.md and
+        curves.png written), whatever the outcome.
+        """
+        self._check_arguments()
+        try:
+            summary = self._train()
+        except BaseException:
+            if self.metrics_writer is not None:
+                self.metrics_writer.close()
+            raise
+        if self.metrics_writer is not None:
+            self.metrics_writer.close(summary["final_metrics"])
+        return summary
+
+    def _train(self) -> dict[str, Any]:
         started = time.monotonic()
         X_train, X_val, y_train, y_val = self.prepare_data()
         # Per-epoch train metrics on at most 10,000 rows keep the epoch cost bounded.

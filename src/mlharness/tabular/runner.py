@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from mlharness.config.paths import ensure_within_workspace, resolve_path
 from mlharness.errors import ConfigValidationError, EvaluationError
-from mlharness.tabular.config import CsvConfig, ExperimentConfig, compatibility_problems
+from mlharness.tabular.config import (
+    CsvConfig,
+    ExperimentConfig,
+    LinearRegressionConfig,
+    compatibility_problems,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -72,21 +77,22 @@ def build_model(cfg: ExperimentConfig, dataset: BaseDataset) -> BaseModel:
     )
     if problems:
         raise ConfigValidationError(problems)
-    params = cfg.model.params
-    if cfg.model.name == "linear_regression":
+    if isinstance(cfg.model, LinearRegressionConfig):
+        linear = cfg.model.params
         return LinearRegression(
             seed=model_seed(cfg),
-            use_gradient_descent=params.use_gradient_descent,  # type: ignore[union-attr]
-            l2_regularization=params.l2_regularization,  # type: ignore[union-attr]
+            use_gradient_descent=linear.use_gradient_descent,
+            l2_regularization=linear.l2_regularization,
             optimizer_config=optimizer_config(cfg),
         )
+    mlp = cfg.model.params
     return MLP(
-        layer_sizes=params.layer_sizes,  # type: ignore[union-attr]
-        activation=params.activation,  # type: ignore[union-attr]
-        output_activation=params.output_activation,  # type: ignore[union-attr]
+        layer_sizes=mlp.layer_sizes,
+        activation=mlp.activation,
+        output_activation=mlp.output_activation,
         seed=model_seed(cfg),
         optimizer_config=optimizer_config(cfg),
-        init=params.init,  # type: ignore[union-attr]
+        init=mlp.init,
     )
 
 
@@ -124,14 +130,12 @@ def plan(cfg: ExperimentConfig) -> list[str]:
 
 
 def _describe_model(cfg: ExperimentConfig) -> str:
-    p = cfg.model.params
-    if cfg.model.name == "mlp":
-        return (
-            f"layers {p.layer_sizes}, {p.activation}, output "  # type: ignore[union-attr]
-            f"{p.output_activation or 'linear'}"  # type: ignore[union-attr]
-        )
-    solver = "gradient descent" if p.use_gradient_descent else "closed form"  # type: ignore[union-attr]
-    return f"{solver}, l2 {p.l2_regularization}"  # type: ignore[union-attr]
+    if isinstance(cfg.model, LinearRegressionConfig):
+        p = cfg.model.params
+        solver = "gradient descent" if p.use_gradient_descent else "closed form"
+        return f"{solver}, l2 {p.l2_regularization}"
+    m = cfg.model.params
+    return f"layers {m.layer_sizes}, {m.activation}, output {m.output_activation or 'linear'}"
 
 
 @contextmanager
@@ -204,10 +208,9 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> Ru
                     progress=progress,
                 )
                 summary = loop.train()
-                writer.close(summary["final_metrics"])
                 output.finish(summary)
         except BaseException as exc:
-            writer.close()
+            writer.close()  # the loop closes it too; closing twice is harmless
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             output.finish({"status": status, "error": f"{type(exc).__name__}: {exc}"})
             raise
