@@ -211,7 +211,7 @@ def test_csv_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as info:
         CSVDataset(missing, target="y")
     assert str(info.value) == (
-        f"CSV file not found: {missing}. Check dataset.params.path in the config: it must "
+        f"CSV file not found: {missing}. Check dataset.path in the config: it must "
         "point to an existing CSV file with a header row."
     )
 

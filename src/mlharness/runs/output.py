@@ -67,7 +67,7 @@ class OutputManager:
 
     def _get_unique_run_dir(self) -> Path:
         parent = self.base_dir / self.experiment_name
-        _check_writable(self.base_dir)
+        _check_writable(self.base_dir, parent)
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except PermissionError as exc:
@@ -160,7 +160,13 @@ class OutputManager:
             )
 
 
-def _check_writable(base_dir: Path) -> None:
+def _check_writable(base_dir: Path, experiment_dir: Path) -> None:
+    for path in (base_dir, experiment_dir):
+        if path.exists() and not path.is_dir():
+            raise RunDirectoryError(
+                f"'{path}' is not a directory: runs need a directory there. Move the file away or "
+                "set output.directory (or the experiment name) to something else."
+            )
     existing = base_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

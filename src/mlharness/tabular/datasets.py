@@ -507,7 +507,7 @@ class CSVDataset(BaseDataset):
     ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise DatasetError(
-                f"path must be the path of a CSV file, got {path!r}. Set dataset.params.path."
+                f"path must be the path of a CSV file, got {path!r}. Set dataset.path."
             )
         self.path = Path(path)
         if not isinstance(target, str) or not target.strip():
@@ -552,7 +552,7 @@ class CSVDataset(BaseDataset):
 
     def _not_found(self) -> DatasetError:
         return DatasetError(
-            f"CSV file not found: {self.path}. Check dataset.params.path in the config: it "
+            f"CSV file not found: {self.path}. Check dataset.path in the config: it "
             "must point to an existing CSV file with a header row."
         )
 

@@ -1,0 +1,263 @@
+"""Helpers shared by the end-to-end tests: run ``mlx`` in a subprocess, write tiny configs.
+
+Every ``mlx`` subprocess runs in a workspace directory that is both its current directory
+and its ``MLX_WORKSPACE``, without ``MLX_OVERRIDES`` or ``MLX_DEBUG``; every call asserts
+that no traceback was printed unless ``--debug`` (or ``MLX_DEBUG=1``) asked for one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MLX_SCRIPT = Path(sys.executable).with_name("mlx")
+UMASK = 0o022
+TIMEOUT = 180
+
+
+def base_env(workspace: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every ``mlx`` subprocess: ours, minus overrides, in ``workspace``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLX_OVERRIDES", "MLX_DEBUG")}
+    env.update(
+        MLX_WORKSPACE=str(workspace),
+        MPLBACKEND="Agg",
+        COLUMNS="100",
+        NO_COLOR="1",
+        PYTHONIOENCODING="utf-8",
+    )
+    env.update(extra or {})
+    return env
+
+
+def command(entry: str, args: Sequence[str]) -> list[str]:
+    """``python -m mlharness ARGS`` or the ``mlx`` console script installed beside Python."""
+    if entry == "module":
+        return [sys.executable, "-m", "mlharness", *args]
+    if entry == "script":
+        return [str(MLX_SCRIPT), *args]
+    raise ValueError(f"entry must be 'module' or 'script', got {entry!r}")
+
+
+def show(args: Sequence[str], result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"$ mlx {' '.join(args)}\n--- exit code {result.returncode}\n"
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
+
+
+def run_mlx(
+    args: Sequence[Any],
+    *,
+    workspace: Path,
+    check: int | None = None,
+    env: Mapping[str, str] | None = None,
+    entry: str = "module",
+    timeout: float = TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run the command to completion in ``workspace``; check exit code and tracebacks."""
+    argv = [str(a) for a in args]
+    full_env = base_env(workspace, env)
+    result = subprocess.run(
+        command(entry, argv),
+        cwd=workspace,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        umask=UMASK,
+    )
+    if check is not None:
+        assert result.returncode == check, f"exit code is not {check}\n{show(argv, result)}"
+    if "--debug" not in argv and full_env.get("MLX_DEBUG") != "1":
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output, f"unexpected traceback\n{show(argv, result)}"
+    return result
+
+
+def make_workspace(path: Path) -> Path:
+    """A directory with a ``pyproject.toml``, so it is a workspace root even without the env."""
+    path.mkdir(parents=True)
+    (path / "pyproject.toml").write_text('[project]\nname = "e2e-workspace"\n', encoding="utf-8")
+    return path
+
+
+@dataclass
+class Mlx:
+    """``mlx(*args, check=None, env=None, entry="module")`` in one workspace."""
+
+    workspace: Path
+
+    def __call__(
+        self,
+        *args: Any,
+        check: int | None = None,
+        env: Mapping[str, str] | None = None,
+        entry: str = "module",
+        timeout: float = TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        return run_mlx(
+            args, workspace=self.workspace, check=check, env=env, entry=entry, timeout=timeout
+        )
+
+    def popen(self, *args: Any, stdout: Any, stderr: Any) -> subprocess.Popen[str]:
+        """Start the command without waiting for it (interruption tests)."""
+        return subprocess.Popen(
+            command("module", [str(a) for a in args]),
+            cwd=self.workspace,
+            env=base_env(self.workspace),
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            umask=UMASK,
+        )
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+REGRESSION: dict[str, Any] = {
+    "name": "e2e-regression",
+    "description": "tiny gradient-descent linear regression",
+    "dataset": {
+        "name": "synthetic_regression",
+        "params": {"n_samples": 200, "n_features": 4, "noise_std": 0.1, "seed": 3},
+    },
+    "model": {"name": "linear_regression", "params": {"use_gradient_descent": True, "seed": 3}},
+    "training": {
+        "epochs": 4,
+        "batch_size": 32,
+        "learning_rate": 0.05,
+        "optimizer": "sgd",
+        "seed": 3,
+    },
+    "output": {"directory": "runs", "checkpoint_frequency": 2},
+}
+
+CLASSIFICATION: dict[str, Any] = {
+    "name": "e2e-classification",
+    "dataset": {
+        "name": "synthetic_classification",
+        "params": {"n_samples": 240, "n_features": 4, "n_classes": 3, "class_sep": 2.0, "seed": 5},
+    },
+    "model": {
+        "name": "mlp",
+        "params": {"layer_sizes": [4, 8, 3], "activation": "relu", "output_activation": "softmax"},
+    },
+    "training": {"epochs": 4, "batch_size": 32, "learning_rate": 0.01, "seed": 5},
+    "output": {"directory": "runs", "checkpoint_frequency": 2},
+}
+
+
+def regression(**overrides: Any) -> dict[str, Any]:
+    """The tiny regression config, deep-merged with ``overrides``."""
+    return deep_merge(REGRESSION, overrides)
+
+
+def classification(**overrides: Any) -> dict[str, Any]:
+    """The tiny classification config, deep-merged with ``overrides``."""
+    return deep_merge(CLASSIFICATION, overrides)
+
+
+def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """Enough TOML for our configs: scalars, lists of scalars and nested tables."""
+    lines = []
+    tables = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    text = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in tables:
+        name = f"{prefix}{key}"
+        text += f"\n[{name}]\n" + to_toml(value, prefix=name + ".")
+    return text
+
+
+def write_config(path: Path, data: Any) -> str:
+    """Write ``data`` as JSON, YAML or TOML (by extension); return the path as a string."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        text = json.dumps(data, indent=2)
+    elif suffix in (".yaml", ".yml"):
+        text = yaml.safe_dump(data, sort_keys=False)
+    elif suffix == ".toml":
+        text = to_toml(data)
+    else:
+        raise ValueError(f"unsupported config suffix {suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- run directories
+
+
+def run_dirs(workspace: Path, experiment: str, output: str = "runs") -> list[Path]:
+    """The run directories of ``experiment``, oldest first."""
+    parent = workspace / output / experiment
+    return sorted(p for p in parent.glob("*") if p.is_dir()) if parent.is_dir() else []
+
+
+def single_run_dir(workspace: Path, experiment: str, output: str = "runs") -> Path:
+    """The one run directory of ``experiment`` (fails when there is none or several)."""
+    found = run_dirs(workspace, experiment, output)
+    assert len(found) == 1, f"expected one run of {experiment}, found {found}"
+    return found[0]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def index_runs(workspace: Path, output: str = "runs") -> list[dict[str, Any]]:
+    """The entries of ``<output>/index.json``, oldest first."""
+    return list(read_json(workspace / output / "index.json")["runs"])
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    """Every file under ``root`` with its size: compare two to prove nothing was written."""
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()
+    }
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The ``Error: ...`` lines of stderr."""
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+@dataclass
+class Trained:
+    """A workspace holding one finished regression run and one classification run."""
+
+    workspace: Path
+    regression_run: Path  # absolute paths
+    classification_run: Path
+    regression_result: subprocess.CompletedProcess[str]  # output of the regression run
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the workspace, as the command line would name it."""
+        return path.relative_to(self.workspace).as_posix()
