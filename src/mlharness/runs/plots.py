@@ -40,6 +40,26 @@ def metric_groups(history: Sequence[Mapping[str, Any]], step_key: str) -> dict[s
     return groups
 
 
+def _series(
+    history: Sequence[Mapping[str, Any]], key: str, step_key: str
+) -> tuple[list[Any], list[Any]]:
+    """The (steps, values) of one metric, skipping records where it is missing or null."""
+    xs, ys = [], []
+    for i, record in enumerate(history):
+        value = record.get(key)
+        if isinstance(value, (int, float)):
+            xs.append(record.get(step_key, i + 1))
+            ys.append(value)
+    return xs, ys
+
+
+def _label(ax: Any, title: str, step_key: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(step_key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _figure(n_panels: int) -> tuple[Any, list[Any]]:
     import matplotlib
 
@@ -81,18 +101,10 @@ def plot_curves(
     fig, axes = _figure(len(groups))
     for ax, (base, keys) in zip(axes, groups.items(), strict=False):
         for key in keys:
-            points = [
-                (r.get(step_key, i + 1), r[key])
-                for i, r in enumerate(history)
-                if isinstance(r.get(key), (int, float))
-            ]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, ms=3, label=key)
-        ax.set_title(base)
-        ax.set_xlabel(step_key)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            xs, ys = _series(history, key, step_key)
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=key)
+        _label(ax, base, step_key)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -113,16 +125,8 @@ def plot_comparison(
     fig, axes = _figure(len(keys))
     for ax, key in zip(axes, keys, strict=False):
         for label, history in histories.items():
-            points = [
-                (r.get(step_key, i + 1), r[key])
-                for i, r in enumerate(history)
-                if isinstance(r.get(key), (int, float))
-            ]
-            if points:
-                xs, ys = zip(*points, strict=True)
+            xs, ys = _series(history, key, step_key)
+            if xs:
                 ax.plot(xs, ys, label=label)
-        ax.set_title(key)
-        ax.set_xlabel(step_key)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label(ax, key, step_key)
     return _save(fig, path)
