@@ -189,8 +189,8 @@ class TrainingLoop:
                 if self.model.is_iterative:
                     train_loss = self._run_epoch(X_train, y_train, rng)
                 else:
-                    self.model.train_step(X_train, y_train)
-                    train_loss = self.model.loss(X_train, y_train)
+                    # A closed-form step fits and returns the fitted model's loss.
+                    train_loss = float(self.model.train_step(X_train, y_train)["loss"])
                 if train_loss is None:
                     status = "interrupted"
                     break
