@@ -33,3 +33,23 @@ def test_shipped_config_dry_runs(mlx: Mlx, ws: Path, config: str) -> None:
     assert f"Dry run: {count} experiment(s) valid; nothing was written." in result.stdout
     assert "Warning" not in result.stderr, "a shipped config should not need a warning"
     assert snapshot(ws) == before
+
+
+def test_python_api_example_script_runs(ws: Path) -> None:
+    """examples/train_linear_regression.py: the seed's Python training flow, for real."""
+    import os
+    import subprocess
+    import sys
+
+    script = ws / "train_linear_regression.py"
+    shutil.copy(REPO / "examples" / "train_linear_regression.py", script)
+    env = {k: v for k, v in os.environ.items() if k != "MLX_OVERRIDES"}
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=ws, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Training completed: completed" in result.stdout
+    run_dir = ws / result.stdout.split("Run directory: ")[1].strip()
+    assert (run_dir / "checkpoints" / "checkpoint_final" / "model.json").is_file()
+    assert (run_dir / "metrics" / "metrics.json").is_file()
+    assert (ws / "runs" / "index.json").is_file()
