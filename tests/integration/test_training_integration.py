@@ -22,7 +22,6 @@ from mlharness.runs.metrics import MetricsWriter
 from mlharness.runs.plots import plot_curves
 from mlharness.tabular import runner
 from mlharness.tabular.config import ExperimentConfig
-from mlharness.tabular.datasets import Standardizer
 from mlharness.tabular.evaluation import (
     Evaluator,
     classification_metrics,
@@ -30,6 +29,7 @@ from mlharness.tabular.evaluation import (
     regression_metrics,
 )
 from mlharness.tabular.loop import TrainingLoop, split_data
+from mlharness.tabular.preprocessing import Standardizer
 from mlharness.tabular.runner import RunResult, evaluate_run, load_run_config, run_experiment
 
 EPOCHS = 6

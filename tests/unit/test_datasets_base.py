@@ -21,7 +21,7 @@ from mlharness.datasets import (
     make_dataset,
 )
 from mlharness.errors import DatasetError
-from mlharness.tabular.datasets import Standardizer, train_val_split
+from mlharness.tabular.preprocessing import Standardizer, train_val_split
 
 SUPPORTED_LIST = (
     "synthetic_regression, synthetic_classification, iris, wine, breast_cancer, digits, "

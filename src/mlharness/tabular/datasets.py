@@ -1,27 +1,26 @@
-"""Datasets for the tabular engine: synthetic generators, scikit-learn's bundled sets, CSV files.
+"""Datasets for the tabular engine: synthetic generators and scikit-learn's bundled sets.
 
 Every dataset returns plain NumPy arrays from ``generate(seed)``: ``X`` as float64 of shape
 ``(n_samples, n_features)`` and ``y`` as float64 targets (regression) or int64 labels
 ``0..k-1`` (classification). Runs are reproducible because synthetic data are a pure function
 of their parameters and the seed (``np.random.default_rng``), and fixed data sets ignore it.
+CSV files are in :mod:`mlharness.tabular.csv_dataset`, splitting and scaling in
+:mod:`mlharness.tabular.preprocessing`.
 
 Constructors check their parameters so that a bad config fails before any work starts
-(``mlx train --dry-run`` builds the dataset and stops). scikit-learn is imported only when a
-bundled dataset is loaded, so importing this module stays cheap for ``mlx --help``.
+(``mlx run-experiment --dry-run`` builds the dataset and stops). scikit-learn is imported
+only when a bundled dataset is loaded, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
 import inspect
 import math
 import numbers
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -47,9 +46,6 @@ PLANNED_DATASETS: tuple[str, ...] = ("mnist", "cifar10", "cifar100", "imagenet")
 MEMORY_LIMIT_BYTES = 1024**3
 """Largest feature matrix (float64) a synthetic dataset may generate: 1 GiB."""
 
-MAX_AUTO_CLASSES = 20
-"""With ``task="auto"``, a CSV target with more distinct values than this is not a label."""
-
 
 # --------------------------------------------------------------------------- validation
 
@@ -71,7 +67,7 @@ def _real(name: str, value: object, *, positive: bool) -> float:
     return result
 
 
-def _seed(value: object, name: str = "seed") -> int | None:
+def check_seed(value: object, name: str = "seed") -> int | None:
     if value is None:
         return None
     # default_rng rejects negative seeds with a message that does not name the parameter.
@@ -167,7 +163,7 @@ class _SyntheticDataset(BaseDataset):
                 f"({self._n_features}), got {n_informative!r}."
             )
         self.n_informative = int(self.n_informative)
-        self.seed: int | None = _seed(seed)
+        self.seed: int | None = check_seed(seed)
         _check_memory(self._n_samples, self._n_features)
         # get_metadata reports the generator facts of the data last generated.
         self._last_seed: int | None = None
@@ -181,7 +177,7 @@ class _SyntheticDataset(BaseDataset):
         return self._n_features
 
     def _resolve_seed(self, seed: int | None) -> int:
-        resolved = _seed(seed) if seed is not None else self.seed
+        resolved = check_seed(seed) if seed is not None else self.seed
         if resolved is None:
             raise DatasetError(
                 f"Cannot generate {self.name} data without a seed. A seed must be provided: "
@@ -233,7 +229,7 @@ class SyntheticRegressionDataset(_SyntheticDataset):
 
     def coefficients(self, seed: int | None = None) -> np.ndarray:
         """The true weights ``w`` behind ``generate(seed)``: what a perfect model recovers."""
-        resolved = _seed(seed) if seed is not None else self.seed
+        resolved = check_seed(seed) if seed is not None else self.seed
         if resolved is None:
             raise DatasetError(
                 "Cannot compute the true coefficients without a seed. A seed must be provided: "
@@ -333,7 +329,7 @@ class SyntheticClassificationDataset(_SyntheticDataset):
 
     def class_means(self, seed: int | None = None) -> np.ndarray:
         """The cluster centres ``(n_classes, n_informative)`` behind ``generate(seed)``."""
-        resolved = _seed(seed) if seed is not None else self.seed
+        resolved = check_seed(seed) if seed is not None else self.seed
         if resolved is None:
             raise DatasetError(
                 "Cannot compute the class means without a seed. A seed must be provided: "
@@ -412,7 +408,7 @@ class BundledDataset(BaseDataset):
                 f"Unknown bundled dataset '{name}'. Bundled datasets are: {', '.join(_BUNDLED)}."
             )
         self.name = name
-        self.seed: int | None = _seed(seed)
+        self.seed: int | None = check_seed(seed)
         self._spec = _BUNDLED[name]
         self._cache: tuple[np.ndarray, np.ndarray, list[str], list[Any] | None] | None = None
 
@@ -469,295 +465,6 @@ class BundledDataset(BaseDataset):
         }
 
 
-# --------------------------------------------------------------------------- CSV files
-
-
-@dataclass(frozen=True)
-class _CSVData:
-    X: np.ndarray
-    y: np.ndarray
-    feature_names: list[str]
-    task: Task
-    classes: list[Any] | None
-
-
-_TASKS = ("auto", "regression", "classification")
-
-
-class CSVDataset(BaseDataset):
-    """Numeric features and a target column from a CSV file with a header row.
-
-    ``task="auto"`` treats the target as class labels when it holds integers or strings
-    with at most 20 distinct values, and as a regression target otherwise. Labels are
-    encoded as positions in their sorted order (numeric order for numbers), and the
-    original values are kept as ``classes`` in the metadata so predictions can be named.
-    The file is read once, on first use; its rows are fixed, so ``seed`` is ignored.
-    """
-
-    name = "csv"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        target: str,
-        features: Sequence[str] | None = None,
-        task: str = "auto",
-        delimiter: str = ",",
-        seed: int | None = None,
-    ) -> None:
-        if not isinstance(path, (str, os.PathLike)) or not str(path):
-            raise DatasetError(
-                f"path must be the path of a CSV file, got {path!r}. Set dataset.path."
-            )
-        self.path = Path(path)
-        if not isinstance(target, str) or not target.strip():
-            raise DatasetError(
-                f"target must be the name of the target column, got {target!r}. "
-                "Set dataset.params.target to a column name from the CSV header."
-            )
-        self.target = target.strip()
-        if features is not None:
-            if isinstance(features, str) or not all(isinstance(f, str) for f in features):
-                raise DatasetError(
-                    f"features must be a list of column names, got {features!r}. "
-                    "Omit it to use every column except the target."
-                )
-            features = [f.strip() for f in features]
-            if not features:
-                raise DatasetError(
-                    "features must name at least one column; omit it to use every column "
-                    "except the target."
-                )
-            duplicates = sorted({f for f in features if features.count(f) > 1})
-            if duplicates:
-                raise DatasetError(f"features lists columns more than once: {duplicates}.")
-            if self.target in features:
-                raise DatasetError(
-                    f"The target column '{self.target}' is also listed in features; "
-                    "remove it from dataset.params.features."
-                )
-        self.features: list[str] | None = None if features is None else list(features)
-        if task not in _TASKS:
-            raise DatasetError(
-                f"task must be 'auto', 'regression' or 'classification', got {task!r}."
-            )
-        self.requested_task = task
-        if not isinstance(delimiter, str) or len(delimiter) != 1:
-            raise DatasetError(f"delimiter must be a single character, got {delimiter!r}.")
-        self.delimiter = delimiter
-        self.seed: int | None = _seed(seed)
-        self._data: _CSVData | None = None
-        if not self.path.is_file():
-            raise self._not_found()
-
-    def _not_found(self) -> DatasetError:
-        return DatasetError(
-            f"CSV file not found: {self.path}. Check dataset.path in the config: it "
-            "must point to an existing CSV file with a header row."
-        )
-
-    @property
-    def task(self) -> Task:
-        return self._load().task
-
-    @property
-    def n_samples(self) -> int:
-        return int(self._load().X.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self._load().X.shape[1])
-
-    @property
-    def n_classes(self) -> int | None:
-        classes = self._load().classes
-        return None if classes is None else len(classes)
-
-    def generate(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        data = self._load()
-        return data.X.copy(), data.y.copy()
-
-    def _parameters(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "target": self.target,
-            "features": self.features,
-            "task": self.requested_task,
-            "delimiter": self.delimiter,
-            "seed": self.seed,
-        }
-
-    def _details(self) -> dict[str, Any]:
-        data = self._load()
-        return {"feature_names": data.feature_names, "classes": data.classes}
-
-    # ---- reading
-
-    def _load(self) -> _CSVData:
-        if self._data is None:
-            self._data = self._read()
-        return self._data
-
-    def _read_rows(self) -> tuple[list[str], list[list[str]], list[int]]:
-        if not self.path.is_file():
-            raise self._not_found()
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        try:
-            with self.path.open(newline="", encoding="utf-8-sig") as fh:
-                reader = csv.reader(fh, delimiter=self.delimiter)
-                header = next(reader, None)
-                if header is None or not any(h.strip() for h in header):
-                    raise DatasetError(
-                        f"CSV file {self.path} is empty; it needs a header row of column "
-                        "names followed by data rows."
-                    )
-                header = [h.strip() for h in header]
-                for row in reader:
-                    if not any(cell.strip() for cell in row):
-                        continue  # blank lines, common at the end of files
-                    if len(row) != len(header):
-                        raise DatasetError(
-                            f"Line {reader.line_num} of CSV file {self.path} has {len(row)} "
-                            f"fields, but the header has {len(header)} columns. Fix the row "
-                            f"or check dataset.params.delimiter ({self.delimiter!r})."
-                        )
-                    rows.append(row)
-                    lines.append(reader.line_num)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DatasetError(f"Cannot read CSV file {self.path}: {exc}.") from exc
-        return header, rows, lines
-
-    def _read(self) -> _CSVData:
-        header, rows, lines = self._read_rows()
-        duplicates = sorted({h for h in header if header.count(h) > 1})
-        if duplicates:
-            raise DatasetError(
-                f"CSV file {self.path} has duplicate column names {duplicates}; "
-                "rename them so every column can be selected."
-            )
-        if not rows:
-            raise DatasetError(
-                f"CSV file {self.path} has a header but no data rows; add rows to train on."
-            )
-        feature_names = self.features or [h for h in header if h != self.target]
-        missing = [c for c in [self.target, *feature_names] if c not in header]
-        if missing:
-            quoted = ", ".join(f"'{c}'" for c in missing)
-            raise DatasetError(
-                f"Column {quoted} not found in CSV file {self.path}. "
-                f"Available columns: {', '.join(header)}. Set dataset.params.target "
-                "(and dataset.params.features) to names from the header."
-            )
-        if not feature_names:
-            raise DatasetError(
-                f"CSV file {self.path} has no feature columns besides the target "
-                f"'{self.target}'; add feature columns to the file."
-            )
-        columns = [header.index(c) for c in feature_names]
-        X = self._parse_features(rows, lines, columns, feature_names)
-        y, task, classes = self._parse_target(rows, lines, header.index(self.target))
-        return _CSVData(X=X, y=y, feature_names=feature_names, task=task, classes=classes)
-
-    def _cell_error(self, line: int, column: str, value: str, what: str) -> DatasetError:
-        if not value.strip():
-            return DatasetError(
-                f"Missing value in CSV file {self.path}, line {line}, column '{column}'. "
-                "Fill in or remove rows with missing values."
-            )
-        return DatasetError(
-            f"{what} value {value.strip()!r} in CSV file {self.path}, line {line}, column "
-            f"'{column}'. Feature values must be finite numbers: fix the value or leave the "
-            "column out of dataset.params.features."
-        )
-
-    def _parse_features(
-        self, rows: list[list[str]], lines: list[int], columns: list[int], names: list[str]
-    ) -> np.ndarray:
-        cells = [[row[j] for j in columns] for row in rows]
-        try:
-            X = np.array(cells, dtype=np.float64)
-            if np.isfinite(X).all():
-                return X
-        except ValueError:
-            pass
-        # Slow path, only on failure: find the first bad cell to name its line and column.
-        X = np.empty((len(rows), len(columns)), dtype=np.float64)
-        for i, row in enumerate(cells):
-            for j, text in enumerate(row):
-                try:
-                    value = float(text)
-                except ValueError:
-                    raise self._cell_error(lines[i], names[j], text, "Non-numeric") from None
-                if not math.isfinite(value):
-                    raise self._cell_error(lines[i], names[j], text, "Non-finite")
-                X[i, j] = value
-        return X
-
-    def _parse_target(
-        self, rows: list[list[str]], lines: list[int], column: int
-    ) -> tuple[np.ndarray, Task, list[Any] | None]:
-        texts = [row[column].strip() for row in rows]
-        for i, text in enumerate(texts):
-            if not text:
-                raise DatasetError(
-                    f"Missing value in CSV file {self.path}, line {lines[i]}, column "
-                    f"'{self.target}'. Every row needs a target value; fill it in or remove "
-                    "the row."
-                )
-        values: list[float] = []
-        bad: int | None = None  # first row whose target is not a finite number
-        for i, text in enumerate(texts):
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                bad = i
-                break
-            values.append(value)
-
-        task = self.requested_task
-        if bad is None:
-            distinct = sorted(set(values))
-            if task == "auto":
-                integral = all(v.is_integer() for v in distinct)
-                task = (
-                    "classification"
-                    if integral and len(distinct) <= MAX_AUTO_CLASSES
-                    else "regression"
-                )
-            if task == "regression":
-                return np.array(values, dtype=np.float64), "regression", None
-            classes: list[Any] = [int(v) if v.is_integer() else v for v in distinct]
-            y = np.searchsorted(np.array(distinct), np.array(values)).astype(np.int64)
-        else:
-            distinct_text = sorted(set(texts))
-            if task == "regression":
-                raise DatasetError(
-                    f"Non-numeric target value {texts[bad]!r} in CSV file {self.path}, line "
-                    f"{lines[bad]}, column '{self.target}'. A regression target must hold "
-                    "numbers; set dataset.params.task to 'classification' for class labels."
-                )
-            if task == "auto" and len(distinct_text) > MAX_AUTO_CLASSES:
-                raise DatasetError(
-                    f"Target column '{self.target}' in CSV file {self.path} holds "
-                    f"{len(distinct_text)} distinct non-numeric values, more than the "
-                    f"{MAX_AUTO_CLASSES} that task 'auto' treats as class labels. Set "
-                    "dataset.params.task to 'classification' to use them as labels anyway."
-                )
-            classes = list(distinct_text)
-            index = {label: k for k, label in enumerate(distinct_text)}
-            y = np.array([index[t] for t in texts], dtype=np.int64)
-        if len(classes) < 2:
-            raise DatasetError(
-                f"Target column '{self.target}' in CSV file {self.path} holds a single "
-                f"value ({classes[0]!r}); classification needs at least two classes. Check "
-                "the target column, or set dataset.params.task to 'regression'."
-            )
-        return y, "classification", classes
-
-
 # --------------------------------------------------------------------------- factory
 
 
@@ -783,6 +490,8 @@ def make_dataset(name: str, params: Mapping[str, Any]) -> BaseDataset:
         raise DatasetError(message)
 
     factory: type[BaseDataset]
+    from mlharness.tabular.csv_dataset import CSVDataset  # it builds on BaseDataset
+
     if name == "synthetic_regression":
         factory = SyntheticRegressionDataset
     elif name == "synthetic_classification":
@@ -820,167 +529,3 @@ def make_dataset(name: str, params: Mapping[str, Any]) -> BaseDataset:
     if factory is BundledDataset:
         return BundledDataset(name, **params)
     return cast(BaseDataset, factory(**params))
-
-
-# --------------------------------------------------------------------------- splitting
-
-
-def _largest_remainder(ideal: np.ndarray, caps: np.ndarray, total: int) -> np.ndarray:
-    """Integers near ``ideal`` that sum to ``total`` and stay within ``0..caps``."""
-    counts: np.ndarray = np.minimum(np.floor(ideal).astype(np.int64), caps)
-    remainder = ideal - counts
-    # Hand out the missing units by largest fractional part; ties go to lower class indices.
-    for c in np.argsort(-remainder, kind="stable"):
-        if counts.sum() >= total:
-            break
-        if counts[c] < caps[c]:
-            counts[c] += 1
-    return counts
-
-
-def train_val_split(
-    X: np.ndarray,
-    y: np.ndarray,
-    validation_fraction: float,
-    seed: int,
-    stratify: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split rows into ``(X_train, X_val, y_train, y_val)`` reproducibly from ``seed``.
-
-    The validation size is ``round(fraction * n)``, at least one row when the fraction is
-    positive, and always leaves a training row. Stratified splits give each class its share
-    (largest remainders) while leaving every class at least one training row, so a
-    classifier's output layer sees all labels. Both parts are shuffled.
-    """
-    if (
-        isinstance(validation_fraction, bool)
-        or not isinstance(validation_fraction, numbers.Real)
-        or not 0.0 <= float(validation_fraction) < 1.0
-    ):
-        raise DatasetError(
-            f"validation_fraction must be a number at least 0 and less than 1, "
-            f"got {validation_fraction!r}."
-        )
-    fraction = float(validation_fraction)
-    X = np.asarray(X)
-    y = np.asarray(y)
-    n = len(y)
-    if X.shape[0] != n:
-        raise DatasetError(
-            f"X has {X.shape[0]} rows but y has {n} values; they must describe the same samples."
-        )
-    if n < 1:
-        raise DatasetError("Cannot split an empty dataset; it needs at least one sample.")
-    rng = np.random.default_rng(_seed(seed, "split seed"))
-
-    if not stratify:
-        n_val = min(max(1, round(fraction * n)), n - 1) if fraction > 0 else 0
-        order = rng.permutation(n)
-        val_idx, train_idx = order[:n_val], order[n_val:]
-    else:
-        if y.dtype.kind not in "iub":
-            raise DatasetError(
-                "Stratified splitting needs integer class labels, but y holds "
-                f"{y.dtype} values; turn stratification off for regression targets."
-            )
-        labels, counts = np.unique(y, return_counts=True)
-        caps = counts - 1  # every class keeps one training row
-        total = min(max(1, round(fraction * n)), int(caps.sum())) if fraction > 0 else 0
-        per_class = _largest_remainder(fraction * counts, caps, total)
-        val_parts: list[np.ndarray] = []
-        train_parts: list[np.ndarray] = []
-        for label, k in zip(labels, per_class, strict=True):
-            members = rng.permutation(np.flatnonzero(y == label))
-            val_parts.append(members[:k])
-            train_parts.append(members[k:])
-        val_idx = rng.permutation(np.concatenate(val_parts))
-        train_idx = rng.permutation(np.concatenate(train_parts))
-    return X[train_idx], X[val_idx], y[train_idx], y[val_idx]
-
-
-# --------------------------------------------------------------------------- scaling
-
-
-class Standardizer:
-    """Per-column ``(x - mean) / std`` learned on training data and stored with checkpoints.
-
-    Constant (or numerically constant) columns get a std of 1, so they map to 0 instead of
-    dividing by zero; a model trained on them then ignores them.
-    """
-
-    def __init__(self) -> None:
-        self.mean_: np.ndarray | None = None
-        self.std_: np.ndarray | None = None
-
-    @staticmethod
-    def _as_2d(X: np.ndarray, what: str) -> np.ndarray:
-        arr = np.asarray(X, dtype=np.float64)
-        if arr.ndim != 2:
-            raise DatasetError(
-                f"Standardizer.{what} needs a 2-D array (samples x features), got "
-                f"{arr.ndim} dimension(s)."
-            )
-        return arr
-
-    def fit(self, X: np.ndarray) -> Standardizer:
-        arr = self._as_2d(X, "fit")
-        if arr.shape[0] == 0:
-            raise DatasetError("Standardizer.fit needs at least one sample, got none.")
-        mean = arr.mean(axis=0)
-        std = arr.std(axis=0)
-        # Relative tolerance: a constant column's computed std is rounding noise, not 0.
-        std[std <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
-        self.mean_, self.std_ = mean, std
-        return self
-
-    def _state(self, arr: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-        if self.mean_ is None or self.std_ is None:
-            raise DatasetError(
-                f"Standardizer is not fitted: call fit(X) before {what}(X), or restore it "
-                "with Standardizer.from_dict(...)."
-            )
-        if arr.shape[1] != self.mean_.shape[0]:
-            raise DatasetError(
-                f"Standardizer was fitted on {self.mean_.shape[0]} features, but {what} got "
-                f"{arr.shape[1]}; use data with the same columns as in training."
-            )
-        return self.mean_, self.std_
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        arr = self._as_2d(X, "transform")
-        mean, std = self._state(arr, "transform")
-        out: np.ndarray = (arr - mean) / std
-        return out
-
-    def fit_transform(self, X: np.ndarray) -> np.ndarray:
-        return self.fit(X).transform(X)
-
-    def inverse_transform(self, X: np.ndarray) -> np.ndarray:
-        arr = self._as_2d(X, "inverse_transform")
-        mean, std = self._state(arr, "inverse_transform")
-        out: np.ndarray = arr * std + mean
-        return out
-
-    def to_dict(self) -> dict[str, list[float]]:
-        if self.mean_ is None or self.std_ is None:
-            raise DatasetError("Standardizer is not fitted: call fit(X) before to_dict().")
-        return {"mean": self.mean_.tolist(), "std": self.std_.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Standardizer:
-        try:
-            mean = np.asarray(d["mean"], dtype=np.float64)
-            std = np.asarray(d["std"], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(
-                "Standardizer state must be a mapping with 'mean' and 'std' lists of numbers "
-                f"(as written by to_dict()); got {type(d).__name__} that fails: {exc}."
-            ) from exc
-        if mean.ndim != 1 or mean.shape != std.shape or not (std > 0).all():
-            raise DatasetError(
-                "Standardizer state is inconsistent: 'mean' and 'std' must be lists of the "
-                "same length with every std positive; the saved state is corrupt."
-            )
-        scaler = cls()
-        scaler.mean_, scaler.std_ = mean, std
-        return scaler

@@ -159,7 +159,7 @@ class Evaluator:
         stats = self.preprocessing()
         if stats is None:
             return X
-        from mlharness.tabular.datasets import Standardizer
+        from mlharness.tabular.preprocessing import Standardizer
 
         return Standardizer.from_dict(stats).transform(X)
 

@@ -41,7 +41,7 @@ def split_data(
     A dataset with its own seed keeps it; otherwise the training seed generates the data.
     Evaluation calls this too, so it scores exactly the split training held out.
     """
-    from mlharness.tabular.datasets import train_val_split
+    from mlharness.tabular.preprocessing import train_val_split
 
     own_seed = getattr(dataset, "seed", None)
     X, y = dataset.generate(seed=None if own_seed is not None else seed)
@@ -93,7 +93,7 @@ class TrainingLoop:
 
     def prepare_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Generate or load the data, split it, and standardise it with training statistics."""
-        from mlharness.tabular.datasets import Standardizer
+        from mlharness.tabular.preprocessing import Standardizer
 
         X_train, X_val, y_train, y_val = split_data(
             self.dataset, self.seed, self.validation_fraction
