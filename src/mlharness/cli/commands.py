@@ -113,6 +113,7 @@ def run_experiment(
     from mlharness.tabular import runner
 
     configs = _load_experiments(config, set_items, strict)
+    _preflight(configs)
     total = len(configs)
     if dry_run:
         for i, cfg in enumerate(configs, start=1):
@@ -124,7 +125,6 @@ def run_experiment(
             typer.echo(f"Validation: OK ({cfg.name})\n")
         typer.echo(f"Dry run: {total} experiment(s) valid; nothing was written.")
         return
-    _preflight(configs)
     for i, cfg in enumerate(configs, start=1):
         if total > 1:
             typer.echo(f"\n=== Experiment {i}/{total}: {cfg.name} ===")
