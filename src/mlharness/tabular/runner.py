@@ -181,8 +181,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> Ru
         },
     )
     log_path = output.get_logs_dir() / "console.log" if cfg.output.save_logs else None
-    log.info("Run directory: %s", run_dir)
     with _console_log(log_path):
+        log.info("Run directory: %s", run_dir)
         writer = MetricsWriter(
             output.get_metrics_dir(),
             cfg.name,
