@@ -7,7 +7,6 @@ that no traceback was printed unless ``--debug`` (or ``MLX_DEBUG=1``) asked for 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mlharness.config import deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
 MLX_SCRIPT = Path(sys.executable).with_name("mlx")
@@ -123,16 +124,6 @@ class Mlx:
 
 
 # ----------------------------------------------------------------------------- configs
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 REGRESSION: dict[str, Any] = {
