@@ -242,23 +242,13 @@ def bench_linear(n: int, d: int, repeats: int) -> dict[str, Any]:
     from sklearn.linear_model import LinearRegression as SkLinearRegression
     from sklearn.linear_model import Ridge
 
-    from mlharness.tabular.base import check_features
-    from mlharness.tabular.linear import LinearRegression, _ridge_closed_form, _targets
+    from mlharness.tabular.linear import LinearRegression
 
     X, y = linear_data(n, d)
     alpha = 0.1
     cases = {"ridge": (alpha / n, lambda: Ridge(alpha=alpha)), "ols": (0.0, SkLinearRegression)}
     results: dict[str, Any] = {"n_samples": n, "n_features": d, "repeats": repeats, "cases": {}}
     for case, (l2, make_sklearn) in cases.items():
-
-        def fit_only(l2: float = l2) -> np.ndarray:
-            # train_step's closed-form branch up to, not including, its loss evaluation.
-            Xc = check_features(X, None)
-            yc = _targets(y, len(Xc))
-            if not np.isfinite(yc).all():
-                raise AssertionError("non-finite y")
-            return _ridge_closed_form(Xc, yc, l2)
-
         model = LinearRegression(l2_regularization=l2)
         sk_models: list[Any] = []
 
@@ -267,19 +257,13 @@ def bench_linear(n: int, d: int, repeats: int) -> dict[str, Any]:
 
         times = interleaved(
             {
-                "fit": fit_only,
+                "fit": partial(model.fit, X, y),
                 "train_step": partial(model.train_step, X, y),
                 "loss": partial(model.loss, X, y),
                 "sklearn": sk_fit,
             },
             repeats,
         )
-        theta = fit_only()
-        if not np.array_equal(theta, np.append(model.coef_, model.intercept_)):
-            print(
-                f"  note: the timed 'fit' differs from train_step by "
-                f"{np.max(np.abs(theta[:-1] - model.coef_)):.2e}; src/ changed its fit path?"
-            )
         sk = sk_models[0]
         med = {k: median(v) for k, v in times.items()}
         results["cases"][case] = {

@@ -180,6 +180,20 @@ class TestLinearRegressionClosedForm:
         )
 
 
+def test_fit_is_the_closed_form_whatever_the_solver_setting() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0]) + 1.5
+    gd_model = LinearRegression(use_gradient_descent=True, l2_regularization=0.01)
+    assert gd_model.fit(X, y) is gd_model
+    reference = Ridge(alpha=0.01 * len(y)).fit(X, y)
+    np.testing.assert_allclose(gd_model.coef_, reference.coef_, atol=1e-10)
+    closed = LinearRegression(l2_regularization=0.01)
+    assert closed.train_step(X, y)["loss"] == pytest.approx(gd_model.loss(X, y))
+    with pytest.raises(ModelError, match="y contains NaN or infinite values"):
+        LinearRegression().fit(X, np.full(200, np.nan))
+
+
 class TestLinearRegressionGradientDescent:
     def _train(
         self, seed: int = 0, epochs: int = 60, l2: float = 0.0, lr: float = 0.05

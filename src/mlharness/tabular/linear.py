@@ -134,6 +134,15 @@ class LinearRegression(BaseModel):
         residual = self.forward(X) - y
         return float(residual @ residual / len(y) + self.l2_regularization * (w @ w))
 
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearRegression:
+        """Solve for the exact minimiser of J on (X, y) in closed form; returns ``self``."""
+        X = check_features(X, None)
+        y = _targets(y, len(X))
+        if not np.isfinite(y).all():
+            raise ModelError("y contains NaN or infinite values; remove those samples first.")
+        self._theta = _ridge_closed_form(X, y, self.l2_regularization)
+        return self
+
     def train_step(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Closed form: fit on this (whole) training set; the loss returned is the fitted one.
 
@@ -141,11 +150,7 @@ class LinearRegression(BaseModel):
         objective *before* the step (it comes free with the gradient).
         """
         if not self.use_gradient_descent:
-            X = check_features(X, None)
-            y = _targets(y, len(X))
-            if not np.isfinite(y).all():
-                raise ModelError("y contains NaN or infinite values; remove those samples first.")
-            self._theta = _ridge_closed_form(X, y, self.l2_regularization)
+            self.fit(X, y)
             return {"loss": self.loss(X, y)}
 
         y = _targets(y, len(X))
