@@ -4,9 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
+# The CPU build of torch; installed before the project so its `torch>=2.4` is already met
+# (an unpinned request would pull a several-GB CUDA build).
+TORCH  ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench clean
+.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench bench-lm \
+	prepare train sample loop tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,11 +19,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install -e .
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -e ".[lm]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PIP) install -e ".[dev]"
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -e ".[dev,lm]"
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed ## Install the package into .venv
@@ -63,6 +69,29 @@ quality: lint typecheck test ## Lint, type-check and test
 
 bench: dev ## Benchmark the tabular engine against scikit-learn
 	$(PY) bench/tabular.py
+
+bench-lm: dev ## Benchmark the lm engine (add NANOGPT=path to run nanoGPT side by side)
+	$(PY) bench/lm.py $(if $(NANOGPT),--nanogpt $(NANOGPT))
+
+# The language-model playground: make loop EXP=shakespeare_char CONFIG=experiments/shakespeare_char_cpu.toml
+# INPUT=path/to/text.txt uses a local source file instead of a download.
+LM_ARGS = $(EXP) $(if $(CONFIG),--config $(CONFIG))
+
+prepare: install ## Prepare an lm experiment's data: EXP=name [CONFIG=file] [INPUT=file]
+	$(BIN)/mlx prepare $(LM_ARGS) $(if $(INPUT),--input $(INPUT))
+
+train: install ## Train (or resume) a GPT: EXP=name CONFIG=file
+	$(BIN)/mlx train $(LM_ARGS)
+
+sample: install ## Sample from the experiment's latest run: EXP=name CONFIG=file
+	$(BIN)/mlx sample $(LM_ARGS)
+
+loop: install ## Prepare if needed, train, sample: EXP=name CONFIG=file [INPUT=file]
+	$(BIN)/mlx loop $(LM_ARGS) $(if $(INPUT),--input $(INPUT))
+
+PORT ?= 6006
+tensorboard: install ## Show TensorBoard for LOGDIR=runs/<experiment>/<run>/logs/tb [PORT=6006]
+	$(BIN)/tensorboard --logdir $(or $(LOGDIR),runs) --port $(PORT)
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""GPT language models: prepare text into token files, train, sample, export."""

@@ -1,0 +1,320 @@
+"""The schema of an ``lm`` experiment: prepare, model, train, sample, output.
+
+Every knob is one field with its help text, as in TRL's config classes. The defaults here
+are the package defaults; an experiment's preparer may ship its own (merged next), then
+the user's file, then ``MLX_OVERRIDES`` and ``--set`` (see :func:`load_lm_config`).
+Relative paths in the user's file resolve against that file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mlharness.config.loading import deep_merge, load_raw, validate
+from mlharness.config.paths import workspace_root
+from mlharness.errors import ConfigError
+
+Operation = Literal["+", "-", "*"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ArithmeticConfig(_Strict):
+    """Generated ``a+b=c`` problems (the ``arithmetic`` experiment)."""
+
+    num_examples: int = Field(20_000, gt=0, description="Problems to generate.")
+    max_operand: int = Field(99, gt=0, description="Operands are drawn from 0..max_operand.")
+    operations: list[Operation] = Field(
+        default_factory=lambda: list[Operation](["+"]),
+        min_length=1,
+        description="Operators to draw from.",
+    )
+    seed: int = Field(1337, description="Seed of the generator; same seed, same file.")
+
+
+class PrepareConfig(_Strict):
+    """How ``mlx prepare`` turns source text into ``train.bin``, ``val.bin`` and ``meta.json``."""
+
+    preparer: str | None = Field(
+        None, description="Registered preparer to use; default: the experiment's name."
+    )
+    input: Path | None = Field(
+        None,
+        description="Local source text file. Offline, or for experiments without a download, "
+        "this is where the data comes from (also `mlx prepare --input PATH`).",
+    )
+    data_dir: Path | None = Field(
+        None, description="Where the prepared artifacts go; default: <workspace>/data/<experiment>."
+    )
+    tokenizer: str = Field(
+        "char",
+        description="For the `text` experiment: `char`, `tiktoken:<encoding>` (e.g. "
+        "`tiktoken:gpt2`) or `bpe` (byte-level BPE trained on the corpus).",
+    )
+    bpe_vocab_size: int = Field(
+        2048, ge=260, le=65536, description="Vocabulary size of a trained `bpe` tokenizer."
+    )
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Fraction of the tokens (the tail) held out for validation."
+    )
+    url: str | None = Field(
+        None, description="Download address of the source text, for experiments that have one."
+    )
+    arithmetic: ArithmeticConfig = Field(
+        default_factory=ArithmeticConfig, description="Options of the `arithmetic` experiment."
+    )
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, value: str) -> str:
+        if value in ("char", "bpe") or (value.startswith("tiktoken:") and len(value) > 9):
+            return value
+        raise ValueError(
+            f"tokenizer '{value}' is not known: use 'char', 'bpe' or 'tiktoken:<encoding>' "
+            "(for example 'tiktoken:gpt2')."
+        )
+
+
+class ModelConfig(_Strict):
+    """The GPT's shape; ``vocab_size`` comes from the prepared ``meta.json``."""
+
+    n_layer: int = Field(4, gt=0, description="Transformer blocks.")
+    n_head: int = Field(4, gt=0, description="Attention heads per block.")
+    n_embd: int = Field(128, gt=0, description="Embedding width; a multiple of n_head.")
+    block_size: int = Field(64, gt=0, description="Context length in tokens.")
+    bias: bool = Field(False, description="Biases in Linear and LayerNorm layers (GPT-2: true).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability while training.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}): each "
+                "head gets n_embd / n_head channels."
+            )
+        return self
+
+
+class KeepConfig(_Strict):
+    last: int = Field(2, ge=0, description="Rotating `ckpt_last_*` checkpoints to keep (0: none).")
+    best: int = Field(1, ge=0, description="`ckpt_best_*` checkpoints to keep (0: none).")
+
+
+class CheckpointingConfig(_Strict):
+    """Seed 004's rotation policy: first checkpoint after init, last on cadence, best on gain."""
+
+    interval: int | None = Field(
+        None,
+        gt=0,
+        description="Write a last checkpoint every N iterations; default: eval_interval.",
+    )
+    keep: KeepConfig = Field(default_factory=KeepConfig, description="Retention per kind.")
+
+
+class TrainConfig(_Strict):
+    """The optimisation: AdamW, cosine schedule with warmup, accumulation and clipping."""
+
+    max_iters: int = Field(2000, gt=0, description="Optimizer steps in all.")
+    batch_size: int = Field(12, gt=0, description="Sequences per micro-batch (per process).")
+    grad_accum_steps: int = Field(
+        1, gt=0, description="Micro-batches per optimizer step (divided among DDP processes)."
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    min_lr: float = Field(1e-4, ge=0, description="Learning rate at the end of the decay.")
+    warmup_iters: int = Field(100, ge=0, description="Linear warmup steps.")
+    lr_decay_iters: int | None = Field(
+        None, gt=0, description="Steps of cosine decay to min_lr; default: max_iters."
+    )
+    decay_lr: bool = Field(True, description="Use the schedule; false keeps learning_rate.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay of 2-D weights only.")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: off).")
+    eval_interval: int = Field(250, gt=0, description="Evaluate train and val loss every N steps.")
+    eval_iters: int = Field(20, gt=0, description="Batches per loss estimate.")
+    log_interval: int = Field(10, gt=0, description="Log training metrics every N steps.")
+    seed: int = Field(1337, description="Seeds model init, batches and dropout.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="`auto` picks cuda, then mps, then cpu."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Autocast dtype; `auto` is bfloat16 on CUDA, float32 elsewhere."
+    )
+    compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="Keep an EMA of the weights with this decay (0: off)."
+    )
+    num_threads: int | None = Field(
+        None, gt=0, description="torch CPU threads; default: torch's own choice."
+    )
+    checkpointing: CheckpointingConfig = Field(
+        default_factory=CheckpointingConfig, description="Checkpoint cadence and retention."
+    )
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainConfig:
+        if self.min_lr > self.learning_rate:
+            raise ValueError(
+                f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})."
+            )
+        return self
+
+
+class SampleConfig(_Strict):
+    """How ``mlx sample`` generates text from the best (else last) checkpoint."""
+
+    num_samples: int = Field(3, gt=0, description="Samples to draw.")
+    max_new_tokens: int = Field(500, gt=0, description="Tokens to generate per sample.")
+    temperature: float = Field(0.8, gt=0, description="Softmax temperature (< 1: safer).")
+    top_k: int | None = Field(
+        200, gt=0, description="Keep only the k likeliest tokens (null: all)."
+    )
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus sampling: smallest set with this probability mass."
+    )
+    start: str = Field("\n", description="Prompt text, or `FILE:path` to read it from a file.")
+    seed: int = Field(1337, description="Sampling seed.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to sample.")
+    use_ema: bool = Field(True, description="Sample from the EMA weights when the run kept them.")
+
+
+class OutputConfig(_Strict):
+    directory: Path | None = Field(
+        None, description="Where runs go; default <workspace>/runs. Must be inside the workspace."
+    )
+
+
+class LMConfig(_Strict):
+    """A language-model experiment: prepare the text, train a GPT, sample from it."""
+
+    kind: Literal["lm"] = Field("lm", description="Experiment kind.")
+    name: str | None = Field(
+        None, description="Experiment name; default: the EXPERIMENT argument of the command."
+    )
+    description: str | None = Field(None, description="Human-readable description.")
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Data preparation.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="GPT shape.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="Sampling.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Run directories.")
+
+    @field_validator("name")
+    @classmethod
+    def _directory_name(cls, name: str | None) -> str | None:
+        if name is not None and (
+            not name or name in (".", "..") or any(c in name for c in '/\\:*?"<>|\0')
+        ):
+            raise ValueError(f"name '{name}' must be usable as a directory name.")
+        return name
+
+    # Resolved locations; the loader fills name, so these never see None there.
+    @property
+    def experiment(self) -> str:
+        if self.name is None:
+            raise ConfigError("The experiment has no name: set `name` or pass EXPERIMENT.")
+        return self.name
+
+    @property
+    def preparer(self) -> str:
+        return self.prepare.preparer or self.experiment
+
+    @property
+    def data_dir(self) -> Path:
+        return self.prepare.data_dir or workspace_root() / "data" / self.experiment
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output.directory or workspace_root() / "runs"
+
+
+_PATH_FIELDS = (("prepare", "input"), ("prepare", "data_dir"), ("output", "directory"))
+
+
+def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the path fields of ``data`` absolute, relative ones against ``base``.
+
+    ``sample.start = "FILE:notes.txt"`` is a path too.
+    """
+    out = deep_merge(data, {})
+    for section, key in _PATH_FIELDS:
+        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            p = Path(value).expanduser()
+            out[section][key] = str(p if p.is_absolute() else (base / p).resolve())
+    sample = out.get("sample")
+    if isinstance(sample, dict) and isinstance(sample.get("start"), str):
+        start: str = sample["start"]
+        if start.startswith("FILE:"):
+            p = Path(start[5:]).expanduser()
+            sample["start"] = "FILE:" + str(p if p.is_absolute() else (base / p).resolve())
+    return out
+
+
+def load_lm_config(
+    path: str | os.PathLike[str] | None,
+    experiment: str | None,
+    *,
+    set_items: Sequence[str] = (),
+    strict: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> LMConfig:
+    """Experiment defaults, then the file, then MLX_OVERRIDES and --set; validated strictly.
+
+    ``overrides`` (a nested mapping) is for Python callers such as tests and benchmarks.
+    """
+    from mlharness.config.loading import apply_overrides
+
+    if path is not None:
+        raw = load_raw(path, set_items=set_items)
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"{path} must hold one lm experiment (a table of settings), not a list."
+            )
+        base = Path(path).expanduser().resolve().parent
+    else:
+        raw, base = apply_overrides({}, set_items), Path.cwd()
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return lm_config_from_raw(raw, base, experiment, strict=strict)
+
+
+def lm_config_from_raw(
+    raw: Mapping[str, Any], base: Path, experiment: str | None = None, *, strict: bool = False
+) -> LMConfig:
+    """Validate one lm experiment whose file lies in ``base`` (overrides already applied).
+
+    ``experiment`` (the command's EXPERIMENT argument) names the run when the file does not;
+    when both name it they must agree, so a config is never silently trained under
+    another experiment's directory.
+    """
+    from mlharness.lm.prepare import experiment_defaults
+
+    data = resolve_relative_paths(dict(raw), base)
+    name = data.get("name")
+    if experiment is not None and name is not None and name != experiment:
+        raise ConfigError(
+            f"The config names experiment '{name}' but the command says '{experiment}'. "
+            "Use the same name, or remove `name` from the config."
+        )
+    name = name or experiment
+    if name is None:
+        raise ConfigError(
+            'The config has no `name` and no EXPERIMENT was given: add name = "..." to it.'
+        )
+    data["name"] = name
+    prepare = data.get("prepare")
+    preparer = (prepare.get("preparer") if isinstance(prepare, dict) else None) or name
+    merged = deep_merge(experiment_defaults(str(preparer)), data)
+    return validate(LMConfig, merged, strict=strict)
+
+
+def config_snapshot(config: LMConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON data (paths as strings)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,409 @@
+"""``mlx prepare``: source text -> ``train.bin``, ``val.bin``, ``meta.json`` (seed 004's lifecycle).
+
+A preparer (one module per experiment in :mod:`mlharness.lm.experiments`) only says where
+its text comes from, as a :class:`Source`: a local file, a file to download once, or text
+it generates. Everything else is shared: reading and checking the text, tokenizing it
+with ``prepare.tokenizer``, splitting, and writing nanoGPT's format (raw little-endian
+``uint16`` ids, ``uint32`` for larger vocabularies) plus a JSON ``meta.json`` instead of
+nanoGPT's pickle. Because a source is known before it is read, :func:`artifacts_current`
+can tell cheaply whether the files on disk still match it, which ``mlx loop`` uses to skip
+this step.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import http.client
+import importlib
+import json
+import pkgutil
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlharness.errors import ConfigError, DatasetError
+from mlharness.lm.tokenizers import (
+    BPE_FILE,
+    PREPARE_HINT,
+    BPETokenizer,
+    CharTokenizer,
+    TiktokenTokenizer,
+    TokenIds,
+)
+from mlharness.runs.io import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from mlharness.lm.config import LMConfig, PrepareConfig
+
+META_FORMAT = 1
+ARTIFACTS = ("train.bin", "val.bin", "meta.json")
+DOWNLOAD_TIMEOUT = 5.0  # seconds; offline, a download must fail at once, not hang
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    """What a preparer gets: the config, the input file if one was given, the output directory."""
+
+    config: LMConfig
+    input_path: Path | None  # --input, else prepare.input; absolute
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a preparer's text comes from. Nothing is read or downloaded yet.
+
+    ``path``: a UTF-8 file; when it is missing and ``url`` is set, it is downloaded there
+    first. ``text``: generated text, for preparers that make their own data.
+    """
+
+    path: Path | None = None
+    url: str | None = None
+    text: str | None = None
+
+
+PrepareFn = Callable[[PrepareContext], Source]
+
+
+@dataclass(frozen=True)
+class Preparer:
+    name: str
+    fn: PrepareFn
+    defaults: dict[str, Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    data_dir: Path
+    tokenizer: dict[str, Any]
+    vocab_size: int
+    dtype: str
+    train_tokens: int
+    val_tokens: int
+    source_sha256: str
+    source_bytes: int
+    seconds: float
+    skipped: bool  # the artifacts were current, nothing was written
+
+
+# --------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, Preparer] = {}
+_discovered = False
+
+
+def register(
+    name: str, *, defaults: dict[str, Any] | None = None, description: str = ""
+) -> Callable[[PrepareFn], PrepareFn]:
+    """Register ``fn`` as the preparer ``name``; ``defaults`` are the experiment's config
+    defaults (merged under the user's file by ``load_lm_config``)."""
+
+    def decorate(fn: PrepareFn) -> PrepareFn:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.fn.__module__ != fn.__module__:
+            raise ValueError(
+                f"Preparer '{name}' is registered twice ({existing.fn.__module__} and "
+                f"{fn.__module__}): rename one of them."
+            )
+        _REGISTRY[name] = Preparer(name, fn, copy.deepcopy(defaults or {}), description)
+        return fn
+
+    return decorate
+
+
+def _discover() -> None:
+    """Import every module of :mod:`mlharness.lm.experiments`, so a new experiment is one file."""
+    global _discovered
+    if _discovered:
+        return
+    import mlharness.lm.experiments as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    _discovered = True
+
+
+def available() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Preparer:
+    _discover()
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"No preparer named '{name}' is registered (without prepare.preparer, the "
+            f"experiment name is used). Available preparers: {', '.join(available())}. Set "
+            'prepare.preparer to one of them, for example "text" for your own text file.'
+        )
+    return _REGISTRY[name]
+
+
+def experiment_defaults(name: str) -> dict[str, Any]:
+    """The config defaults packaged with preparer ``name``; ``{}`` for an unknown name."""
+    _discover()
+    preparer = _REGISTRY.get(name)
+    return copy.deepcopy(preparer.defaults) if preparer else {}
+
+
+def input_file(ctx: PrepareContext) -> Source:
+    """The usual source: ``--input`` (or ``prepare.input``), else ``<data_dir>/input.txt``,
+    downloaded from ``prepare.url`` when that is set and the file is missing."""
+    if ctx.input_path is not None:
+        return Source(path=ctx.input_path)
+    return Source(path=ctx.data_dir / "input.txt", url=ctx.config.prepare.url)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare_data(
+    config: LMConfig,
+    input_path: Path | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> PrepareReport:
+    """Write the experiment's token files, unless they are current and ``force`` is false.
+
+    ``input_path`` (``mlx prepare --input``) wins over ``prepare.input``. The validation
+    split is the last ``val_fraction`` of the *tokens* (nanoGPT cuts 90/10 by characters
+    before tokenizing; cutting the token stream gives exactly the requested fraction).
+    """
+    started = time.perf_counter()
+    preparer = get(config.preparer)
+    ctx = _context(config, input_path)
+    if not force and artifacts_current(config, input_path):
+        return _report(ctx.data_dir, load_meta(ctx.data_dir), started, skipped=True)
+    say = _reporter(progress)
+    source = preparer.fn(ctx)
+    text, origin = _load(source, preparer.name, say)
+    say(f"Tokenizing {origin['bytes'] / 1e6:.1f} MB with {config.prepare.tokenizer}")
+    tokenizer = _build_tokenizer(config.prepare, text)
+    ids = tokenizer.encode_array(text)
+    n_val = max(1, round(len(ids) * config.prepare.val_fraction))
+    n_train = len(ids) - n_val
+    if n_train < 1:
+        raise DatasetError(
+            f"The source text gives only {len(ids)} token(s), too few to split into training "
+            "and validation data: use a longer text."
+        )
+    dtype = token_dtype(tokenizer.vocab_size)
+    meta = {
+        "format": META_FORMAT,
+        "experiment": config.experiment,
+        "preparer": preparer.name,
+        "tokenizer": tokenizer.spec(),
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": dtype,
+        "train_tokens": n_train,
+        "val_tokens": n_val,
+        "source": origin,
+        "settings": _settings(config.prepare),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    say(f"Writing {n_train:,} training and {n_val:,} validation tokens to {ctx.data_dir}")
+    _write(ctx.data_dir, ids, n_train, meta, tokenizer)
+    return _report(ctx.data_dir, meta, started, skipped=False)
+
+
+def token_dtype(vocab_size: int) -> str:
+    """``uint16`` while every id fits (ids run 0 .. vocab_size - 1), else ``uint32``."""
+    return "uint16" if vocab_size <= 2**16 else "uint32"
+
+
+def _write(
+    data_dir: Path,
+    ids: TokenIds,
+    n_train: int,
+    meta: dict[str, Any],
+    tokenizer: CharTokenizer | TiktokenTokenizer | BPETokenizer,
+) -> None:
+    """Each file is atomic; for the set, meta.json goes first and comes back last, so a
+    crash in between leaves no meta.json and the directory never counts as current."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "meta.json").unlink(missing_ok=True)
+    (data_dir / BPE_FILE).unlink(missing_ok=True)  # a stale one would mislead readers
+    if isinstance(tokenizer, BPETokenizer):
+        tokenizer.save(data_dir / BPE_FILE)
+    stored = np.dtype(meta["dtype"]).newbyteorder("<")
+    atomic_write_bytes(data_dir / "train.bin", ids[:n_train].astype(stored).tobytes())
+    atomic_write_bytes(data_dir / "val.bin", ids[n_train:].astype(stored).tobytes())
+    atomic_write_json(data_dir / "meta.json", meta)
+
+
+def _build_tokenizer(
+    prepare: PrepareConfig, text: str
+) -> CharTokenizer | TiktokenTokenizer | BPETokenizer:
+    name = prepare.tokenizer
+    if name == "char":
+        return CharTokenizer.from_text(text)
+    if name == "bpe":
+        return BPETokenizer.train(text, prepare.bpe_vocab_size)
+    return TiktokenTokenizer(name.removeprefix("tiktoken:"))
+
+
+def _settings(prepare: PrepareConfig) -> dict[str, Any]:
+    """The options that change the token files for the same source text."""
+    settings: dict[str, Any] = {
+        "tokenizer": prepare.tokenizer,
+        "val_fraction": prepare.val_fraction,
+    }
+    if prepare.tokenizer == "bpe":
+        settings["bpe_vocab_size"] = prepare.bpe_vocab_size
+    return settings
+
+
+def _context(config: LMConfig, input_path: Path | None) -> PrepareContext:
+    given = input_path if input_path is not None else config.prepare.input
+    resolved = Path(given).expanduser().resolve() if given is not None else None
+    return PrepareContext(config=config, input_path=resolved, data_dir=config.data_dir)
+
+
+def _report(data_dir: Path, meta: dict[str, Any], started: float, skipped: bool) -> PrepareReport:
+    return PrepareReport(
+        data_dir=data_dir,
+        tokenizer=meta["tokenizer"],
+        vocab_size=int(meta["vocab_size"]),
+        dtype=meta["dtype"],
+        train_tokens=int(meta["train_tokens"]),
+        val_tokens=int(meta["val_tokens"]),
+        source_sha256=meta["source"]["sha256"],
+        source_bytes=int(meta["source"]["bytes"]),
+        seconds=time.perf_counter() - started,
+        skipped=skipped,
+    )
+
+
+def _reporter(progress: bool) -> Callable[[str], None]:
+    """A line per stage on stderr, for people watching a terminal; silent otherwise."""
+    if progress and sys.stderr.isatty():
+        return lambda message: print(f"prepare: {message}", file=sys.stderr, flush=True)
+    return lambda message: None
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _load(source: Source, preparer: str, say: Callable[[str], None]) -> tuple[str, dict[str, Any]]:
+    """The source's text and its ``meta.json`` record (where from, SHA-256, size)."""
+    if source.text is not None:
+        data = source.text.encode("utf-8")
+        return source.text, {"generator": preparer, **_fingerprint(data)}
+    if source.path is None:
+        raise DatasetError(f"Preparer '{preparer}' named no source text: fix its module.")
+    origin: dict[str, Any] = {"path": str(source.path)}
+    if source.url is not None:
+        origin["url"] = source.url
+        if not source.path.exists():
+            say(f"Downloading {source.url}")
+            _download(source.url, source.path)
+    text, data = read_text(source.path)
+    return text, {**origin, **_fingerprint(data)}
+
+
+def _fingerprint(data: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def read_text(path: Path) -> tuple[str, bytes]:
+    """The file's text and bytes; every way it can be unusable is a ``DatasetError`` at once."""
+    do = "pass --input PATH (or set prepare.input) to a UTF-8 text file"
+    if path.is_dir():
+        raise DatasetError(f"Input {path} is a directory, not a text file: {do}.")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"Input file {path} does not exist: provide it, or {do}.") from None
+    except OSError as exc:
+        raise DatasetError(f"Input file {path} cannot be read ({exc.strerror}): {do}.") from exc
+    if not data:
+        raise DatasetError(f"Input file {path} is empty: put the training text in it, or {do}.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"Input file {path} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start} ({exc.reason}). Convert it to UTF-8 (for example with "
+            "`iconv -f latin1 -t utf-8`) and prepare again."
+        ) from None
+    return text.removeprefix("\ufeff"), data
+
+
+def _download(url: str, dest: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            data: bytes = response.read()
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise DatasetError(
+            f"{url} could not be downloaded ({exc}). Pass --input PATH with a local copy "
+            f"(for example ../shared/data/tinyshakespeare.txt), or save it as {dest}."
+        ) from exc
+    atomic_write_bytes(dest, data)
+
+
+# --------------------------------------------------------------------------- current?
+
+
+def artifacts_current(config: LMConfig, input_path: Path | None = None) -> bool:
+    """Whether the data directory holds what :func:`prepare_data` would write now.
+
+    True when train.bin, val.bin and meta.json exist (and tokenizer.json for ``bpe``) and
+    meta.json records the same preparer, settings and source checksum. A download whose
+    local copy is gone counts as current when meta.json records the same URL.
+    """
+    ctx = _context(config, input_path)
+    needed = (*ARTIFACTS, BPE_FILE) if config.prepare.tokenizer == "bpe" else ARTIFACTS
+    if not all((ctx.data_dir / name).is_file() for name in needed):
+        return False
+    try:
+        meta = load_meta(ctx.data_dir)
+    except DatasetError:
+        return False
+    preparer = get(config.preparer)
+    if (
+        meta.get("format") != META_FORMAT
+        or meta.get("preparer") != preparer.name
+        or meta.get("settings") != _settings(config.prepare)
+    ):
+        return False
+    recorded = meta.get("source")
+    if not isinstance(recorded, dict):
+        return False
+    source = preparer.fn(ctx)
+    if source.text is not None:
+        return bool(recorded.get("sha256") == _fingerprint(source.text.encode("utf-8"))["sha256"])
+    if source.path is not None and source.path.is_file():
+        return bool(recorded.get("sha256") == _file_sha256(source.path))
+    return source.url is not None and recorded.get("url") == source.url
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_meta(data_dir: Path) -> dict[str, Any]:
+    """The prepared data's ``meta.json``; missing or unreadable is a ``DatasetError``."""
+    path = data_dir / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path} is missing: {PREPARE_HINT}.") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DatasetError(f"{path} cannot be read ({exc}): {PREPARE_HINT} anew.") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} does not hold a JSON object: {PREPARE_HINT} anew.")
+    return meta
