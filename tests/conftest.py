@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from lm_support import TINY_LM, corpus_text
 
 _TESTS = Path(__file__).parent
 
@@ -23,3 +26,30 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLX_WORKSPACE", str(tmp_path))
     monkeypatch.delenv("MLX_OVERRIDES", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def lm_corpus(workspace: Path) -> Path:
+    path = workspace / "corpus.txt"
+    path.write_text(corpus_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_lm(workspace: Path, lm_corpus: Path) -> Any:
+    """``tiny_lm(**overrides) -> LMConfig``: a prepared char-level experiment 'tiny'."""
+    from mlharness.config import deep_merge
+    from mlharness.lm.config import load_lm_config
+    from mlharness.lm.prepare import prepare_data
+
+    prepared: set[Path] = set()
+
+    def make(overrides: dict[str, Any] | None = None) -> Any:
+        base = deep_merge(TINY_LM, {"prepare": {"preparer": "text", "input": str(lm_corpus)}})
+        cfg = load_lm_config(None, "tiny", overrides=deep_merge(base, overrides or {}))
+        if cfg.data_dir not in prepared:
+            prepare_data(cfg, None, force=True, progress=False)
+            prepared.add(cfg.data_dir)
+        return cfg
+
+    return make

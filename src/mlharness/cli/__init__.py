@@ -65,6 +65,7 @@ def _root(
 
 # Commands live in their own modules; importing them registers them on ``app``.
 from mlharness.cli import commands as _commands  # noqa: E402,F401
+from mlharness.cli import lm_commands as _lm_commands  # noqa: E402,F401
 
 
 class _ConsoleHandler(logging.Handler):

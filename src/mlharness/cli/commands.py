@@ -53,21 +53,27 @@ def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> 
     """
     from mlharness.config import load_raw, validate
     from mlharness.errors import ConfigError, ConfigValidationError
+    from mlharness.lm.config import lm_config_from_raw
     from mlharness.tabular.config import ExperimentConfig
 
     raw = load_raw(path, set_items=set_items or [])
     items = raw if isinstance(raw, list) else [raw]
     if not items:
         raise ConfigError(f"{path} holds an empty list: add at least one experiment.")
-    configs = []
+    configs: list[Any] = []
     for i, item in enumerate(items, start=1):
         kind = item.get("kind", "tabular") if isinstance(item, dict) else "tabular"
-        if kind != "tabular":
+        if kind not in ("tabular", "lm"):
             raise ConfigError(
-                f"Experiment kind '{kind}' in {path} is not supported. Supported kinds: tabular."
+                f"Experiment kind '{kind}' in {path} is not supported. Supported kinds: "
+                "tabular, lm."
             )
         try:
-            configs.append(validate(ExperimentConfig, item, strict=strict))
+            if kind == "lm":
+                base = path.expanduser().resolve().parent
+                configs.append(lm_config_from_raw(item, base, strict=strict))
+            else:
+                configs.append(validate(ExperimentConfig, item, strict=strict))
         except ConfigValidationError as exc:
             if len(items) == 1:
                 raise
@@ -84,10 +90,14 @@ def _preflight(configs: list[Any]) -> None:
     whose third experiment writes to ``../outside`` must fail before the first one trains.
     """
     from mlharness.errors import ConfigError, MlxError
+    from mlharness.lm import runner as lm_runner
     from mlharness.tabular import runner
 
     for i, cfg in enumerate(configs, start=1):
         try:
+            if cfg.kind == "lm":
+                lm_runner.check_paths(cfg)
+                continue
             runner.output_base(cfg)
             runner.build_dataset(cfg)
         except MlxError as exc:
@@ -120,7 +130,7 @@ def run_experiment(
             header = f"[{i}/{total}] " if total > 1 else ""
             _echo_json(f"{header}Configuration ({config}):", cfg.model_dump(mode="json"))
             typer.echo("Plan:")
-            for line in runner.plan(cfg):
+            for line in _plan(cfg):
                 typer.echo(f"  {line}")
             typer.echo(f"Validation: OK ({cfg.name})\n")
         typer.echo(f"Dry run: {total} experiment(s) valid; nothing was written.")
@@ -128,10 +138,25 @@ def run_experiment(
     for i, cfg in enumerate(configs, start=1):
         if total > 1:
             typer.echo(f"\n=== Experiment {i}/{total}: {cfg.name} ===")
+        if cfg.kind == "lm":
+            from mlharness.cli.lm_commands import run_loop
+
+            run_loop(cfg)
+            continue
         typer.echo(f"Experiment: {cfg.name}" + (f" ({cfg.description})" if cfg.description else ""))
         result = runner.run_experiment(cfg)
         if result.status == "interrupted":
             raise typer.Exit(130)
+
+
+def _plan(cfg: Any) -> list[str]:
+    if cfg.kind == "lm":
+        from mlharness.lm import runner as lm_runner
+
+        return lm_runner.plan(cfg)
+    from mlharness.tabular import runner
+
+    return runner.plan(cfg)
 
 
 @app.command("eval", short_help="Evaluate a run's checkpoint.")

@@ -101,11 +101,21 @@ def markdown_reference(model: type[BaseModel], title: str) -> str:
     return "\n".join(header + model_table(model, "config")).rstrip() + "\n"
 
 
-def write_reference(path: Path) -> None:
+def references() -> dict[str, str]:
+    """File name under docs/ → its generated text, one per engine."""
+    from mlharness.lm.config import LMConfig
     from mlharness.tabular.config import ExperimentConfig
 
-    path.write_text(markdown_reference(ExperimentConfig, "tabular experiments"), encoding="utf-8")
+    return {
+        "config-reference.md": markdown_reference(ExperimentConfig, "tabular experiments"),
+        "lm-config-reference.md": markdown_reference(LMConfig, "lm experiments"),
+    }
+
+
+def write_references(docs: Path) -> None:
+    for name, text in references().items():
+        (docs / name).write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
-    write_reference(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/config-reference.md"))
+    write_references(Path(sys.argv[1] if len(sys.argv) > 1 else "docs"))

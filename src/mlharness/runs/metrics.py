@@ -51,14 +51,19 @@ class MetricsWriter:
 
             self._tb = ScalarWriter(tensorboard_dir)
 
-    def log(self, record: Mapping[str, Any]) -> None:
-        """Record one epoch's (or step's) metrics; NaN/Inf are stored as null."""
+    def log(self, record: Mapping[str, Any], *, sync: bool = True) -> None:
+        """Record one epoch's (or step's) metrics; NaN/Inf are stored as null.
+
+        The line always reaches the kernel, so a killed process loses nothing; ``sync``
+        also fsyncs it against power loss, which per-step records of a fast loop skip.
+        """
         clean = to_jsonable(dict(record))
         self.history.append(clean)
         if self._ndjson is not None:
             self._ndjson.write(dumps(clean, indent=None) + "\n")
             self._ndjson.flush()
-            os.fsync(self._ndjson.fileno())
+            if sync:
+                os.fsync(self._ndjson.fileno())
         if self._tb is not None:
             # ``clean`` holds plain Python numbers: np.float32 or np.int64 values are not
             # float/int instances, and the scalar writer would skip them.

@@ -6,6 +6,7 @@ even in different processes, get ``..._1``, ``..._2`` instead of sharing a direc
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -38,6 +39,7 @@ class OutputManager:
         base_dir: str | os.PathLike[str] = "outputs",
         maintain_index: bool = True,
         kind: str = "tabular",
+        resume_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.experiment_name = experiment_name
         self.base_dir = Path(base_dir)
@@ -45,11 +47,21 @@ class OutputManager:
         self.kind = kind
         self.created_at = datetime.now()
         self._started = time.monotonic()
-        self.run_dir = self._get_unique_run_dir()
+        self.resumed = resume_dir is not None
+        if resume_dir is not None:
+            # Resuming continues in the run's own directory, so one run keeps one history.
+            self.run_dir = Path(resume_dir)
+            previous = _read_summary(self.run_dir)
+            if "created_at" in previous:
+                self.created_at = datetime.fromisoformat(previous["created_at"])
+        else:
+            self.run_dir = self._get_unique_run_dir()
         for sub in ("checkpoints", "metrics", "logs"):
             (self.run_dir / sub).mkdir(exist_ok=True)
-        self.write_summary({"status": "running"})
-        if maintain_index:
+        self.write_summary({"status": "running", "pid": os.getpid(), "host": platform.node()})
+        if maintain_index and self.resumed:
+            index.update_run(self.index_path, self.relative_run_dir, status="running")
+        elif maintain_index:
             try:
                 index.add_run(self.index_path, self._index_entry())
             except RunDirectoryError as exc:
@@ -158,6 +170,14 @@ class OutputManager:
                 final_metrics=summary.get("final_metrics") or {},
                 finished_at=datetime.now().isoformat(),
             )
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _check_writable(base_dir: Path, experiment_dir: Path) -> None:

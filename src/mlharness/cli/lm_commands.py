@@ -1,0 +1,218 @@
+"""``mlx prepare | train | sample | loop``: the language-model playground (seed 001).
+
+Each command loads the experiment's config (package and experiment defaults, the file,
+``MLX_OVERRIDES``, ``--set``) and calls :mod:`mlharness.lm.runner`. torch is imported only
+when a command actually trains or samples.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlharness.cli import app
+from mlharness.cli.commands import DryRunOption, SetOption, StrictOption, _echo_json
+
+if TYPE_CHECKING:
+    from mlharness.lm.config import LMConfig
+
+ExperimentArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Experiment name (e.g. shakespeare_char); default: the config's `name`.",
+        show_default=False,
+    ),
+]
+LMConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Experiment config (.toml, .json, .yaml); default: the experiment's defaults.",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+InputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--input",
+        help="Local source text file (instead of a download, or for user-provided data).",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+FreshOption = Annotated[
+    bool,
+    typer.Option("--fresh", help="Start a new run instead of resuming the latest unfinished one."),
+]
+
+
+def _config(
+    config: Path | None, experiment: str | None, set_items: list[str] | None, strict: bool
+) -> LMConfig:
+    from mlharness.lm.config import load_lm_config
+
+    return load_lm_config(config, experiment, set_items=set_items or [], strict=strict)
+
+
+def _report_prepare(report: Any) -> None:
+    typer.echo(
+        f"Prepared {report.train_tokens:,} train and {report.val_tokens:,} val tokens "
+        f"(vocabulary {report.vocab_size:,}, {report.dtype}) in {report.data_dir} "
+        f"[{report.seconds:.2f} s]"
+    )
+
+
+def _train(cfg: LMConfig, fresh: bool) -> Path:
+    from mlharness.lm import runner
+
+    typer.echo(f"Experiment: {cfg.experiment}")
+    result = runner.train(cfg, fresh=fresh)
+    if result.resumed_from is not None:
+        typer.echo(f"Resumed from {result.resumed_from}")
+    final = result.final_metrics
+    val = final.get("val_loss")
+    typer.echo(
+        f"Training {result.status} at iteration {result.iterations}"
+        + (f": val loss {val:.4f}, best {result.best_val_loss:.4f}" if val is not None else "")
+    )
+    typer.echo(f"Run directory: {result.run_dir}")
+    if result.status == "interrupted":
+        typer.echo("Interrupted: run 'mlx train' again to resume from the last checkpoint.")
+        raise typer.Exit(130)
+    return result.run_dir
+
+
+def _sample(cfg: LMConfig, run_dir: Path | None, checkpoint: Path | None) -> None:
+    from mlharness.lm import runner
+
+    result = runner.sample(cfg, run_dir=run_dir, checkpoint=checkpoint, out=sys.stdout)
+    typer.echo(f"\nCheckpoint: {result.checkpoint}")
+    typer.echo(f"Samples written: {result.text_path} ({result.tokens_per_sec:,.0f} tokens/s)")
+
+
+@app.command("prepare", short_help="Prepare an lm experiment's token data.")
+def prepare(
+    experiment: ExperimentArg = None,
+    config: LMConfigOption = None,
+    input_path: InputOption = None,
+    set_items: SetOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Tokenize the experiment's text into train.bin, val.bin and meta.json."""
+    from mlharness.lm import runner
+
+    cfg = _config(config, experiment, set_items, strict)
+    _report_prepare(runner.prepare(cfg, input_path))
+
+
+@app.command("train", short_help="Train (or resume) a GPT on prepared data.")
+def train(
+    experiment: ExperimentArg = None,
+    config: LMConfigOption = None,
+    fresh: FreshOption = False,
+    dry_run: DryRunOption = False,
+    set_items: SetOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Train a GPT; resumes the experiment's latest unfinished run unless --fresh.
+
+    Under `torchrun --nproc_per_node=N` the same command trains with DistributedDataParallel.
+    """
+    from mlharness.lm import runner
+
+    cfg = _config(config, experiment, set_items, strict)
+    runner.check_paths(cfg)
+    if dry_run:
+        _echo_json("Configuration:", cfg.model_dump(mode="json"))
+        typer.echo("Plan:")
+        for line in runner.plan(cfg, sample=False)[1:]:
+            typer.echo(f"  {line}")
+        typer.echo("Dry run: nothing was trained or written.")
+        return
+    _train(cfg, fresh)
+
+
+@app.command("sample", short_help="Generate text from a trained run.")
+def sample(
+    experiment: ExperimentArg = None,
+    config: LMConfigOption = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="Run to sample (default: the latest with a checkpoint).",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Checkpoint directory (default: best, else last).",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    num_samples: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
+    temperature: Annotated[float | None, typer.Option(show_default=False)] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option(show_default=False)] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Prompt text, or FILE:path.", show_default=False)
+    ] = None,
+    seed: Annotated[int | None, typer.Option(show_default=False)] = None,
+    set_items: SetOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Sample from the best checkpoint (else the last) of the experiment's latest run.
+
+    Options override the config's [sample] section.
+    """
+    options = {
+        "num_samples": num_samples,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "start": start,
+        "seed": seed,
+    }
+    extra = [f"sample.{k}={v}" for k, v in options.items() if v is not None and k != "start"]
+    cfg = _config(config, experiment, [*(set_items or []), *extra], strict)
+    if start is not None:
+        cfg.sample.start = start
+    _sample(cfg, run_dir, checkpoint)
+
+
+@app.command("loop", short_help="Prepare (if needed), train, then sample.")
+def loop(
+    experiment: ExperimentArg = None,
+    config: LMConfigOption = None,
+    input_path: InputOption = None,
+    fresh: FreshOption = False,
+    set_items: SetOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Prepare unless the data is current, train (resuming), and sample from the result."""
+    cfg = _config(config, experiment, set_items, strict)
+    run_loop(cfg, input_path, fresh)
+
+
+def run_loop(cfg: LMConfig, input_path: Path | None = None, fresh: bool = False) -> None:
+    from mlharness.lm import runner
+
+    runner.check_paths(cfg)
+    report = runner.prepare_if_needed(cfg, input_path)
+    if report is None:
+        typer.echo(f"Data in {cfg.data_dir} is current; prepare skipped.")
+    else:
+        _report_prepare(report)
+    run_dir = _train(cfg, fresh)
+    _sample(cfg, run_dir, None)

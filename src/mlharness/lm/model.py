@@ -1,0 +1,584 @@
+"""The GPT of the ``lm`` engine: a GPT-2 style decoder-only transformer, with a KV cache.
+
+Read top to bottom: the config, the key/value cache, attention, the MLP, one block, the
+model, and last sampling. The layout follows GPT-2 (pre-LayerNorm blocks, learned
+absolute positions, GELU MLP 4x wide, output head tied to the token embedding), so a
+checkpoint maps one-to-one onto Hugging Face's ``GPT2LMHeadModel`` when ``bias=True``.
+
+Shape comments use B = batch, T = tokens in this forward, C = n_embd, nh = heads,
+hs = head size (C // nh), L = keys attended to, V = vocab size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mlharness.errors import ModelError
+
+# ---------------------------------------------------------------------------- config
+
+
+@dataclass
+class GPTConfig:
+    """The model's shape; stored in every checkpoint as its "model args" record."""
+
+    block_size: int = 64  # context length: positions are learned, so also the hard limit
+    vocab_size: int = 65
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear and LayerNorm layers; GPT-2 has them
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ModelError(f"GPTConfig.{name} must be a positive integer; got {value!r}.")
+        if self.n_embd % self.n_head:
+            raise ModelError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                "each head gets n_embd // n_head channels."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelError(f"GPTConfig.dropout must be in [0, 1); got {self.dropout!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain record a checkpoint stores (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
+        """Rebuild from :meth:`to_dict`; unknown keys mean a different model, so refuse them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ModelError(
+                f"Unknown GPTConfig key(s) {', '.join(unknown)}; "
+                f"expected only {', '.join(sorted(known))}."
+            )
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------- KV cache
+
+
+class KVCache:
+    """Keys and values of every position seen so far, for one token per forward in sampling.
+
+    The tensors are allocated once at full context length and filled in place, so a decode
+    step costs one small copy per layer instead of a ``torch.cat`` that grows each step.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        head_size = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # Per-layer views made once: indexing the layer dimension each step costs a dispatch.
+        self._k_layers = self.k.unbind(0)  # n_layer x (B, nh, block_size, hs)
+        self._v_layers = self.v.unbind(0)
+        self.length = 0  # positions filled; also the absolute position of the next token
+
+    @property
+    def capacity(self) -> int:
+        return self.k.size(3)
+
+    def reset(self) -> None:
+        """Forget every position (the stale values are overwritten before they are read)."""
+        self.length = 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store this forward's ``k, v`` (B, nh, T, hs) after the cached ones; return all of them.
+
+        :meth:`GPT.forward` advances :attr:`length` once every layer has stored its part.
+        """
+        start, t = self.length, k.size(2)
+        self._k_layers[layer].narrow(2, start, t).copy_(k)
+        self._v_layers[layer].narrow(2, start, t).copy_(v)
+        end = start + t
+        return self._k_layers[layer].narrow(2, 0, end), self._v_layers[layer].narrow(2, 0, end)
+
+
+# ---------------------------------------------------------------------------- layers
+
+
+def causal_attention(
+    q: Tensor, k: Tensor, v: Tensor, kv_cache: KVCache | None, layer: int, dropout_p: float
+) -> Tensor:
+    """Each query attends to its own position and the ones before it; (B, nh, T, hs) each.
+
+    With ``kv_cache``, this forward's keys and values are appended to the cached ones of
+    ``layer`` first, and the queries sit at positions ``kv_cache.length`` onwards.
+    """
+    if kv_cache is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    start, T = kv_cache.length, q.size(2)
+    k, v = kv_cache.update(layer, k, v)  # (B, nh, L, hs), L = start + T
+    if T == 1:
+        # One new query may see every cached position: no mask to build or apply.
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    if start == 0:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    # Queries at start..start+T-1 of L keys. SDPA's is_causal aligns its triangle with the
+    # top-left corner, right only when start == 0, so spell the mask out.
+    mask = torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(start)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention, all heads' q, k and v from one fused matmul."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx  # which layer of a KVCache is ours
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        B, T, C = x.size()
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        y = causal_attention(q, k, v, kv_cache, self.layer_idx, dropout_p)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
+        out: Tensor = self.resid_dropout(self.c_proj(y))
+        return out
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: widen 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return out
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class GPT(nn.Module):
+    """Token and position embeddings, ``n_layer`` blocks, a final LayerNorm, a tied head."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        # Parameter names are nanoGPT's without its "transformer." prefix (wte.weight,
+        # h.0.attn.c_attn.weight, ...): prepend it to get Hugging Face GPT-2's names.
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf, 2017): reading a token in and writing it out share one
+        # matrix, which saves vocab_size * n_embd parameters and trains better at this size.
+        self.lm_head.weight = self.wte.weight
+
+        self.apply(self._init_weights)
+        # GPT-2: each block adds two residual branches, so scale their output projections by
+        # 1/sqrt(2 * n_layer) to keep the residual stream's variance from growing with depth.
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        for block in self.h:
+            assert isinstance(block, Block)
+            nn.init.normal_(block.attn.c_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; the tied head counts once.
+
+        ``non_embedding`` leaves out the position embeddings (the convention of the scaling-law
+        papers). The token embedding stays in: it is also the output layer's weight.
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied one once
+        if non_embedding:
+            n -= self.wpe.weight.numel()
+        return n
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: decay the matrices (dim >= 2), not biases or LayerNorm gains.
+
+        Decaying a gain or bias towards zero only fights the normalisation; the matrices are
+        where weight decay regularises.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits, and the mean cross-entropy when ``targets`` (B, T) are given.
+
+        With ``targets``: logits (B, T, V) for every position. Without: only the last
+        position's, (B, 1, V), which is all generation needs and spares the largest matmul.
+        With ``kv_cache``: ``idx`` continues the cached positions (decode one token, or
+        prefill an empty cache), and the cache grows by T.
+        """
+        T = idx.size(1)
+        start = 0 if kv_cache is None else kv_cache.length
+        if start + T > self.config.block_size:
+            where = "" if kv_cache is None else f" after {start} cached positions"
+            raise ModelError(
+                f"Cannot forward a sequence of {T} tokens{where}: the model's block_size "
+                f"(context length) is {self.config.block_size}. Crop the input to the last "
+                f"{self.config.block_size - start} tokens."
+            )
+
+        tok_emb = self.wte(idx)  # (B, T, C)
+        pos_emb = self.wpe.weight[start : start + T]  # (T, C), broadcast over the batch
+        x = self.drop(tok_emb + pos_emb)
+        for block in self.h:
+            x = block(x, kv_cache)
+        if kv_cache is not None:
+            kv_cache.length += T
+        x = self.ln_f(x)
+
+        if targets is None:
+            logits: Tensor = self.lm_head(x[:, -1:, :])  # (B, 1, V)
+            return logits, None
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = F.cross_entropy(
+            logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+        )
+        return logits, loss
+
+    # ------------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        on_token: Callable[[Tensor], None] | None = None,
+    ) -> Tensor:
+        """Continue each row of ``idx`` (B, T) by ``max_new_tokens``; returns (B, T + new).
+
+        Runs in eval mode without autograd and restores the training mode afterwards.
+        ``temperature == 0`` means greedy decoding (argmax; ``top_k``/``top_p`` then do
+        nothing). ``on_token`` is called with each step's new tokens (B,), e.g. to stream
+        text. ``use_cache=False`` runs the whole context every step, as nanoGPT does: the
+        reference that the cached path is tested and benchmarked against.
+        """
+        _check_sampling_args(temperature, top_k, top_p)
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise ModelError(
+                "generate() needs a (batch, tokens) prompt with at least one token; "
+                f"got shape {tuple(idx.shape)}."
+            )
+        if max_new_tokens < 0:
+            raise ModelError(f"max_new_tokens must be >= 0; got {max_new_tokens}.")
+
+        def sample(logits: Tensor) -> Tensor:  # (B, 1, V) -> (B,)
+            return sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+
+        was_training = self.training
+        self.eval()
+        try:
+            # inference_mode also skips autograd's view and version tracking: cheaper than
+            # no_grad when per-op overhead is most of the cost, as it is here.
+            with torch.inference_mode(), _without_onednn(idx.device):
+                B, T = idx.size()
+                seq = torch.empty((B, T + max_new_tokens), dtype=torch.long, device=idx.device)
+                seq[:, :T] = idx
+                if max_new_tokens > 0:
+                    fill = self._fill_cached if use_cache else self._fill_uncached
+                    fill(seq, T, sample, on_token)
+        finally:
+            self.train(was_training)
+        # A plain tensor again: inference tensors cannot be saved for backward, and GRPO
+        # feeds generated tokens to a training forward.
+        return seq.clone()
+
+    def _fill_uncached(
+        self,
+        seq: Tensor,
+        n: int,
+        sample: Callable[[Tensor], Tensor],
+        on_token: Callable[[Tensor], None] | None,
+    ) -> None:
+        """Fill ``seq[:, n:]``, running the last block_size tokens through the model each step."""
+        block_size = self.config.block_size
+        while n < seq.size(1):
+            logits, _ = self(seq[:, max(0, n - block_size) : n])  # (B, 1, V)
+            next_tok = sample(logits)
+            seq[:, n] = next_tok
+            n += 1
+            if on_token is not None:
+                on_token(next_tok)
+
+    def _fill_cached(
+        self,
+        seq: Tensor,
+        n: int,
+        sample: Callable[[Tensor], Tensor],
+        on_token: Callable[[Tensor], None] | None,
+    ) -> None:
+        """Fill ``seq[:, n:]`` with a KV cache: prefill the prompt once, then one token a step.
+
+        Context shift: positions are learned absolute embeddings 0..block_size-1, so a full
+        cache cannot take another token (its position does not exist), and cached keys
+        cannot move to other positions. When it is full we prefill again from the last
+        block_size // 2 tokens and carry on: block_size // 2 cheap steps per refill, a
+        constant cost per token. The price is context: the model sees between
+        block_size // 2 and block_size tokens, where the uncached loop always sees the last
+        block_size. The two agree exactly until the sequence first outgrows block_size.
+        """
+        block_size = self.config.block_size
+        cache = KVCache(self.config, seq.size(0), device=seq.device, dtype=self.wte.weight.dtype)
+        weights = self._plain_weights()
+
+        def forward(idx: Tensor) -> Tensor:  # (B, T) -> logits (B, 1, V); fills the cache
+            if weights is None:
+                logits: Tensor = self(idx, kv_cache=cache)[0]
+                return logits
+            return self._forward_plain(idx, cache, weights)
+
+        logits = forward(seq[:, max(0, n - block_size) : n])  # prefill
+        while True:
+            next_tok = sample(logits)  # (B,)
+            seq[:, n] = next_tok
+            n += 1
+            if on_token is not None:
+                on_token(next_tok)
+            if n == seq.size(1):
+                return  # no forward for a token nobody will sample
+            if cache.length == block_size:
+                cache.reset()
+                logits = forward(seq[:, n - block_size // 2 : n])
+            else:
+                logits = forward(next_tok.view(-1, 1))
+
+    # Why a second forward: a one-token step is ~100 tiny tensor ops, so Python and dispatch
+    # overhead, not arithmetic, sets its speed. Reaching ~100 parameters through
+    # nn.Module.__getattr__ and making ~50 module calls each step would cost as much again.
+    # So sampling gathers the parameters once and runs forward()'s math on plain tensors,
+    # with each Linear as one mm/addmm call. The tests hold both to the same logits.
+
+    def _plain_weights(self) -> _Weights | None:
+        """The parameters as plain tensors, or None if a layer was replaced or hooked.
+
+        PEFT's LoRA, parametrizations and forward hooks change what a layer computes, which
+        only the modules' own forward() knows; such models sample through forward().
+        """
+        for module in self.modules():
+            if type(module) not in _PLAIN_MODULES or module._forward_hooks:
+                return None
+            if module._forward_pre_hooks:
+                return None
+        blocks = []
+        for block in self.h:
+            assert isinstance(block, Block)
+            attn, mlp = block.attn, block.mlp
+            blocks.append(
+                _BlockWeights(
+                    ln_1_weight=block.ln_1.weight,
+                    ln_1_bias=block.ln_1.bias,
+                    attn_t=attn.c_attn.weight.t(),
+                    attn_bias=attn.c_attn.bias,
+                    attn_proj_t=attn.c_proj.weight.t(),
+                    attn_proj_bias=attn.c_proj.bias,
+                    ln_2_weight=block.ln_2.weight,
+                    ln_2_bias=block.ln_2.bias,
+                    fc_t=mlp.c_fc.weight.t(),
+                    fc_bias=mlp.c_fc.bias,
+                    mlp_proj_t=mlp.c_proj.weight.t(),
+                    mlp_proj_bias=mlp.c_proj.bias,
+                )
+            )
+        return _Weights(
+            wte=self.wte.weight,
+            wpe=self.wpe.weight,
+            ln_f_weight=self.ln_f.weight,
+            ln_f_bias=self.ln_f.bias,
+            head_t=self.lm_head.weight.t(),
+            blocks=blocks,
+        )
+
+    def _forward_plain(self, idx: Tensor, kv_cache: KVCache, w: _Weights) -> Tensor:
+        """``forward(idx, kv_cache=kv_cache)[0]`` in eval mode, on plain tensors; (B, 1, V).
+
+        Activations stay 2-D, (B*T, C), so that every Linear is one matmul call.
+        """
+        B, T = idx.size()
+        C, nh = self.config.n_embd, self.config.n_head
+        start = kv_cache.length
+        x = (F.embedding(idx, w.wte) + w.wpe[start : start + T]).view(B * T, C)
+        for i, b in enumerate(w.blocks):
+            h = F.layer_norm(x, (C,), b.ln_1_weight, b.ln_1_bias)
+            qkv = _affine(h, b.attn_t, b.attn_bias).view(B, T, 3, nh, C // nh)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+            y = causal_attention(q, k, v, kv_cache, i, 0.0)  # (B, nh, T, hs)
+            y = y.transpose(1, 2).reshape(B * T, C)
+            x = _affine(y, b.attn_proj_t, b.attn_proj_bias, add=x)  # x + attention
+            h = F.layer_norm(x, (C,), b.ln_2_weight, b.ln_2_bias)
+            h = F.gelu(_affine(h, b.fc_t, b.fc_bias))  # (B*T, 4C)
+            x = _affine(h, b.mlp_proj_t, b.mlp_proj_bias, add=x)  # x + MLP
+        kv_cache.length += T
+        x = F.layer_norm(x.view(B, T, C)[:, -1, :], (C,), w.ln_f_weight, w.ln_f_bias)  # (B, C)
+        return torch.mm(x, w.head_t).view(B, 1, -1)  # (B, 1, V)
+
+
+# What _plain_weights() knows how to compute without calling the modules.
+_PLAIN_MODULES: frozenset[type[nn.Module]] = frozenset(
+    {GPT, Block, CausalSelfAttention, MLP, nn.ModuleList, nn.Linear, nn.LayerNorm, nn.Embedding}
+    | {nn.Dropout, nn.GELU}
+)
+
+
+class _BlockWeights(NamedTuple):
+    """One block's parameters; ``*_t`` are Linear weights transposed to (in, out) views."""
+
+    ln_1_weight: Tensor
+    ln_1_bias: Tensor | None
+    attn_t: Tensor
+    attn_bias: Tensor | None
+    attn_proj_t: Tensor
+    attn_proj_bias: Tensor | None
+    ln_2_weight: Tensor
+    ln_2_bias: Tensor | None
+    fc_t: Tensor
+    fc_bias: Tensor | None
+    mlp_proj_t: Tensor
+    mlp_proj_bias: Tensor | None
+
+
+class _Weights(NamedTuple):
+    """The whole model's parameters; ``head_t`` is the tied ``wte`` transposed."""
+
+    wte: Tensor
+    wpe: Tensor
+    ln_f_weight: Tensor
+    ln_f_bias: Tensor | None
+    head_t: Tensor
+    blocks: list[_BlockWeights]
+
+
+def _affine(x: Tensor, w_t: Tensor, bias: Tensor | None, add: Tensor | None = None) -> Tensor:
+    """``add + x @ w_t + bias`` for 2-D ``x``, in one mm/addmm call when it can be."""
+    base = bias if add is None else (add if bias is None else add + bias)
+    return torch.mm(x, w_t) if base is None else torch.addmm(base, x, w_t)
+
+
+@contextmanager
+def _without_onednn(device: torch.device) -> Iterator[None]:
+    """Sample with ATen's own CPU kernels instead of oneDNN's (process-wide; restored).
+
+    On tensors this small, oneDNN's GELU costs tens of microseconds of setup per call where
+    ATen's computes the same function in a few: turning it off makes sampling ~25% faster.
+    Training keeps oneDNN, which is much faster on batch-sized tensors.
+    """
+    if device.type != "cpu" or not torch.backends.mkldnn.enabled:
+        yield
+        return
+    # (torch types the module attribute as its descriptor, hence the ignores)
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = True  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def _check_sampling_args(temperature: float, top_k: int | None, top_p: float) -> None:
+    if temperature < 0:
+        raise ModelError(f"temperature must be >= 0 (0 means greedy); got {temperature}.")
+    if top_k is not None and top_k < 1:
+        raise ModelError(f"top_k must be a positive integer or None; got {top_k}.")
+    if not 0.0 < top_p <= 1.0:
+        raise ModelError(f"top_p must be in (0, 1]; got {top_p}.")
+
+
+def sample_next_token(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Draw one token per row from ``logits`` (B, V); returns (B,).
+
+    ``temperature == 0`` is greedy (argmax). Otherwise the logits are divided by the
+    temperature, cut to the ``top_k`` likeliest tokens, then to the nucleus: the smallest
+    set of likeliest tokens whose probability reaches ``top_p`` (never empty).
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth_best = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        sorted_probs = F.softmax(sorted_logits, dim=-1)
+        # Drop a token when the likelier ones before it already reach top_p; the mass before
+        # the first token is 0, so the likeliest always stays.
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+        logits = logits.scatter(-1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)

@@ -1,0 +1,74 @@
+"""What the lm commands do, in order: prepare, train, sample, and the loop of all three.
+
+The CLI calls these and prints; ``mlx run-experiment`` on an lm config runs :func:`loop`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from mlharness.config.paths import ensure_within_workspace
+from mlharness.lm.config import LMConfig
+from mlharness.lm.prepare import PrepareReport, artifacts_current, prepare_data
+
+if TYPE_CHECKING:
+    from mlharness.lm.sampler import SampleResult
+    from mlharness.lm.trainer import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def check_paths(config: LMConfig) -> None:
+    """Runs are written inside the workspace only (as for tabular runs)."""
+    ensure_within_workspace(config.output_dir, "output.directory")
+
+
+def plan(config: LMConfig, *, sample: bool = True) -> list[str]:
+    t, m = config.train, config.model
+    steps = [
+        f"Prepare {config.preparer} data into {config.data_dir} unless it is current",
+        f"Train a GPT ({m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, context "
+        f"{m.block_size}) for {t.max_iters} iterations of {t.batch_size}x{t.grad_accum_steps} "
+        f"sequences, lr {t.learning_rate} -> {t.min_lr}, device {t.device}",
+        f"Write the run under {config.output_dir / config.experiment}/<timestamp>/, resuming "
+        "the latest unfinished run of this experiment",
+    ]
+    if sample:
+        steps.append(
+            f"Sample {config.sample.num_samples} x {config.sample.max_new_tokens} tokens from "
+            "the best checkpoint (else the last)"
+        )
+    return steps
+
+
+def prepare(config: LMConfig, input_path: Path | None = None, force: bool = True) -> PrepareReport:
+    return prepare_data(config, input_path, force=force)
+
+
+def train(config: LMConfig, *, fresh: bool = False) -> TrainResult:
+    from mlharness.lm.trainer import train as run_training
+
+    check_paths(config)
+    return run_training(config, fresh=fresh)
+
+
+def sample(
+    config: LMConfig,
+    *,
+    run_dir: Path | None = None,
+    checkpoint: Path | None = None,
+    out: TextIO | None = None,
+) -> SampleResult:
+    from mlharness.lm.sampler import sample as run_sampling
+
+    return run_sampling(config, run_dir=run_dir, checkpoint=checkpoint, out=out)
+
+
+def prepare_if_needed(config: LMConfig, input_path: Path | None = None) -> PrepareReport | None:
+    """Prepare unless the artifacts exist and match the source (seed 004's loop rule)."""
+    if artifacts_current(config, input_path):
+        log.info("Data in %s is current; skipping prepare.", config.data_dir)
+        return None
+    return prepare_data(config, input_path, force=True)

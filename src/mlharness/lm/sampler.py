@@ -1,0 +1,187 @@
+"""Sampling text from a trained run: best checkpoint, else last; streamed and saved.
+
+The tokenizer comes from the run's own ``meta.json`` copy, so a run samples the same way
+after its data directory has been prepared anew. Anything missing is an error that says
+what to do, never a silent fallback to another file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from mlharness.errors import CheckpointError, ConfigError
+from mlharness.lm import checkpoints as ckpt
+from mlharness.lm.config import LMConfig
+from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
+from mlharness.lm.trainer import resolve_device
+from mlharness.runs.io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class SampleResult:
+    checkpoint: Path
+    samples: list[str]
+    text_path: Path
+    json_path: Path
+    tokens_per_sec: float
+
+
+def latest_run(config: LMConfig) -> Path:
+    """The newest run directory of the experiment that holds a checkpoint."""
+    parent = config.output_dir / config.experiment
+    runs = (
+        sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True) if parent.is_dir() else []
+    )
+    for run_dir in runs:
+        if ckpt.list_checkpoints(run_dir / "checkpoints"):
+            return run_dir
+    raise CheckpointError(
+        f"No trained run of experiment '{config.experiment}' under {parent}: train one first "
+        f"with 'mlx train {config.experiment} --config FILE', or pass --run-dir."
+    )
+
+
+def locate(
+    config: LMConfig, run_dir: Path | None = None, checkpoint: Path | None = None
+) -> tuple[Path, Path]:
+    """(run directory, checkpoint directory) to sample from."""
+    if checkpoint is not None:
+        ckpt.read_meta(checkpoint)
+        return checkpoint.resolve().parent.parent, checkpoint
+    if run_dir is None:
+        run_dir = latest_run(config)
+    elif not run_dir.is_dir():
+        raise CheckpointError(f"Run directory {run_dir} does not exist.")
+    return run_dir, ckpt.pick_for_sampling(run_dir / "checkpoints").path
+
+
+def load_model(
+    checkpoint: Path, device: torch.device, use_ema: bool = True
+) -> tuple[GPT, dict[str, Any]]:
+    meta = ckpt.read_meta(checkpoint)
+    model = GPT(GPTConfig.from_dict(meta["model_args"]))
+    ckpt.load_into(model, ckpt.load_weights(checkpoint, ema=use_ema and bool(meta.get("has_ema"))))
+    model.to(device).eval()
+    return model, meta
+
+
+def run_tokenizer(run_dir: Path) -> Tokenizer:
+    if not (run_dir / "meta.json").is_file():
+        raise CheckpointError(
+            f"Run {run_dir} has no meta.json, so its tokenizer is unknown. Copy the meta.json "
+            "(and tokenizer.json) of the data the run was trained on into it."
+        )
+    return load_tokenizer(run_dir)
+
+
+def start_text(spec: str) -> str:
+    """``FILE:path`` reads the prompt from a file; anything else is the prompt itself."""
+    if not spec.startswith("FILE:"):
+        return spec
+    path = Path(spec[5:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"sample.start names {path}, which does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read the start text from {path}: {exc}.") from exc
+
+
+class _Stream:
+    """Writes the new text of a growing token list, holding back half-decoded characters."""
+
+    def __init__(self, tokenizer: Tokenizer, out: TextIO | None) -> None:
+        self.tokenizer = tokenizer
+        self.out = out
+        self.ids: list[int] = []
+        self.shown = 0
+
+    def __call__(self, token: torch.Tensor) -> None:
+        self.ids.append(int(token[0]))
+        if self.out is None:
+            return
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return  # a multi-byte character is not complete yet
+        self.out.write(text[self.shown :])
+        self.out.flush()
+        self.shown = len(text)
+
+
+def sample(
+    config: LMConfig,
+    *,
+    run_dir: Path | None = None,
+    checkpoint: Path | None = None,
+    out: TextIO | None = None,
+) -> SampleResult:
+    """Draw ``sample.num_samples`` texts; stream them to ``out`` and save them in samples/."""
+    s = config.sample
+    run_dir, checkpoint = locate(config, run_dir, checkpoint)
+    device = resolve_device(s.device)
+    tokenizer = run_tokenizer(run_dir)
+    model, meta = load_model(checkpoint, device, s.use_ema)
+    prompt = start_text(s.start)
+    try:
+        ids = tokenizer.encode(prompt)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"The start text cannot be encoded by this run's tokenizer ({exc}): use only "
+            "characters that occur in the training text."
+        ) from exc
+    if not ids:
+        raise ConfigError("The start text encodes to no tokens: give at least one character.")
+    generator = torch.Generator(device=device).manual_seed(s.seed)
+    texts: list[str] = []
+    new_tokens = 0
+    started = time.perf_counter()
+    for i in range(s.num_samples):
+        if out is not None:
+            out.write(("" if i == 0 else "\n") + f"--- sample {i + 1}/{s.num_samples} ---\n")
+            out.write(prompt)
+        stream = _Stream(tokenizer, out)
+        idx = torch.tensor([ids], dtype=torch.long, device=device)
+        result = model.generate(
+            idx,
+            s.max_new_tokens,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            generator=generator,
+            on_token=stream,
+        )
+        texts.append(tokenizer.decode(result[0].tolist()))
+        new_tokens += s.max_new_tokens
+        if out is not None:
+            out.write("\n")
+    elapsed = time.perf_counter() - started
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+    base = run_dir / "samples" / f"{stamp}_{checkpoint.name}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    text_path = base.with_suffix(".txt")
+    json_path = base.with_suffix(".json")
+    atomic_write_text(
+        text_path, "".join(f"--- sample {i + 1} ---\n{t}\n" for i, t in enumerate(texts))
+    )
+    atomic_write_json(
+        json_path,
+        {
+            "checkpoint": str(checkpoint),
+            "iter": meta["iter"],
+            "ema": bool(s.use_ema and meta.get("has_ema")),
+            "settings": json.loads(s.model_dump_json()),
+            "samples": texts,
+            "tokens_per_sec": new_tokens / elapsed if elapsed > 0 else None,
+        },
+    )
+    return SampleResult(
+        checkpoint, texts, text_path, json_path, new_tokens / elapsed if elapsed else 0.0
+    )

@@ -1,0 +1,707 @@
+"""Training a GPT on prepared token files: one loop, exactly resumable, observable.
+
+The loop follows nanoGPT's train.py (AdamW, cosine schedule with warmup, gradient
+accumulation and clipping, periodic evaluation) with what a long run needs on top:
+
+* Every random draw comes from state that goes into the checkpoint: the batch sampler has
+  its own ``torch.Generator``, dropout uses the global RNG, and evaluation uses a fixed
+  generator of its own so it never moves the training streams. A run killed at any step and
+  resumed therefore ends with the same weights, bit for bit, as one that never stopped.
+* Under ``torchrun`` every process draws the same plan of micro-batches for a step and takes
+  its share, so N processes see exactly the batches one process would see with the same
+  global batch; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from mlharness.errors import CheckpointError, ConfigError, DatasetError, RunDirectoryError
+from mlharness.lm import checkpoints as ckpt
+from mlharness.lm.config import LMConfig, config_snapshot
+from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.prepare import load_meta
+from mlharness.runs.interrupt import GracefulInterrupt
+from mlharness.runs.io import atomic_write_text, dumps
+from mlharness.runs.metrics import MetricsWriter
+from mlharness.runs.output import OutputManager
+
+log = logging.getLogger(__name__)
+
+MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str  # completed | interrupted
+    iterations: int
+    best_val_loss: float | None
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    resumed_from: Path | None = None
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_type: str) -> Dist:
+    """Join the process group torchrun describes in the environment, if any."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "train.device is 'cuda' but no CUDA device is available: use 'auto' or 'cpu'."
+            )
+        return torch.device("cuda", local_rank)
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device is 'mps' but MPS is not available: use 'auto' or 'cpu'.")
+    return torch.device(requested)
+
+
+def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA by default; float32 (no autocast) elsewhere unless asked."""
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype == "float32" or device.type == "mps":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class TokenBatches:
+    """Random windows of a token file, as nanoGPT samples them, from a seeded generator.
+
+    The file is memory-mapped; one fancy-index gathers a whole batch of windows.
+    """
+
+    def __init__(self, path: Path, dtype: str, block_size: int, device: torch.device) -> None:
+        if not path.is_file():
+            raise DatasetError(f"{path} is missing: run 'mlx prepare' for this experiment first.")
+        self.data = np.memmap(path, dtype=np.dtype(dtype), mode="r")
+        self.block_size = block_size
+        self.device = device
+        if len(self.data) <= block_size + 1:
+            raise DatasetError(
+                f"{path} holds {len(self.data)} tokens, too few for block_size {block_size}: "
+                "use more text or a smaller model.block_size."
+            )
+        self._offsets = np.arange(block_size + 1)
+
+    def starts(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(len(self.data) - self.block_size, (count,), generator=generator)
+
+    def batch(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = self.data[starts.numpy()[:, None] + self._offsets]  # (B, T+1)
+        t = torch.from_numpy(windows.astype(np.int64))
+        x, y = t[:, :-1], t[:, 1:]
+        if self.device.type == "cuda":
+            return (
+                x.pin_memory().to(self.device, non_blocking=True),
+                y.pin_memory().to(self.device, non_blocking=True),
+            )
+        return x.to(self.device), y.to(self.device)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def learning_rate(it: int, config: LMConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr over lr_decay_iters, then min_lr."""
+    t = config.train
+    if not t.decay_lr:
+        return t.learning_rate
+    decay_iters = t.lr_decay_iters or t.max_iters
+    if it < t.warmup_iters:
+        return t.learning_rate * (it + 1) / (t.warmup_iters + 1)
+    if it >= decay_iters:
+        return t.min_lr
+    ratio = (it - t.warmup_iters) / max(decay_iters - t.warmup_iters, 1)
+    return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (t.learning_rate - t.min_lr)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_resumable(output_dir: Path, experiment: str) -> tuple[Path, ckpt.CheckpointInfo] | None:
+    """The latest unfinished run of ``experiment`` and its newest checkpoint, if any.
+
+    A run whose process is still alive on this host is not taken over: that is an error
+    the user resolves (wait, stop it, or ``--fresh``).
+    """
+    parent = output_dir / experiment
+    if not parent.is_dir():
+        return None
+    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if summary.get("kind") != "lm" or summary.get("status") == "completed":
+            continue
+        found = ckpt.list_checkpoints(run_dir / "checkpoints")
+        if not found:
+            continue
+        pid = summary.get("pid")
+        if (
+            summary.get("status") == "running"
+            and isinstance(pid, int)
+            and pid != os.getpid()
+            and summary.get("host") == platform.node()
+            and _pid_alive(pid)
+        ):
+            raise RunDirectoryError(
+                f"Run {run_dir} is still being trained by process {pid}. Wait for it or stop "
+                "it, or pass --fresh to start a separate run."
+            )
+        return run_dir, found[-1]
+    return None
+
+
+def _model_args(config: LMConfig, vocab_size: int) -> dict[str, Any]:
+    m = config.model
+    return {
+        "n_layer": m.n_layer,
+        "n_head": m.n_head,
+        "n_embd": m.n_embd,
+        "block_size": m.block_size,
+        "bias": m.bias,
+        "vocab_size": vocab_size,
+        "dropout": m.dropout,
+    }
+
+
+def _reconcile_model_args(ours: dict[str, Any], theirs: dict[str, Any], where: Path) -> None:
+    """The checkpoint's architecture wins on resume (seed 001); say what it overrides."""
+    diffs = [
+        f"{k}: config {ours.get(k)!r} -> checkpoint {theirs.get(k)!r}"
+        for k in MODEL_ARGS
+        if ours.get(k) != theirs.get(k)
+    ]
+    if diffs:
+        warnings.warn(
+            f"Resuming from {where}: the checkpoint's model args override the config's "
+            f"({'; '.join(diffs)}).",
+            UserWarning,
+            stacklevel=3,
+        )
+    ours.update({k: theirs[k] for k in MODEL_ARGS if k in theirs})
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _keep_history(metrics_dir: Path, upto: int) -> list[dict[str, Any]]:
+    """On resume: the records the checkpoint covers; later ones are recomputed."""
+    path = metrics_dir / "metrics.ndjson"
+    kept: list[dict[str, Any]] = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the kill
+            if isinstance(record, dict) and record.get("iter", 0) <= upto:
+                kept.append(record)
+    atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in kept))
+    return kept
+
+
+def _copy_tokenizer(data_dir: Path, run_dir: Path) -> None:
+    """The run keeps its own copy of meta.json (and tokenizer.json), so sampling a run never
+    depends on a data directory that may since have been prepared anew."""
+    for name in ("meta.json", "tokenizer.json"):
+        if (data_dir / name).is_file():
+            shutil.copyfile(data_dir / name, run_dir / name)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Holds the state of one training run; :meth:`fit` runs it to max_iters."""
+
+    def __init__(self, config: LMConfig, *, fresh: bool = False, progress: bool | None = None):
+        self.config = config
+        t = config.train
+        self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = init_distributed(self.device.type)
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        if t.grad_accum_steps % self.dist.world_size:
+            raise ConfigError(
+                f"train.grad_accum_steps ({t.grad_accum_steps}) must be a multiple of the "
+                f"number of processes ({self.dist.world_size}): each process takes an equal share."
+            )
+        self.accum_local = t.grad_accum_steps // self.dist.world_size
+        self.progress = (
+            progress if progress is not None else sys.stderr.isatty()
+        ) and self.dist.master
+
+        self.meta = load_meta(config.data_dir)
+        args = _model_args(config, int(self.meta["vocab_size"]))
+
+        # Resume: rank 0 decides, everyone follows the same checkpoint.
+        found = None if fresh else find_resumable(config.output_dir, config.experiment)
+        found = self._broadcast(found)
+        self.resumed_from: Path | None = None
+        state: dict[str, Any] | None = None
+        if found is not None:
+            run_dir, info = found
+            meta = ckpt.read_meta(info.path)
+            _reconcile_model_args(args, meta["model_args"], info.path)
+            state = {"meta": meta, "info": info, "run_dir": run_dir}
+            self.resumed_from = info.path
+
+        self.model_args = args
+        torch.manual_seed(t.seed)  # identical initial weights in every process
+        self.model = GPT(GPTConfig(**args)).to(self.device)
+        self.optimizer = self._optimizer()
+        self.ema: dict[str, torch.Tensor] | None = None
+        if t.ema_decay > 0:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.train_data = TokenBatches(
+            config.data_dir / "train.bin", self.meta["dtype"], args["block_size"], self.device
+        )
+        self.val_data = TokenBatches(
+            config.data_dir / "val.bin", self.meta["dtype"], args["block_size"], self.device
+        )
+        self.batch_gen = torch.Generator().manual_seed(t.seed)
+        torch.manual_seed(t.seed + self.dist.rank)  # dropout streams differ per process
+        self.iter = 0
+        self.best_val_loss: float | None = None
+        self.last_eval: dict[str, Any] = {}
+        if state is not None:
+            self._restore(state["info"].path, state["meta"])
+
+        self.run_model: torch.nn.Module = self.model
+        if t.compile:
+            self.run_model = torch.compile(self.model)  # type: ignore[assignment]
+        if self.dist.enabled:
+            self.run_model = DistributedDataParallel(
+                self.run_model,
+                device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
+            )
+        self.autocast = autocast_context(self.device, t.dtype)
+
+        self.output: OutputManager | None = None
+        self.metrics: MetricsWriter | None = None
+        if self.dist.master:
+            self._open_run(state["run_dir"] if state else None)
+
+    # -- setup helpers ---------------------------------------------------------------------
+
+    def _broadcast(self, value: Any) -> Any:
+        if not self.dist.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _optimizer(self) -> torch.optim.AdamW:
+        t = self.config.train
+        groups = self.model.optimizer_groups(t.weight_decay)
+        extra: dict[str, Any] = {}
+        # fused AdamW runs one kernel for all parameters (CUDA, and CPU since torch 2.4).
+        if self.device.type in ("cuda", "cpu"):
+            extra["fused"] = True
+        return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2), **extra)
+
+    def _restore(self, path: Path, meta: dict[str, Any]) -> None:
+        try:
+            ckpt.load_into(self.model, ckpt.load_weights(path))
+            state = ckpt.load_trainer_state(path)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None and meta.get("has_ema"):
+                ema = ckpt.load_weights(path, ema=True)
+                self.ema = {k: ema.get(k, v).to(self.device) for k, v in self.ema.items()}
+            self.batch_gen.set_state(state["batch_generator"])
+            rngs = state["rng"]
+            _set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"Cannot resume from {path}: {exc}") from exc
+        self.iter = int(meta["iter"])
+        self.best_val_loss = meta.get("best_val_loss")
+        log.info("Resuming from %s at iteration %d", path, self.iter)
+
+    def _open_run(self, resume_dir: Path | None) -> None:
+        c = self.config
+        self.output = OutputManager(c.experiment, c.output_dir, kind="lm", resume_dir=resume_dir)
+        run_dir = self.output.run_dir
+        if resume_dir is None:
+            self.output.write_config(
+                {**config_snapshot(c), "model_args": self.model_args},
+                seeds={"train": c.train.seed},
+            )
+            _copy_tokenizer(c.data_dir, run_dir)
+            history: list[dict[str, Any]] = []
+        else:
+            history = _keep_history(run_dir / "metrics", self.iter)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        self.metrics = MetricsWriter(
+            run_dir / "metrics",
+            c.experiment,
+            step_key="iter",
+            tensorboard_dir=run_dir / "logs" / "tb",
+        )
+        self.metrics.history = history
+
+    @property
+    def run_dir(self) -> Path:
+        if self.output is None:
+            raise RunDirectoryError("Only rank 0 has a run directory.")
+        return self.output.run_dir
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self, kind: str, val_loss: float | None = None) -> None:
+        """Write a checkpoint (all ranks hand in their RNG state; rank 0 writes)."""
+        t = self.config.train
+        keep = t.checkpointing.keep.last if kind == "last" else t.checkpointing.keep.best
+        rng = [_rng_state()]
+        if self.dist.enabled:
+            rng = [None] * self.dist.world_size  # type: ignore[list-item]
+            dist.all_gather_object(rng, _rng_state())
+        if not self.dist.master or keep == 0:
+            return
+        directory = self.run_dir / "checkpoints"
+        metric = ("val_loss", val_loss) if kind == "best" and val_loss is not None else None
+        ckpt.save_checkpoint(
+            directory,
+            ckpt.checkpoint_name(kind, self.iter, metric),
+            kind=kind,
+            iteration=self.iter,
+            model_state=self.model.state_dict(),
+            ema_state=self.ema,
+            trainer_state={
+                "optimizer": self.optimizer.state_dict(),
+                "batch_generator": self.batch_gen.get_state(),
+                "rng": rng,
+            },
+            meta={
+                "model_args": self.model_args,
+                "best_val_loss": self.best_val_loss,
+                "val_loss": val_loss,
+                "metric": "val_loss",
+                "config": config_snapshot(self.config),
+                "tokenizer": self.meta.get("tokenizer"),
+                "world_size": self.dist.world_size,
+            },
+        )
+        ckpt.rotate(directory, kind, keep)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def estimate_loss(self) -> dict[str, float]:
+        """Mean loss over eval_iters batches of each split, from a fixed generator.
+
+        The same batches every time make successive evaluations comparable (and the
+        "best" checkpoint a fair pick); the training streams are not touched.
+        """
+        t = self.config.train
+        out: dict[str, float] = {}
+        self.model.eval()
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            gen = torch.Generator().manual_seed(t.seed + 1)
+            losses = torch.zeros(t.eval_iters)
+            for k in range(t.eval_iters):
+                x, y = data.batch(data.starts(t.batch_size, gen))
+                with self.autocast:
+                    _, loss = self.model(x, y)
+                assert loss is not None
+                losses[k] = loss.item()
+            out[split] = float(losses.mean())
+        self.model.train()
+        if self.ema is not None:
+            out["val_ema"] = self._ema_val_loss()
+        return out
+
+    @torch.no_grad()
+    def _ema_val_loss(self) -> float:
+        assert self.ema is not None
+        live = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        t = self.config.train
+        gen = torch.Generator().manual_seed(t.seed + 1)
+        self.model.eval()
+        total = 0.0
+        for _ in range(t.eval_iters):
+            x, y = self.val_data.batch(self.val_data.starts(t.batch_size, gen))
+            with self.autocast:
+                _, loss = self.model(x, y)
+            assert loss is not None
+            total += loss.item()
+        self.model.load_state_dict(live)
+        self.model.train()
+        return total / t.eval_iters
+
+    def _no_sync(self) -> contextlib.AbstractContextManager[Any]:
+        # Gradients of all but the last micro-batch stay local: one all-reduce per step.
+        ddp: DistributedDataParallel = self.run_model  # type: ignore[assignment]
+        return ddp.no_sync()
+
+    def _step(self, lr: float) -> torch.Tensor:
+        """One optimizer step over this process's share of the step's micro-batches."""
+        t = self.config.train
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        plan = self.train_data.starts(t.grad_accum_steps * t.batch_size, self.batch_gen)
+        plan = plan.view(t.grad_accum_steps, t.batch_size)[self.dist.rank :: self.dist.world_size]
+        total = torch.zeros((), device=self.device)
+        for micro, starts in enumerate(plan):
+            x, y = self.train_data.batch(starts)
+            sync = not self.dist.enabled or micro == self.accum_local - 1
+            no_sync = contextlib.nullcontext() if sync else self._no_sync()
+            with no_sync, self.autocast:
+                _, loss = self.run_model(x, y)
+                assert loss is not None
+                loss = loss / self.accum_local
+            loss.backward()
+            total += loss.detach()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            params = list(self.model.state_dict().values())
+            torch._foreach_lerp_(list(self.ema.values()), params, 1.0 - t.ema_decay)
+        return total
+
+    def fit(self) -> TrainResult:
+        t = self.config.train
+        tokens_per_step = t.batch_size * self.model_args["block_size"] * t.grad_accum_steps
+        ckpt_every = t.checkpointing.interval or t.eval_interval
+        if self.resumed_from is None:
+            self.save("last")  # the cold-start safety net: a checkpoint right after init
+        step_times: list[float] = []
+        started = time.perf_counter()
+        status = "completed"
+        bar = _Progress(self.progress, t.max_iters, self.iter)
+        try:
+            with GracefulInterrupt() as interrupt, bar:
+                while self.iter < t.max_iters:
+                    if interrupt.requested:
+                        status = "interrupted"
+                        break
+                    lr = learning_rate(self.iter, self.config)
+                    t0 = time.perf_counter()
+                    loss_t = self._step(lr)
+                    self.iter += 1
+                    logging_now = self.iter % t.log_interval == 0 or self.iter == t.max_iters
+                    if logging_now:
+                        if self.dist.enabled:
+                            dist.all_reduce(loss_t)
+                            loss_t /= self.dist.world_size
+                        loss = float(loss_t)
+                        dt = time.perf_counter() - t0
+                        step_times.append(dt)
+                        self._log(
+                            {
+                                "iter": self.iter,
+                                "loss": loss,
+                                "lr": lr,
+                                "tokens_per_sec": tokens_per_step / dt,
+                                "step_time_ms": dt * 1000.0,
+                                "elapsed_s": time.perf_counter() - started,
+                            },
+                            sync=False,
+                        )
+                        bar.update(self.iter, loss, tokens_per_step / dt)
+                    if self.iter % t.eval_interval == 0 or self.iter == t.max_iters:
+                        self._evaluate(time.perf_counter() - started)
+                    if self.iter % ckpt_every == 0 or self.iter == t.max_iters:
+                        self.save("last")
+                if status == "interrupted":
+                    self.save("last")
+        except BaseException as exc:
+            self._finish(
+                "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                step_times,
+                error=str(exc) or type(exc).__name__,
+            )
+            raise
+        final = self._finish(status, step_times)
+        return TrainResult(
+            run_dir=self.output.run_dir if self.output else Path(),
+            status=status,
+            iterations=self.iter,
+            best_val_loss=self.best_val_loss,
+            final_metrics=final,
+            resumed_from=self.resumed_from,
+        )
+
+    def _evaluate(self, elapsed: float) -> None:
+        losses = self.estimate_loss()
+        record: dict[str, Any] = {
+            "iter": self.iter,
+            "val_loss": losses["val"],
+            "eval/train_loss": losses["train"],
+        }
+        if "val_ema" in losses:
+            record["val_ema_loss"] = losses["val_ema"]
+        record["elapsed_s"] = elapsed
+        self.last_eval = record
+        self._log(record)
+        if not self.progress and self.dist.master:
+            log.info(
+                "iter %d: train loss %.4f, val loss %.4f", self.iter, losses["train"], losses["val"]
+            )
+        if self.best_val_loss is None or losses["val"] < self.best_val_loss:
+            self.best_val_loss = losses["val"]
+            self.save("best", losses["val"])
+
+    def _log(self, record: dict[str, Any], sync: bool = True) -> None:
+        if self.metrics is not None:
+            self.metrics.log(record, sync=sync)
+
+    def _finish(
+        self, status: str, step_times: list[float], error: str | None = None
+    ) -> dict[str, Any]:
+        final: dict[str, Any] = {"iter": self.iter}
+        if self.last_eval:
+            final["val_loss"] = self.last_eval["val_loss"]
+            final["train_loss"] = self.last_eval["eval/train_loss"]
+        final["best_val_loss"] = self.best_val_loss
+        if step_times:
+            tokens = self.config.train.batch_size * self.model_args["block_size"]
+            tokens *= self.config.train.grad_accum_steps
+            final["tokens_per_sec"] = tokens / statistics.median(step_times)
+        if self.metrics is not None:
+            self.metrics.close(final)
+        if self.output is not None:
+            summary: dict[str, Any] = {"status": status, "final_metrics": final}
+            if error:
+                summary["error"] = error
+            if self.resumed_from is not None:
+                summary["resumed_from"] = str(self.resumed_from)
+            self.output.finish(summary)
+        if self.dist.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+        return final
+
+
+class _Progress:
+    """A rich progress bar (step, loss, tokens/s) when a person watches; nothing otherwise."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._task = self._progress.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self) -> _Progress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
+        if self._progress is not None:
+            self._progress.update(
+                self._task, completed=step, info=f"loss {loss:.4f}  {tokens_per_sec:,.0f} tok/s"
+            )
+
+
+def train(config: LMConfig, *, fresh: bool = False, progress: bool | None = None) -> TrainResult:
+    """Train (or resume) the experiment's GPT; see :class:`Trainer`."""
+    return Trainer(config, fresh=fresh, progress=progress).fit()
+
+
+def iter_records(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """The metric records of a run, as written (for benches and tests)."""
+    path = run_dir / "metrics" / "metrics.ndjson"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)

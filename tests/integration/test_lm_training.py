@@ -1,0 +1,207 @@
+"""Training, checkpoints, resume and sampling of the lm engine on tiny GPTs (CPU)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mlharness.errors import CheckpointError, DatasetError  # noqa: E402
+from mlharness.lm import checkpoints as ckpt  # noqa: E402
+from mlharness.lm.sampler import sample  # noqa: E402
+from mlharness.lm.trainer import Trainer, iter_records, learning_rate, train  # noqa: E402
+
+
+def _weights(run_dir: Path) -> dict[str, Any]:
+    last = ckpt.list_checkpoints(run_dir / "checkpoints", "last")[-1]
+    return ckpt.load_weights(last.path)
+
+
+def test_run_layout_metrics_and_checkpoints(tiny_lm: Any) -> None:
+    cfg = tiny_lm({"train": {"checkpointing": {"keep": {"last": 2, "best": 1}}}})
+    result = train(cfg, progress=False)
+    run = result.run_dir
+    assert result.status == "completed" and result.iterations == 20
+    for name in (
+        "config.json",
+        "summary.json",
+        "meta.json",
+        "metrics/metrics.json",
+        "metrics/metrics.ndjson",
+        "metrics/metrics.md",
+        "metrics/curves.png",
+    ):
+        assert (run / name).is_file(), name
+    assert list((run / "logs" / "tb").glob("events.out.tfevents.*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["final_metrics"]["val_loss"] == pytest.approx(result.final_metrics["val_loss"])
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert [n for n in names if n.startswith("ckpt_last_")] == [
+        "ckpt_last_00000015",
+        "ckpt_last_00000020",
+    ]
+    best = [n for n in names if n.startswith("ckpt_best_")]
+    assert len(best) == 1 and best[0].startswith("ckpt_best_000000") and "_val_loss_" in best[0]
+    records = list(iter_records(run))
+    logged = [r for r in records if "loss" in r]
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["iter"] for r in logged] == [5, 10, 15, 20]
+    assert [r["iter"] for r in evals] == [10, 20]
+    assert {"lr", "tokens_per_sec", "step_time_ms", "elapsed_s"} <= set(logged[0])
+    assert evals[-1]["val_loss"] < 3.5  # from ~ln(vocab) = 4.1 at init
+
+
+def test_first_checkpoint_is_written_right_after_init(tiny_lm: Any) -> None:
+    cfg = tiny_lm(
+        {
+            "train": {
+                "max_iters": 3,
+                "eval_interval": 100,
+                "checkpointing": {"interval": 100, "keep": {"last": 5}},
+            }
+        }
+    )
+    run = train(cfg, progress=False).run_dir
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "ckpt_last_00000000" in names and "ckpt_last_00000003" in names
+    meta = ckpt.read_meta(run / "checkpoints" / "ckpt_last_00000000")
+    assert meta["iter"] == 0 and meta["best_val_loss"] is None
+
+
+def test_keep_zero_disables_each_kind(tiny_lm: Any) -> None:
+    cfg = tiny_lm({"train": {"checkpointing": {"keep": {"last": 0, "best": 0}}}})
+    run = train(cfg, progress=False).run_dir
+    assert list((run / "checkpoints").iterdir()) == []
+
+
+def test_cosine_schedule_with_warmup(tiny_lm: Any) -> None:
+    cfg = tiny_lm(
+        {"train": {"max_iters": 100, "warmup_iters": 10, "learning_rate": 1e-3, "min_lr": 1e-4}}
+    )
+    lrs = [learning_rate(i, cfg) for i in range(120)]
+    assert lrs[0] == pytest.approx(1e-3 / 11)
+    assert max(lrs) <= 1e-3 and lrs[10] == pytest.approx(1e-3)
+    assert lrs[100] == lrs[119] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:101]))
+
+
+def test_resume_after_a_crash_is_bit_identical(
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_lm({"model": {"dropout": 0.1}})  # dropout draws from the RNG that is restored
+    reference = train(cfg, fresh=True, progress=False)
+
+    original = Trainer._step
+    calls = {"n": 0}
+
+    def crashing(self: Trainer, lr: float) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise RuntimeError("simulated crash")
+        return original(self, lr)
+
+    monkeypatch.setattr(Trainer, "_step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, fresh=True, progress=False)
+    monkeypatch.setattr(Trainer, "_step", original)
+    crashed = sorted((cfg.output_dir / "tiny").iterdir())[-1]
+    assert json.loads((crashed / "summary.json").read_text())["status"] == "failed"
+
+    resumed = train(cfg, progress=False)  # picks up the failed run at iteration 10
+    assert resumed.run_dir == crashed
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == "ckpt_last_00000010"
+    a, b = _weights(reference.run_dir), _weights(resumed.run_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    iters = [r["iter"] for r in iter_records(resumed.run_dir) if "loss" in r]
+    assert iters == [5, 10, 15, 20]  # the records after the checkpoint were recomputed once
+
+
+def test_completed_runs_are_not_resumed_and_fresh_starts_anew(tiny_lm: Any) -> None:
+    cfg = tiny_lm({"train": {"max_iters": 5}})
+    first = train(cfg, progress=False)
+    second = train(cfg, progress=False)
+    assert second.run_dir != first.run_dir and second.resumed_from is None
+
+
+def test_checkpoint_model_args_win_on_resume_with_a_warning(
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_lm()
+    original = Trainer._step
+    calls = {"n": 0}
+
+    def crashing(self: Trainer, lr: float) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("crash")
+        return original(self, lr)
+
+    monkeypatch.setattr(Trainer, "_step", crashing)
+    with pytest.raises(RuntimeError):
+        train(cfg, progress=False)
+    monkeypatch.setattr(Trainer, "_step", original)
+    wider = tiny_lm({"model": {"n_embd": 64}})
+    with pytest.warns(UserWarning, match=r"n_embd: config 64 -> checkpoint 32"):
+        result = train(wider, progress=False)
+    assert result.resumed_from is not None
+    assert _weights(result.run_dir)["wpe.weight"].shape[1] == 32
+
+
+def test_missing_data_is_an_explicit_error(workspace: Path) -> None:
+    from mlharness.lm.config import load_lm_config
+
+    cfg = load_lm_config(None, "nothing_here", overrides={"prepare": {"preparer": "text"}})
+    with pytest.raises(DatasetError, match="mlx prepare"):
+        train(cfg, progress=False)
+
+
+def test_checkpoint_schema_is_checked(tiny_lm: Any, tmp_path: Path) -> None:
+    run = train(tiny_lm({"train": {"max_iters": 5}}), progress=False).run_dir
+    good = ckpt.list_checkpoints(run / "checkpoints", "last")[-1].path
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint: it has no checkpoint\.json"):
+        ckpt.read_meta(tmp_path)
+    (good / "trainer.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"is incomplete: trainer\.pt is missing"):
+        ckpt.read_meta(good)
+    meta = json.loads((good / "checkpoint.json").read_text())
+    meta["schema"] = 99
+    (good / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="has schema 99, this version reads schema 1"):
+        ckpt.read_meta(good)
+
+
+def test_sample_prefers_best_and_is_reproducible(tiny_lm: Any, tmp_path: Path) -> None:
+    cfg = tiny_lm()
+    run = train(cfg, progress=False).run_dir
+    first = sample(cfg)
+    second = sample(cfg)
+    assert first.checkpoint.name.startswith("ckpt_best_")
+    assert first.samples == second.samples and len(first.samples) == 2
+    assert first.text_path.is_file() and first.json_path.parent == run / "samples"
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("KING", encoding="utf-8")
+    cfg.sample.start = f"FILE:{prompt}"
+    assert all(s.startswith("KING") for s in sample(cfg).samples)
+
+
+def test_sample_without_a_run_is_an_explicit_error(tiny_lm: Any) -> None:
+    with pytest.raises(CheckpointError, match="No trained run of experiment 'tiny'"):
+        sample(tiny_lm())
+
+
+def test_ema_weights_are_kept_and_sampled(tiny_lm: Any) -> None:
+    cfg = tiny_lm({"train": {"ema_decay": 0.9}})
+    result = train(cfg, progress=False)
+    last = ckpt.list_checkpoints(result.run_dir / "checkpoints", "last")[-1].path
+    assert (last / "ema.safetensors").is_file()
+    evals = [r for r in iter_records(result.run_dir) if "val_loss" in r]
+    assert "val_ema_loss" in evals[-1]
+    assert sample(cfg).samples
