@@ -1,0 +1,1323 @@
+"""Benchmark the ``lm`` engine against nanoGPT, side by side on this machine.
+
+Run it from the repository root with the project's virtual environment::
+
+    .venv/bin/python bench/lm.py --nanogpt /tmp/nanogpt          # everything, ~10 minutes
+    .venv/bin/python bench/lm.py                                  # our side only
+    .venv/bin/python bench/lm.py --only sample,prepare            # the quick sections
+    .venv/bin/python bench/lm.py --nanogpt /tmp/nanogpt --json lm.json
+    .venv/bin/python bench/lm.py --nanogpt /tmp/nanogpt --skip-ours     # nanoGPT only
+
+``--nanogpt`` takes a work tree of https://github.com/karpathy/nanoGPT (a directory holding
+``train.py`` and ``model.py``). A bare git directory is refused; materialise one with::
+
+    mkdir -p /tmp/nanogpt
+    git --git-dir=PATH/TO/nanoGPT.git --work-tree=/tmp/nanogpt checkout -f HEAD -- .
+
+Without ``--nanogpt`` the nanoGPT column shows the issue's reference figures for this
+machine class, marked with ``*``: they were not measured in this run.
+
+Sections (``--only``, comma-separated):
+
+``prepare``
+    Tiny Shakespeare (``../shared/data/tinyshakespeare.txt``, copied to nanoGPT's
+    ``input.txt`` when missing so it works offline) through nanoGPT's
+    ``data/shakespeare_char/prepare.py`` (char) and ``data/shakespeare/prepare.py``
+    (tiktoken GPT-2), and through our ``prepare_data`` with the ``char``, ``tiktoken:gpt2``
+    and ``bpe`` tokenizers. Each runs in its own process: one warm-up, then the median of
+    ``--prepare-repeats`` timed calls, the imports done before the clock starts so
+    interpreter and library start-up are not counted on either side. MB/s = input bytes
+    (10^6) per second. tiktoken needs the GPT-2 encoding file, which it downloads; offline
+    it is reported as skipped (set ``TIKTOKEN_CACHE_DIR`` to a directory holding it).
+``train``
+    nanoGPT's README CPU recipe (``config/train_shakespeare_char.py`` with ``--device=cpu
+    --compile=False --eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12
+    --n_layer=4 --n_head=4 --n_embd=128 --dropout=0.0``, ``--max_iters`` and
+    ``--lr_decay_iters`` = ``--iters``) and our trainer with the same hyperparameters.
+    Speed is the median per-iteration time of iterations >= 10 (nanoGPT's ``iter N: ...
+    time Yms`` lines, 0-based; our ``step_time_ms`` records, whose ``iter`` counts steps
+    done); tokens/s = 12 * 64 / that. The median ignores the few iterations that also
+    paid for an evaluation; its 10th percentile (JSON, and the detail line) shows the
+    speed when nothing else ran. "tokens/s by wall clock" counts everything between the
+    first evaluation after step 0 and the last, both sides alike. Val loss is that of the
+    last evaluation (at ``--iters``). "Time to val <= 1.886" is wall time from the process
+    start to the moment the first evaluation at or below it was known: nanoGPT's stdout
+    lines are timestamped as they arrive (unbuffered), our ``metrics.ndjson`` is tailed
+    as it is written (falling back to its ``elapsed_s`` if it were written in bulk). Peak
+    RSS is the larger of (a) the summed RSS of the process tree polled every 50 ms and
+    (b) the child's ``ru_maxrss`` from ``wait4``.
+``fast``
+    Our shipped CPU config ``experiments/shakespeare_char_cpu_fast.toml`` (skipped when
+    absent): time from process start to val loss <= 1.886, against nanoGPT's time to the
+    same loss in the ``train`` section (or the issue's 102 s when not measured).
+``sample``
+    nanoGPT's ``GPT.generate`` and ours (``use_cache=True`` and ``False``) on the same
+    random model (4 layers, 4 heads, 128 wide, block 64, vocab 65, ``torch.manual_seed(0)``),
+    500 new tokens from a 1-token prompt, temperature 1, no top-k: one warm-up, then the
+    median of 3. Speed does not depend on the weights.
+
+Every heavy step runs in a fresh child process of this same interpreter, one at a time,
+so memory and speed are measured alike for both sides. The machine has few cores: close
+other heavy work first, and read the load average printed at the top and bottom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+FAST_CONFIG = REPO / "experiments" / "shakespeare_char_cpu_fast.toml"
+SECTIONS = ("prepare", "train", "fast", "sample")
+
+POLL_SECONDS = 0.05
+BUSY_LOAD_PER_CPU = 0.5  # 1-minute load average per CPU above which we warn
+SKIP_FIRST_ITERS = 10  # iterations left out of the median step time (warm-up)
+LIVE_RECORD_SECONDS = 0.5  # metrics records seen within this are being written live
+
+# The recipe both sides train with: nanoGPT's config/train_shakespeare_char.py plus its
+# README's CPU overrides. nanoGPT's own defaults cover the rest (weight_decay 0.1,
+# grad_clip 1.0, beta1 0.9, bias False), stated here for our side.
+BATCH_SIZE = 12
+BLOCK_SIZE = 64
+MODEL_SHAPE: dict[str, Any] = {
+    "n_layer": 4,
+    "n_head": 4,
+    "n_embd": 128,
+    "block_size": BLOCK_SIZE,
+    "dropout": 0.0,
+    "bias": False,
+}
+TRAIN_RECIPE: dict[str, Any] = {
+    "batch_size": BATCH_SIZE,
+    "grad_accum_steps": 1,
+    "learning_rate": 1e-3,
+    "min_lr": 1e-4,
+    "warmup_iters": 100,
+    "beta1": 0.9,
+    "beta2": 0.99,
+    "weight_decay": 0.1,
+    "grad_clip": 1.0,
+    "eval_interval": 250,
+    "eval_iters": 20,
+    "log_interval": 1,
+    "device": "cpu",
+    "dtype": "float32",
+    "compile": False,
+    "seed": 1337,
+}
+NANOGPT_RECIPE_ARGS = (
+    "config/train_shakespeare_char.py",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=20",
+    "--log_interval=1",
+    f"--block_size={BLOCK_SIZE}",
+    f"--batch_size={BATCH_SIZE}",
+    "--n_layer=4",
+    "--n_head=4",
+    "--n_embd=128",
+    "--dropout=0.0",
+)
+VOCAB_SIZE = 65  # tiny Shakespeare's characters
+SAMPLE_NEW_TOKENS = 500
+SAMPLE_REPEATS = 3
+
+# Targets (from the lm issue), printed next to the results.
+TARGET_VAL_LOSS = 1.886
+MIN_TRAIN_SPEED_RATIO = 1.2
+MAX_FAST_TIME_RATIO = 0.6
+MIN_KV_SAMPLE_RATIO = 5.0
+MAX_RSS_RATIO = 1.0
+
+# nanoGPT's figures on this machine class from the issue (torch 2.13.0 CPU, the recipe
+# above, 2000 iterations). Shown, marked "*", only when --nanogpt is not given.
+ISSUE_REFERENCE: dict[str, float] = {
+    "ms_per_iter": 44.6,
+    "tokens_per_sec": 17_200.0,
+    "final_val_loss": 1.886,
+    "seconds_to_target": 102.0,
+    "peak_rss_mb": 374.0,
+    "sample_tokens_per_sec": 453.0,
+}
+
+NANOGPT_ITER_LINE = re.compile(
+    r"^iter (\d+): loss ([-+\d.eE]+|nan|inf), time ([\d.]+)ms, mfu (-?[\d.]+)%"
+)
+NANOGPT_EVAL_LINE = re.compile(r"^step (\d+): train loss ([\d.]+|nan), val loss ([\d.]+|nan)")
+NANOGPT_TRAIN_START = "using fused AdamW"  # its last line before the training loop
+RUN_DIR_MARKER = "LMBENCH_RUN_DIR="
+RESULT_MARKER = "LMBENCH_RESULT="
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or theirs is None or theirs == 0:
+        return None
+    return ours / theirs
+
+
+def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def heading(title: str) -> None:
+    print(f"\n{title}\n{'=' * len(title)}", flush=True)
+
+
+def section_heading(title: str) -> None:
+    heading(title)
+    say(f"load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def machine_facts() -> dict[str, Any]:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "torch": version("torch"),
+        "numpy": version("numpy"),
+        "tiktoken": version("tiktoken"),
+        "tokenizers": version("tokenizers"),
+        "thread_env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TIKTOKEN_CACHE_DIR")
+            if k in os.environ
+        },
+    }
+
+
+def print_machine(facts: dict[str, Any]) -> None:
+    heading("Machine")
+    say(f"python {facts['python']} on {facts['platform']} ({facts['processor']})")
+    say(f"torch {facts['torch']}, numpy {facts['numpy']}, CPUs: {facts['cpu_count']}")
+    say(f"load average (1/5/15 min): {' / '.join(map(str, facts['load_average_1_5_15']))}")
+    if facts["load_average_1_5_15"][0] > BUSY_LOAD_PER_CPU * (facts["cpu_count"] or 1):
+        say(
+            "Warning: other processes are using the CPUs. torch's threads slow down badly "
+            "when the cores are oversubscribed, so times (and ratios) will be noisy."
+        )
+    if facts["thread_env"]:
+        say(f"environment: {facts['thread_env']}")
+
+
+# --------------------------------------------------------------------------- child runs
+
+
+@dataclass
+class ChildRun:
+    """One monitored child process: its timestamped output lines, memory and exit."""
+
+    returncode: int
+    wall_seconds: float
+    lines: list[tuple[float, str]]  # (seconds since start, line without newline)
+    records: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # tailed ndjson
+    peak_rss_polled: int = 0  # bytes, summed over the process tree
+    peak_rss_rusage: int = 0  # bytes, the child's ru_maxrss from wait4
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(self.peak_rss_polled, self.peak_rss_rusage) / 1e6
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, n: int = 15) -> str:
+        return "\n".join("    " + line for _, line in self.lines[-n:])
+
+    def marker(self, prefix: str) -> str | None:
+        """The value of the last ``prefix...`` line the child printed."""
+        for _, line in reversed(self.lines):
+            if line.startswith(prefix):
+                return line[len(prefix) :]
+        return None
+
+    def result(self) -> dict[str, Any]:
+        """The JSON document an internal ``--_child`` mode printed."""
+        value = self.marker(RESULT_MARKER)
+        if value is None:
+            raise RuntimeError(f"the child printed no result; its output ends:\n{self.tail()}")
+        data: dict[str, Any] = json.loads(value)
+        return data
+
+
+class NdjsonTail:
+    """Reads complete new lines of the first ``metrics.ndjson`` found under a directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path: Path | None = None
+        self.offset = 0
+        self.buffer = b""
+        self.searched = -1.0
+
+    def poll(self, now: float, out: list[tuple[float, dict[str, Any]]], final: bool) -> None:
+        if self.path is None:
+            if now - self.searched < 0.5 and not final:  # a directory walk: not every poll
+                return
+            self.searched = now
+            found = sorted(self.root.rglob("metrics.ndjson")) if self.root.exists() else []
+            if not found:
+                return
+            self.path = found[0]
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        self.offset += len(chunk)
+        self.buffer += chunk
+        *complete, self.buffer = self.buffer.split(b"\n")
+        for raw in complete:
+            if raw.strip():
+                try:
+                    out.append((now, json.loads(raw)))
+                except json.JSONDecodeError:
+                    continue
+
+
+class TreeRss:
+    """Summed RSS of a process and its descendants, cheap enough to sample every 50 ms.
+
+    Listing descendants scans /proc, so it is refreshed only every ``REFRESH_SECONDS``;
+    reading the known processes' RSS is one small file each.
+    """
+
+    REFRESH_SECONDS = 1.0
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.root = psutil.Process(pid)
+        self.procs: list[Any] = [self.root]
+        self.refreshed = 0.0
+
+    def sample(self, now: float) -> int:
+        psutil = self._psutil
+        if now - self.refreshed >= self.REFRESH_SECONDS:
+            self.refreshed = now
+            try:
+                self.procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return 0
+        total = 0
+        for proc in self.procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+
+def run_child(
+    cmd: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    tail_dir: Path | None = None,
+    echo: Callable[[str], bool] | None = None,
+    on_record: Callable[[float, dict[str, Any]], None] | None = None,
+) -> ChildRun:
+    """Run ``cmd`` to completion while timestamping its output and watching its memory.
+
+    stdout and stderr are merged and read line by line on a thread, each line stamped with
+    the seconds since the process was started. ``tail_dir``: also tail the
+    ``metrics.ndjson`` that appears under it, passing each new record to ``on_record``.
+    ``echo(line)``: print the lines it accepts.
+    """
+    lines: list[tuple[float, str]] = []
+    records: list[tuple[float, dict[str, Any]]] = []
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+    )
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            text = line.rstrip("\n")
+            lines.append((time.perf_counter() - start, text))
+            if echo is not None and echo(text):
+                say(f"    {text}")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    tail = NdjsonTail(tail_dir) if tail_dir is not None else None
+    rss = TreeRss(proc.pid)
+    peak = 0
+    while True:
+        # wait4 (not Popen.poll) so the exit status comes with this child's own rusage.
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+        now = time.perf_counter() - start
+        if tail is not None:
+            seen = len(records)
+            tail.poll(now, records, final=pid != 0)
+            if on_record is not None:
+                for t, record in records[seen:]:
+                    on_record(t, record)
+        if pid != 0:
+            break
+        peak = max(peak, rss.sample(now))
+        time.sleep(POLL_SECONDS)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return ChildRun(
+        returncode=proc.returncode,
+        wall_seconds=wall,
+        lines=lines,
+        records=records,
+        peak_rss_polled=peak,
+        peak_rss_rusage=rusage.ru_maxrss * 1024,  # Linux reports KiB
+    )
+
+
+def self_command(kind: str, spec: dict[str, Any]) -> list[str]:
+    """This script re-run in one of its internal ``--_child`` modes."""
+    return [PYTHON, str(Path(__file__).resolve()), "--_child", kind, json.dumps(spec)]
+
+
+def emit(result: dict[str, Any]) -> None:
+    """How a ``--_child`` mode hands its figures back to the parent."""
+    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+
+
+# --------------------------------------------------------------------------- nanoGPT side
+
+
+def check_nanogpt(path: Path) -> str | None:
+    """Why ``path`` cannot be used as a nanoGPT work tree, or None when it can."""
+    if not path.is_dir():
+        return f"--nanogpt {path}: no such directory."
+    if (path / "train.py").is_file() and (path / "model.py").is_file():
+        return None
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return (
+            f"--nanogpt {path} is a bare git directory, not a work tree. Materialise one "
+            f"outside the project:\n  mkdir -p /tmp/nanogpt && git --git-dir={path} "
+            "--work-tree=/tmp/nanogpt checkout -f HEAD -- .\nthen pass --nanogpt /tmp/nanogpt."
+        )
+    return f"--nanogpt {path} holds no train.py and model.py: is it a nanoGPT checkout?"
+
+
+def nanogpt_prepare(root: Path, dataset: str, repeats: int) -> dict[str, Any]:
+    """Time nanoGPT's ``data/<dataset>/prepare.py`` (imports excluded) in a child."""
+    data_dir = root / "data" / dataset
+    input_txt = data_dir / "input.txt"
+    if not input_txt.exists():
+        shutil.copyfile(TEXT, input_txt)
+    run = run_child(
+        self_command(
+            "nanogpt-prepare", {"script": str(data_dir / "prepare.py"), "repeats": repeats}
+        ),
+        cwd=root,
+    )
+    if not run.ok:
+        offline = any(
+            "ConnectionError" in line or "Max retries" in line or "Temporary failure" in line
+            for _, line in run.lines
+        )
+        if offline and dataset == "shakespeare":
+            return {"skipped": "offline: tiktoken could not download the GPT-2 encoding"}
+        return {"error": f"prepare.py failed (exit {run.returncode}):\n{run.tail()}"}
+    result = run.result()
+    result["input_bytes"] = input_txt.stat().st_size
+    result["mb_per_sec"] = result["input_bytes"] / 1e6 / median(result["seconds"])
+    result["process_wall_seconds"] = run.wall_seconds
+    return result
+
+
+def nanogpt_train(root: Path, iters: int, work: Path) -> dict[str, Any]:
+    out_dir = work / "nanogpt-out"
+    cmd = [
+        PYTHON,
+        "-u",
+        "train.py",
+        *NANOGPT_RECIPE_ARGS,
+        f"--max_iters={iters}",
+        f"--lr_decay_iters={iters}",
+        f"--out_dir={out_dir}",
+        "--always_save_checkpoint=True",
+    ]
+    say("  " + " ".join(["python", *cmd[1:]]))
+    run = run_child(cmd, cwd=root, echo=lambda line: bool(NANOGPT_EVAL_LINE.match(line)))
+    if not run.ok:
+        return {"error": f"train.py failed (exit {run.returncode}):\n{run.tail()}"}
+    step_ms: dict[int, float] = {}
+    evals: list[dict[str, Any]] = []
+    train_start: float | None = None
+    for t, line in run.lines:
+        if train_start is None and line.startswith(NANOGPT_TRAIN_START):
+            train_start = t
+        if m := NANOGPT_ITER_LINE.match(line):
+            step_ms[int(m.group(1))] = float(m.group(3))
+        elif m := NANOGPT_EVAL_LINE.match(line):
+            evals.append({"iter": int(m.group(1)), "val_loss": float(m.group(3)), "at_seconds": t})
+    result = summarise_training(step_ms, evals, run)
+    result["command"] = " ".join(["python", *cmd[1:]])
+    result["training_started_at_seconds"] = train_start
+    result["checkpoint"] = str(out_dir / "ckpt.pt")
+    return result
+
+
+def summarise_training(
+    step_ms: dict[int, float], evals: list[dict[str, Any]], run: ChildRun
+) -> dict[str, Any]:
+    """Median step time, tokens/s, final val loss, time to target and memory of one run."""
+    timed = [ms for it, ms in step_ms.items() if it >= SKIP_FIRST_ITERS]
+    ms_per_iter = median(timed) if timed else None
+    reached = next((e for e in evals if e["val_loss"] <= TARGET_VAL_LOSS), None)
+    last = max(evals, key=lambda e: e["iter"]) if evals else None
+    return {
+        "wall_tokens_per_sec": wall_throughput(evals),
+        "iterations_logged": len(step_ms),
+        "ms_per_iter": ms_per_iter,
+        # Under load the median drifts up; the 10th percentile shows the unhindered speed.
+        "ms_per_iter_p10": statistics.quantiles(timed, n=10)[0] if len(timed) > 1 else None,
+        "tokens_per_sec": BATCH_SIZE * BLOCK_SIZE * 1000 / ms_per_iter if ms_per_iter else None,
+        "evals": evals,
+        "final_iter": last["iter"] if last else None,
+        "final_val_loss": last["val_loss"] if last else None,
+        "seconds_to_target": reached["at_seconds"] if reached else None,
+        "iter_at_target": reached["iter"] if reached else None,
+        "process_wall_seconds": run.wall_seconds,
+        "peak_rss_mb": run.peak_rss_mb,
+        "peak_rss_polled_mb": run.peak_rss_polled / 1e6,
+        "peak_rss_rusage_mb": run.peak_rss_rusage / 1e6,
+    }
+
+
+def wall_throughput(evals: list[dict[str, Any]]) -> float | None:
+    """Tokens/s by the wall clock between the first evaluation after step 0 and the last.
+
+    Every step, evaluation, checkpoint and log line in between is counted, on both sides
+    alike (each interval is eval_interval steps plus one evaluation), so this checks the
+    per-step median against everything else a training loop does.
+    """
+    timed = sorted(
+        (e for e in evals if e["iter"] > 0 and e.get("at_seconds") is not None),
+        key=lambda e: e["iter"],
+    )
+    if len(timed) < 2 or timed[-1]["at_seconds"] <= timed[0]["at_seconds"]:
+        return None
+    steps = int(timed[-1]["iter"]) - int(timed[0]["iter"])
+    seconds = float(timed[-1]["at_seconds"]) - float(timed[0]["at_seconds"])
+    return BATCH_SIZE * BLOCK_SIZE * steps / seconds
+
+
+def nanogpt_sample(root: Path) -> dict[str, Any]:
+    run = run_child(self_command("nanogpt-sample", {"root": str(root)}), cwd=root)
+    if not run.ok:
+        return {"error": f"nanoGPT sampling failed (exit {run.returncode}):\n{run.tail()}"}
+    return run.result()
+
+
+# --------------------------------------------------------------------------- our side
+
+
+def our_overrides(work: Path, data_name: str, prepare: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prepare": {"input": str(TEXT), "data_dir": str(work / "data" / data_name), **prepare},
+        "output": {"directory": str(work / "runs")},
+    }
+
+
+def our_child(kind: str, spec: dict[str, Any], work: Path, **kwargs: Any) -> ChildRun:
+    """Run one of our ``--_child`` modes with the workspace set to the scratch directory.
+
+    Runs must stay inside the workspace, so it is pointed at ``work``: nothing is written
+    into the repository.
+    """
+    return run_child(
+        self_command(kind, spec), cwd=REPO, env=child_env(MLX_WORKSPACE=str(work)), **kwargs
+    )
+
+
+def our_prepare(
+    work: Path, experiment: str, prepare: dict[str, Any], label: str, repeats: int
+) -> dict[str, Any]:
+    spec = {
+        "config": None,
+        "experiment": experiment,
+        "overrides": our_overrides(work, f"prepare-{label}", prepare),
+        "repeats": repeats,
+    }
+    run = our_child("our-prepare", spec, work)
+    if not run.ok:
+        return {"error": f"prepare_data failed (exit {run.returncode}):\n{run.tail()}"}
+    result = run.result()
+    if "seconds" in result:
+        result["input_bytes"] = TEXT.stat().st_size
+        result["mb_per_sec"] = result["input_bytes"] / 1e6 / median(result["seconds"])
+        result["process_wall_seconds"] = run.wall_seconds
+    return result
+
+
+def our_train(
+    work: Path, config: Path | None, overrides: dict[str, Any], label: str
+) -> dict[str, Any]:
+    """Prepare the data (own child, untimed) then train in a monitored child."""
+    runs_dir = work / "runs" / label
+    overrides = {**overrides, "output": {"directory": str(runs_dir)}}
+    spec = {
+        "config": str(config) if config else None,
+        # A config file names its experiment (shakespeare_char for ours); passing the name
+        # too would make the loader refuse a file that names it differently.
+        "experiment": None if config else "shakespeare_char",
+        "overrides": overrides,
+    }
+    prep = our_child("our-prepare", {**spec, "repeats": 0}, work)
+    if not prep.ok:
+        return {"error": f"preparing the data failed (exit {prep.returncode}):\n{prep.tail()}"}
+    if "unavailable" in prep.result():
+        return prep.result()
+    run = our_child("our-train", spec, work, tail_dir=runs_dir, on_record=print_eval_record)
+    if not run.ok:
+        return {"error": f"training failed (exit {run.returncode}):\n{run.tail()}"}
+    unavailable = run.marker(RESULT_MARKER)
+    if unavailable is not None and "unavailable" in json.loads(unavailable):
+        return dict(json.loads(unavailable))
+    run_dir = run.marker(RUN_DIR_MARKER)
+    if run_dir is None:
+        return {"error": f"the training child printed no run directory:\n{run.tail()}"}
+    metrics = Path(run_dir) / "metrics" / "metrics.ndjson"
+    if not metrics.exists():
+        return {"error": f"{metrics} was not written."}
+    records = [json.loads(s) for s in metrics.read_text().splitlines() if s.strip()]
+    # Where each record falls on the process clock: the tailer saw it at t_seen, and it
+    # was written elapsed_s after the trainer's own start, so that start is at
+    # min(t_seen - elapsed_s) (the record seen soonest after it was written).
+    offsets = [t - float(r["elapsed_s"]) for t, r in run.records if "elapsed_s" in r]
+    start: float | None = min(offsets) if offsets else None
+    # nanoGPT's "step N:" line is stamped when printed, after its evaluation; our eval
+    # record's elapsed_s is taken before the evaluation. So an evaluation's time is when
+    # the tailer saw its record, provided the file is written line by line (the step
+    # records were seen promptly); otherwise elapsed_s on the process clock.
+    lags = [
+        t - start - float(r["elapsed_s"])
+        for t, r in run.records
+        if start is not None and "step_time_ms" in r
+    ]
+    live = bool(lags) and median(lags) < LIVE_RECORD_SECONDS
+    seen = {int(r["iter"]): t for t, r in run.records if r.get("val_loss") is not None}
+
+    def eval_time(r: dict[str, Any]) -> float | None:
+        if live and int(r["iter"]) in seen:
+            return seen[int(r["iter"])]
+        if start is None or r.get("elapsed_s") is None:
+            return None
+        return start + float(r["elapsed_s"])
+
+    # Our records count steps done (1 after the first step); nanoGPT numbers steps from 0.
+    step_ms = {int(r["iter"]) - 1: float(r["step_time_ms"]) for r in records if "step_time_ms" in r}
+    evals = [
+        {
+            "iter": int(r["iter"]),
+            "val_loss": float(r["val_loss"]),
+            "elapsed_s": r.get("elapsed_s"),
+            "at_seconds": eval_time(r),
+        }
+        for r in records
+        if r.get("val_loss") is not None
+    ]
+    result = summarise_training(step_ms, evals, run)
+    result["run_dir"] = run_dir
+    result["training_started_at_seconds"] = start
+    result["eval_times_from"] = "tailed records" if live else "elapsed_s"
+    reached = next((e for e in evals if e["val_loss"] <= TARGET_VAL_LOSS), None)
+    result["train_clock_seconds_to_target"] = reached["elapsed_s"] if reached else None
+    if result["seconds_to_target"] is None and reached is not None:
+        result["note"] = "no metrics record was seen while training ran; no process clock"
+    return result
+
+
+def print_eval_record(seconds: float, record: dict[str, Any]) -> None:
+    if record.get("val_loss") is not None:
+        say(
+            f"    iter {record.get('iter')}: val loss {record['val_loss']:.4f} "
+            f"(seen at {seconds:.1f} s)"
+        )
+
+
+def our_sample(work: Path) -> dict[str, Any]:
+    run = our_child("our-sample", {}, work)
+    if not run.ok:
+        return {"error": f"our sampling failed (exit {run.returncode}):\n{run.tail()}"}
+    return run.result()
+
+
+# --------------------------------------------------------------------------- child modes
+
+
+def time_generate(generate: Callable[[], Any]) -> list[float]:
+    """One warm-up call, then SAMPLE_REPEATS timed ones; tokens/s of each."""
+    generate()
+    speeds = []
+    for _ in range(SAMPLE_REPEATS):
+        start = time.perf_counter()
+        generate()
+        speeds.append(SAMPLE_NEW_TOKENS / (time.perf_counter() - start))
+    return speeds
+
+
+def child_nanogpt_sample(spec: dict[str, Any]) -> None:
+    import torch
+
+    sys.path.insert(0, spec["root"])
+    from model import GPT, GPTConfig  # nanoGPT's model.py
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB_SIZE, **MODEL_SHAPE))
+    model.eval()
+    idx = torch.zeros((1, 1), dtype=torch.long)
+    speeds = time_generate(
+        lambda: model.generate(idx, SAMPLE_NEW_TOKENS, temperature=1.0, top_k=None)
+    )
+    emit({"tokens_per_sec": median(speeds), "repeats": speeds, "threads": torch.get_num_threads()})
+
+
+def child_our_sample(spec: dict[str, Any]) -> None:
+    import torch
+
+    try:
+        from mlharness.lm.model import GPT, GPTConfig
+    except ImportError as exc:
+        emit({"unavailable": f"mlharness.lm.model: {exc}"})
+        return
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB_SIZE, **MODEL_SHAPE))
+    model.eval()
+    idx = torch.zeros((1, 1), dtype=torch.long)
+    result: dict[str, Any] = {"threads": torch.get_num_threads()}
+    for name, use_cache in (("cache", True), ("no_cache", False)):
+
+        def generate(use_cache: bool = use_cache) -> Any:
+            return model.generate(
+                idx, SAMPLE_NEW_TOKENS, temperature=1.0, top_k=None, use_cache=use_cache
+            )
+
+        speeds = time_generate(generate)
+        result[name] = {"tokens_per_sec": median(speeds), "repeats": speeds}
+    emit(result)
+
+
+def child_nanogpt_prepare(spec: dict[str, Any]) -> None:
+    import pickle  # noqa: F401  (imported by the script; loaded before the clock starts)
+    import runpy
+
+    import numpy  # noqa: F401
+    import requests  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import tiktoken  # noqa: F401
+    script = spec["script"]
+    seconds = []
+    for i in range(spec["repeats"] + 1):  # the first is the warm-up
+        start = time.perf_counter()
+        runpy.run_path(script, run_name="__main__")
+        if i:
+            seconds.append(time.perf_counter() - start)
+    emit({"seconds": seconds})
+
+
+def load_our_config(spec: dict[str, Any]) -> Any:
+    from mlharness.lm.config import load_lm_config
+
+    return load_lm_config(spec["config"], spec["experiment"], overrides=spec["overrides"])
+
+
+def child_our_prepare(spec: dict[str, Any]) -> None:
+    from mlharness.errors import DatasetError
+
+    try:
+        from mlharness.lm.prepare import prepare_data
+    except ImportError as exc:
+        emit({"unavailable": f"mlharness.lm.prepare: {exc}"})
+        return
+    config = load_our_config(spec)
+    input_path = Path(spec["overrides"]["prepare"]["input"])
+    seconds: list[float] = []
+    report_seconds: list[float] = []
+    report: Any = None
+    for i in range(spec["repeats"] + 1):  # the first is the warm-up (or the only run)
+        start = time.perf_counter()
+        try:
+            report = prepare_data(config, input_path, force=True, progress=False)
+        except DatasetError as exc:
+            if config.prepare.tokenizer.startswith("tiktoken:"):
+                emit({"skipped": "offline, set TIKTOKEN_CACHE_DIR", "message": str(exc)})
+                return
+            raise
+        if i:
+            seconds.append(time.perf_counter() - start)
+            report_seconds.append(float(report.seconds))
+    emit(
+        {
+            "seconds": seconds,
+            "report_seconds": report_seconds,
+            "train_tokens": report.train_tokens,
+            "val_tokens": report.val_tokens,
+            "tokenizer": config.prepare.tokenizer,
+        }
+    )
+
+
+def child_our_train(spec: dict[str, Any]) -> None:
+    try:
+        from mlharness.lm.trainer import train
+    except ImportError as exc:
+        emit({"unavailable": f"mlharness.lm.trainer: {exc}"})
+        return
+    config = load_our_config(spec)
+    result = train(config, fresh=True)
+    print(RUN_DIR_MARKER + str(result.run_dir), flush=True)
+
+
+CHILD_MODES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "nanogpt-prepare": child_nanogpt_prepare,
+    "nanogpt-sample": child_nanogpt_sample,
+    "our-prepare": child_our_prepare,
+    "our-train": child_our_train,
+    "our-sample": child_our_sample,
+}
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def reference(measured: dict[str, Any] | None, key: str) -> tuple[float | None, bool]:
+    """nanoGPT's figure: measured in this run, else the issue's (second item True)."""
+    if measured is not None:
+        if "error" in measured or "skipped" in measured:
+            return None, False
+        value = measured.get(key)
+        return (float(value) if value is not None else None), False
+    value = ISSUE_REFERENCE.get(key)
+    return value, value is not None
+
+
+def status(result: dict[str, Any] | None) -> str | None:
+    """Why a side has no figures ('not available yet', 'skipped: ...', 'error'), if so."""
+    if result is None:
+        return None
+    if "unavailable" in result:
+        return "not available yet"
+    if "skipped" in result:
+        return "skipped"  # the reason is printed in the section and kept in the JSON
+    if "error" in result:
+        return "error"
+    return None
+
+
+class Report:
+    """Collects the summary table rows and every figure for --json."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+        self.used_issue_reference = False
+        self.targets: list[tuple[str, bool]] = []
+
+    def add(
+        self,
+        figure: str,
+        ours: float | None,
+        theirs: float | None,
+        *,
+        digits: int = 1,
+        from_issue: bool = False,
+        target: str = "",
+        met: bool | None = None,
+        ours_note: str | None = None,
+        theirs_note: str | None = None,
+        show_ratio: bool = True,
+    ) -> None:
+        r = ratio(ours, theirs) if show_ratio else None
+        theirs_text = theirs_note or fmt(theirs, digits)
+        if from_issue and theirs is not None:
+            theirs_text += "*"
+            self.used_issue_reference = True
+        verdict = "" if met is None else ("PASS" if met else "MISS")
+        if met is not None:
+            self.targets.append((figure, met))
+        self.rows.append(
+            [
+                figure,
+                ours_note or fmt(ours, digits),
+                theirs_text,
+                fmt(r, 2, "x") if r is not None else "-",
+                target,
+                verdict,
+            ]
+        )
+
+    def print(self) -> None:
+        heading("Summary")
+        say(table(["figure", "ours", "nanoGPT", "ours/nanoGPT", "target", "met?"], self.rows))
+        if self.used_issue_reference:
+            say(
+                "* the issue's nanoGPT figure for this machine class, not measured in this run "
+                "(pass --nanogpt PATH to measure it here)."
+            )
+
+
+def skipped_ours() -> dict[str, Any]:
+    return {"skipped": "--skip-ours"}
+
+
+def print_errors(name: str, result: dict[str, Any] | None) -> None:
+    if result and "error" in result:
+        say(f"  {name}: {result['error']}")
+    elif result and "unavailable" in result:
+        say(f"  {name}: not available yet ({result['unavailable']})")
+    elif result and "skipped" in result:
+        say(f"  {name}: skipped: {result['skipped']}")
+
+
+def section_prepare(
+    report: Report, nanogpt: Path | None, work: Path, repeats: int, run_ours: bool
+) -> dict[str, Any]:
+    section_heading("Data preparation (tiny Shakespeare, 1.1 MB)")
+    out: dict[str, Any] = {"ours": {}, "nanogpt": {}}
+    for label, experiment, prepare, ng_dataset in (
+        ("char", "shakespeare_char", {}, "shakespeare_char"),
+        ("tiktoken:gpt2", "text", {"tokenizer": "tiktoken:gpt2"}, "shakespeare"),
+        ("bpe", "text", {"tokenizer": "bpe"}, None),
+    ):
+        ours = (
+            our_prepare(work, experiment, prepare, label.replace(":", "-"), repeats)
+            if run_ours
+            else skipped_ours()
+        )
+        print_errors(f"ours ({label})", ours)
+        out["ours"][label] = ours
+        theirs: dict[str, Any] | None = None
+        if nanogpt is not None and ng_dataset is not None:
+            theirs = nanogpt_prepare(nanogpt, ng_dataset, repeats)
+            print_errors(f"nanoGPT data/{ng_dataset}/prepare.py", theirs)
+            out["nanogpt"][label] = theirs
+        say(
+            f"  {label}: ours {fmt(ours.get('mb_per_sec'), 2)} MB/s"
+            + (f", nanoGPT {fmt(theirs.get('mb_per_sec'), 2)} MB/s" if theirs else "")
+        )
+        report.add(
+            f"prepare {label} (MB/s)",
+            ours.get("mb_per_sec"),
+            theirs.get("mb_per_sec") if theirs else None,
+            digits=2,
+            ours_note=status(ours),
+            theirs_note=status(theirs) if theirs else ("n/a" if ng_dataset is None else None),
+            target="report",
+        )
+    return out
+
+
+def section_train(
+    report: Report, nanogpt: Path | None, work: Path, iters: int, run_ours: bool
+) -> dict[str, Any]:
+    section_heading(f"Training: nanoGPT's CPU recipe, {iters} iterations")
+    theirs: dict[str, Any] | None = None
+    if nanogpt is not None:
+        say("nanoGPT:")
+        theirs = nanogpt_train(nanogpt, iters, work)
+        print_errors("nanoGPT", theirs)
+    say("ours:")
+    overrides = our_overrides(work, "shakespeare_char", {})
+    overrides["model"] = dict(MODEL_SHAPE)
+    overrides["train"] = {**TRAIN_RECIPE, "max_iters": iters, "lr_decay_iters": iters}
+    ours = our_train(work, None, overrides, "recipe") if run_ours else skipped_ours()
+    print_errors("ours", ours)
+    for name, res in (("nanoGPT", theirs), ("ours", ours)):
+        if res and not status(res):
+            say(
+                f"  {name}: {fmt(res['ms_per_iter'], 2)} ms/iter "
+                f"(10th percentile {fmt(res['ms_per_iter_p10'], 2)}), "
+                f"{fmt(res['tokens_per_sec'], 0)} tokens/s, val loss "
+                f"{fmt(res['final_val_loss'], 4)} @ {res['final_iter']}, "
+                f"val <= {TARGET_VAL_LOSS} at {fmt(res['seconds_to_target'])} s, "
+                f"{fmt(res['process_wall_seconds'])} s in all, "
+                f"peak RSS {fmt(res['peak_rss_mb'], 0)} MB"
+            )
+    ok: dict[str, Any] = ours if not status(ours) else {}
+
+    def ref(key: str) -> tuple[float | None, bool]:
+        return reference(theirs, key)
+
+    tps, tps_issue = ref("tokens_per_sec")
+    tps_ratio = ratio(ok.get("tokens_per_sec"), tps)
+    report.add(
+        "train tokens/s (median step)",
+        ok.get("tokens_per_sec"),
+        tps,
+        digits=0,
+        from_issue=tps_issue,
+        target=f">= {MIN_TRAIN_SPEED_RATIO}x",
+        met=None if tps_ratio is None else tps_ratio >= MIN_TRAIN_SPEED_RATIO,
+        ours_note=status(ours),
+    )
+    wall, _ = reference(theirs, "wall_tokens_per_sec") if theirs else (None, False)
+    report.add(
+        "  tokens/s by wall clock",
+        ok.get("wall_tokens_per_sec"),
+        wall,
+        digits=0,
+        target="report",
+        ours_note=status(ours),
+    )
+    ms, ms_issue = ref("ms_per_iter")
+    report.add("train ms/iter (median)", ok.get("ms_per_iter"), ms, digits=2, from_issue=ms_issue)
+    val, val_issue = ref("final_val_loss")
+    if val_issue and iters != 2000:
+        val = None  # the issue's figure is for 2000 iterations
+    our_val = ok.get("final_val_loss")
+
+    def at_iter(res: dict[str, Any] | None) -> str | None:
+        """The val loss with its iteration when the last evaluation was not at --iters."""
+        if not res or status(res) or res.get("final_iter") in (None, iters):
+            return status(res) if res else None
+        return f"{res['final_val_loss']:.4f} (@{res['final_iter']})"
+
+    report.add(
+        f"val loss @ {iters}",
+        our_val,
+        val,
+        digits=4,
+        from_issue=val_issue,
+        target=f"<= {TARGET_VAL_LOSS}",
+        met=None if our_val is None else our_val <= TARGET_VAL_LOSS,
+        ours_note=at_iter(ours),
+        theirs_note=at_iter(theirs),
+        show_ratio=False,
+    )
+    t_target, t_issue = ref("seconds_to_target")
+    report.add(
+        f"recipe: s to val <= {TARGET_VAL_LOSS}",
+        ok.get("seconds_to_target"),
+        t_target,
+        from_issue=t_issue,
+        target="report",
+    )
+    rss, rss_issue = ref("peak_rss_mb")
+    rss_ratio = ratio(ok.get("peak_rss_mb"), rss)
+    report.add(
+        "train peak RSS (MB)",
+        ok.get("peak_rss_mb"),
+        rss,
+        digits=0,
+        from_issue=rss_issue,
+        target=f"<= {MAX_RSS_RATIO}x",
+        met=None if rss_ratio is None else rss_ratio <= MAX_RSS_RATIO,
+        ours_note=status(ours),
+    )
+    return {"ours": ours, "nanogpt": theirs}
+
+
+def section_fast(
+    report: Report, work: Path, nanogpt_train_result: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Our shipped fast config against nanoGPT's time to the target (``train`` section)."""
+    section_heading(f"Our fast CPU config: time to val loss <= {TARGET_VAL_LOSS}")
+    if not FAST_CONFIG.exists():
+        say(f"  skipped: {FAST_CONFIG.relative_to(REPO)} does not exist yet.")
+        report.add(
+            f"fast config: s to val <= {TARGET_VAL_LOSS}",
+            None,
+            None,
+            ours_note="not shipped yet",
+            target=f"<= {MAX_FAST_TIME_RATIO}x",
+        )
+        return {"skipped": f"{FAST_CONFIG} does not exist"}
+    overrides = our_overrides(work, "shakespeare_char_fast", {})
+    ours = our_train(work, FAST_CONFIG, overrides, "fast")
+    print_errors("ours (fast)", ours)
+    ok: dict[str, Any] = ours if not status(ours) else {}
+    if ok:
+        say(
+            f"  val <= {TARGET_VAL_LOSS} at {fmt(ok['seconds_to_target'])} s (iteration "
+            f"{ok['iter_at_target']}); final val loss {fmt(ok['final_val_loss'], 4)} @ "
+            f"{ok['final_iter']}; {fmt(ok['process_wall_seconds'])} s in all; peak RSS "
+            f"{fmt(ok['peak_rss_mb'], 0)} MB"
+        )
+    theirs, from_issue = reference(nanogpt_train_result, "seconds_to_target")
+    if theirs is None:
+        if nanogpt_train_result is not None and not status(nanogpt_train_result):
+            say("  nanoGPT did not reach the target in its run; comparing with the issue's time.")
+        theirs, from_issue = reference(None, "seconds_to_target")
+    r = ratio(ok.get("seconds_to_target"), theirs)
+    report.add(
+        f"fast config: s to val <= {TARGET_VAL_LOSS}",
+        ok.get("seconds_to_target"),
+        theirs,
+        from_issue=from_issue,
+        target=f"<= {MAX_FAST_TIME_RATIO}x",
+        met=None if r is None else r <= MAX_FAST_TIME_RATIO,
+        ours_note=status(ours) or ("never" if ok and ok["seconds_to_target"] is None else None),
+    )
+    return {"ours": ours, "nanogpt_seconds_to_target": theirs, "from_issue": from_issue}
+
+
+def section_sample(
+    report: Report, nanogpt: Path | None, work: Path, run_ours: bool
+) -> dict[str, Any]:
+    section_heading(f"Sampling: {SAMPLE_NEW_TOKENS} new tokens, random 4x4x128 model, batch 1")
+    ours = our_sample(work) if run_ours else skipped_ours()
+    print_errors("ours", ours)
+    theirs = nanogpt_sample(nanogpt) if nanogpt is not None else None
+    print_errors("nanoGPT", theirs)
+    ok: dict[str, Any] = ours if not status(ours) else {}
+    cache = ok.get("cache", {}).get("tokens_per_sec")
+    no_cache = ok.get("no_cache", {}).get("tokens_per_sec")
+    if nanogpt is not None:
+        ng, ng_issue = reference(theirs, "tokens_per_sec")
+    else:
+        ng, ng_issue = reference(None, "sample_tokens_per_sec")
+    say(
+        f"  ours: KV cache {fmt(cache, 0)} tokens/s, no cache {fmt(no_cache, 0)} tokens/s"
+        + (f"; nanoGPT generate {fmt(ng, 0)} tokens/s" if theirs and not status(theirs) else "")
+    )
+    r = ratio(cache, ng)
+    report.add(
+        "sample tokens/s, KV cache",
+        cache,
+        ng,
+        digits=0,
+        from_issue=ng_issue,
+        target=f">= {MIN_KV_SAMPLE_RATIO}x",
+        met=None if r is None else r >= MIN_KV_SAMPLE_RATIO,
+        ours_note=status(ours),
+    )
+    report.add(
+        "sample tokens/s, no cache",
+        no_cache,
+        ng,
+        digits=0,
+        from_issue=ng_issue,
+        ours_note=status(ours),
+    )
+    report.add(
+        "  KV cache vs our no cache",
+        cache,
+        no_cache,
+        digits=0,
+        theirs_note=f"{fmt(no_cache, 0)} (ours)" if no_cache else None,
+        target="report",
+        ours_note=status(ours),
+    )
+    return {"ours": ours, "nanogpt": theirs}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_sections(value: str) -> list[str]:
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(SECTIONS)}"
+        )
+    return names
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark mlharness's lm engine against nanoGPT on this machine: data "
+        "preparation, training speed and loss on nanoGPT's CPU recipe, our fast CPU config, "
+        "and sampling with and without a KV cache.",
+    )
+    parser.add_argument(
+        "--nanogpt",
+        metavar="PATH",
+        type=Path,
+        help="a nanoGPT work tree (with train.py, model.py) to measure side by side; "
+        "without it the issue's reference figures are shown, marked '*'",
+    )
+    parser.add_argument(
+        "--only",
+        type=parse_sections,
+        metavar="SECTIONS",
+        help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=2000,
+        help="training iterations of the recipe, both sides (default 2000; the val-loss "
+        "target is for 2000)",
+    )
+    parser.add_argument(
+        "--prepare-repeats",
+        type=int,
+        default=3,
+        help="timed data preparations per tokenizer, after one warm-up (default 3)",
+    )
+    parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
+    parser.add_argument(
+        "--skip-ours",
+        action="store_true",
+        help="measure only the nanoGPT side (with --nanogpt), e.g. to record its figures",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the scratch directory (runs, data, checkpoints)"
+    )
+    parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.iters < 1:
+        parser.error("--iters must be at least 1")
+    if args.prepare_repeats < 1:
+        parser.error("--prepare-repeats must be at least 1")
+    if args.skip_ours and not args.nanogpt:
+        parser.error("--skip-ours leaves nothing to measure without --nanogpt")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args._child:
+        mode, spec = args._child
+        CHILD_MODES[mode](json.loads(spec))
+        return 0
+
+    nanogpt: Path | None = args.nanogpt.expanduser().resolve() if args.nanogpt else None
+    if nanogpt is not None and (problem := check_nanogpt(nanogpt)):
+        print(f"Error: {problem}", file=sys.stderr)
+        return 1
+    if not TEXT.exists():
+        print(f"Error: tiny Shakespeare not found at {TEXT}.", file=sys.stderr)
+        return 1
+    sections = args.only or list(SECTIONS)
+
+    started = time.perf_counter()
+    facts = machine_facts()
+    say("mlharness lm benchmark" + (f" against nanoGPT at {nanogpt}" if nanogpt else ""))
+    say(f"command: {' '.join([Path(PYTHON).name, *sys.argv])}")
+    print_machine(facts)
+    work = Path(tempfile.mkdtemp(prefix="mlx-lm-bench-"))
+    say(f"scratch directory: {work}")
+    report = Report()
+    figures: dict[str, Any] = {
+        "machine": facts,
+        "nanogpt": str(nanogpt) if nanogpt else None,
+        "iters": args.iters,
+        "issue_reference": ISSUE_REFERENCE,
+        "sections": {},
+    }
+    ours = not args.skip_ours
+    done = figures["sections"]
+    try:
+        if "prepare" in sections:
+            done["prepare"] = section_prepare(report, nanogpt, work, args.prepare_repeats, ours)
+            save_json(args.json, figures)
+        train_result: dict[str, Any] | None = None
+        if "train" in sections:
+            done["train"] = section_train(report, nanogpt, work, args.iters, ours)
+            train_result = done["train"]["nanogpt"]
+            save_json(args.json, figures)
+        if "fast" in sections and ours:
+            done["fast"] = section_fast(report, work, train_result)
+            save_json(args.json, figures)
+        if "sample" in sections:
+            done["sample"] = section_sample(report, nanogpt, work, ours)
+    finally:
+        if args.keep:
+            say(f"\nscratch directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    report.print()
+    elapsed = time.perf_counter() - started
+    figures["targets"] = dict(report.targets)
+    figures["elapsed_seconds"] = elapsed
+    figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    say(
+        f"\nDone in {elapsed:.0f} s; load average now "
+        f"{' / '.join(map(str, figures['load_average_after']))}."
+    )
+    if args.json:
+        save_json(args.json, figures)
+        say(f"Figures saved to {args.json}")
+    return 0
+
+
+def save_json(path: str | None, figures: dict[str, Any]) -> None:
+    """Write the figures so far (also after each section, so an interrupted run keeps them)."""
+    if path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
