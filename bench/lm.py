@@ -218,6 +218,10 @@ def say(message: str) -> None:
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    # Both sides wait passively: with OpenMP's default spinning, two torch threads on two
+    # vCPUs that the host does not schedule together ran steps 20-35x slower here (the lm
+    # package sets the same default for itself). Pass OMP_WAIT_POLICY to override.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.update(extra)
     return env
 
