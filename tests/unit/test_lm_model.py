@@ -7,10 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 
-from mlharness.errors import ModelError  # noqa: E402
-from mlharness.lm.model import GPT, GPTConfig, KVCache, sample_next_token  # noqa: E402
+import torch
+
+from mlharness.errors import ModelError
+from mlharness.lm.model import GPT, GPTConfig, KVCache, sample_next_token
 
 VOCAB = 50
 BLOCK = 16
@@ -164,6 +166,22 @@ def test_dropout_is_active_in_training_only() -> None:
     assert not torch.equal(model(idx, idx)[0], model(idx, idx)[0])
     model.eval()
     torch.testing.assert_close(model(idx, idx)[0], model(idx, idx)[0])
+
+
+def test_crop_block_size_keeps_the_first_positions() -> None:
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = GPT(config)
+    idx = tokens(2, 8)
+    before, _ = model(idx, idx)
+    model.crop_block_size(8)
+    assert model.config.block_size == 8 and config.block_size == BLOCK
+    assert model.wpe.weight.shape == (8, 32)
+    torch.testing.assert_close(model(idx, idx)[0], before)
+    with pytest.raises(ModelError, match="block_size"):
+        model(tokens(2, 9))
+    with pytest.raises(ModelError, match="Cannot crop the context to 9 tokens"):
+        model.crop_block_size(9)
 
 
 # ---------------------------------------------------------------------------- KV cache
@@ -331,9 +349,13 @@ def test_width_not_divisible_by_heads_is_refused() -> None:
         GPTConfig(n_embd=30, n_head=4)
 
 
-def test_non_positive_sizes_are_refused() -> None:
+def test_non_positive_sizes_and_wrong_types_are_refused() -> None:
     with pytest.raises(ModelError, match="n_layer must be a positive integer; got 0"):
         GPTConfig(n_layer=0)
+    with pytest.raises(ModelError, match=r"dropout must be a number in \[0, 1\); got 1.5"):
+        GPTConfig(dropout=1.5)
+    with pytest.raises(ModelError, match="bias must be true or false; got 'yes'"):
+        GPTConfig.from_dict({"bias": "yes"})
 
 
 def test_a_sequence_longer_than_the_block_is_refused() -> None:

@@ -1,9 +1,12 @@
 """The GPT of the ``lm`` engine: a GPT-2 style decoder-only transformer, with a KV cache.
 
 Read top to bottom: the config, the key/value cache, attention, the MLP, one block, the
-model, and last sampling. The layout follows GPT-2 (pre-LayerNorm blocks, learned
-absolute positions, GELU MLP 4x wide, output head tied to the token embedding), so a
-checkpoint maps one-to-one onto Hugging Face's ``GPT2LMHeadModel`` when ``bias=True``.
+model with its generation loop (and a lean one-token forward for it), and last sampling.
+The layout is GPT-2's (pre-LayerNorm blocks, learned absolute positions, a 4x wide GELU
+MLP, the output head tied to the token embedding), so with ``bias=True`` a checkpoint maps
+parameter for parameter onto Hugging Face's ``GPT2LMHeadModel``: its Conv1D layers store
+Linear weights transposed, and ``activation_function="gelu"`` matches our exact GELU
+(GPT-2 itself used the tanh approximation, "gelu_new").
 
 Shape comments use B = batch, T = tokens in this forward, C = n_embd, nh = heads,
 hs = head size (C // nh), L = keys attended to, V = vocab size.
@@ -14,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -48,8 +51,10 @@ class GPTConfig:
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 "each head gets n_embd // n_head channels."
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ModelError(f"GPTConfig.dropout must be in [0, 1); got {self.dropout!r}.")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ModelError(f"GPTConfig.dropout must be a number in [0, 1); got {self.dropout!r}.")
+        if not isinstance(self.bias, bool):
+            raise ModelError(f"GPTConfig.bias must be true or false; got {self.bias!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """The plain record a checkpoint stores (JSON-serialisable)."""
@@ -94,10 +99,6 @@ class KVCache:
         self._k_layers = self.k.unbind(0)  # n_layer x (B, nh, block_size, hs)
         self._v_layers = self.v.unbind(0)
         self.length = 0  # positions filled; also the absolute position of the next token
-
-    @property
-    def capacity(self) -> int:
-        return self.k.size(3)
 
     def reset(self) -> None:
         """Forget every position (the stale values are overwritten before they are read)."""
@@ -245,6 +246,20 @@ class GPT(nn.Module):
             n -= self.wpe.weight.numel()
         return n
 
+    def crop_block_size(self, block_size: int) -> None:
+        """Shorten the context to ``block_size`` tokens, keeping the first position embeddings.
+
+        For a model trained with a longer context than a run wants (less memory, faster).
+        """
+        if not 0 < block_size <= self.config.block_size:
+            raise ModelError(
+                f"Cannot crop the context to {block_size} tokens: it must be between 1 and the "
+                f"model's block_size, {self.config.block_size}."
+            )
+        self.config = replace(self.config, block_size=block_size)  # the caller's stays as is
+        self.wpe.weight = nn.Parameter(self.wpe.weight.detach()[:block_size].clone())
+        self.wpe.num_embeddings = block_size
+
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay the matrices (dim >= 2), not biases or LayerNorm gains.
 
@@ -268,8 +283,8 @@ class GPT(nn.Module):
 
         With ``targets``: logits (B, T, V) for every position. Without: only the last
         position's, (B, 1, V), which is all generation needs and spares the largest matmul.
-        With ``kv_cache``: ``idx`` continues the cached positions (decode one token, or
-        prefill an empty cache), and the cache grows by T.
+        With ``kv_cache``: ``idx`` continues the cached positions (a prompt into an empty
+        cache, then one token at a time, or any chunk), and the cache grows by T.
         """
         T = idx.size(1)
         start = 0 if kv_cache is None else kv_cache.length
@@ -389,13 +404,13 @@ class GPT(nn.Module):
         cache = KVCache(self.config, seq.size(0), device=seq.device, dtype=self.wte.weight.dtype)
         weights = self._plain_weights()
 
-        def forward(idx: Tensor) -> Tensor:  # (B, T) -> logits (B, 1, V); fills the cache
+        def forward_cached(idx: Tensor) -> Tensor:  # (B, T) -> logits (B, 1, V)
             if weights is None:
                 logits: Tensor = self(idx, kv_cache=cache)[0]
                 return logits
             return self._forward_plain(idx, cache, weights)
 
-        logits = forward(seq[:, max(0, n - block_size) : n])  # prefill
+        logits = forward_cached(seq[:, max(0, n - block_size) : n])  # prefill
         while True:
             next_tok = sample(logits)  # (B,)
             seq[:, n] = next_tok
@@ -406,9 +421,9 @@ class GPT(nn.Module):
                 return  # no forward for a token nobody will sample
             if cache.length == block_size:
                 cache.reset()
-                logits = forward(seq[:, n - block_size // 2 : n])
+                logits = forward_cached(seq[:, n - block_size // 2 : n])
             else:
-                logits = forward(next_tok.view(-1, 1))
+                logits = forward_cached(next_tok.view(-1, 1))
 
     # Why a second forward: a one-token step is ~100 tiny tensor ops, so Python and dispatch
     # overhead, not arithmetic, sets its speed. Reaching ~100 parameters through
