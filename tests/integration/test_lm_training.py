@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mlharness.errors import CheckpointError, DatasetError  # noqa: E402
+from mlharness.errors import CheckpointError, ConfigError, DatasetError  # noqa: E402
 from mlharness.lm import checkpoints as ckpt  # noqa: E402
 from mlharness.lm.sampler import sample  # noqa: E402
 from mlharness.lm.trainer import Trainer, iter_records, learning_rate, train  # noqa: E402
@@ -187,9 +187,12 @@ def test_sample_prefers_best_and_is_reproducible(tiny_lm: Any, tmp_path: Path) -
     assert first.samples == second.samples and len(first.samples) == 2
     assert first.text_path.is_file() and first.json_path.parent == run / "samples"
     prompt = tmp_path / "prompt.txt"
-    prompt.write_text("KING", encoding="utf-8")
+    prompt.write_text("the ", encoding="utf-8")  # in both corpora (tiny-shakespeare, generated)
     cfg.sample.start = f"FILE:{prompt}"
-    assert all(s.startswith("KING") for s in sample(cfg).samples)
+    assert all(s.startswith("the ") for s in sample(cfg).samples)
+    cfg.sample.start = "€"
+    with pytest.raises(ConfigError, match="cannot be encoded by this run's tokenizer"):
+        sample(cfg)
 
 
 def test_sample_without_a_run_is_an_explicit_error(tiny_lm: Any) -> None:
