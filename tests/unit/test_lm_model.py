@@ -188,13 +188,13 @@ def test_crop_block_size_keeps_the_first_positions() -> None:
 
 
 def cached_step(model: GPT, idx: torch.Tensor, cache: KVCache, plain: bool) -> torch.Tensor:
-    """Logits (B, 1, V) of one cached forward, through the modules or the sampling path."""
+    """Last position's logits (B, V) of a cached forward: modules, or the plain path."""
     if plain:
         weights = model._plain_weights()
         assert weights is not None
         return model._forward_plain(idx, cache, weights)
     logits: torch.Tensor = model(idx, kv_cache=cache)[0]
-    return logits
+    return logits[:, -1, :]
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -205,11 +205,11 @@ def test_cached_logits_equal_full_forward_logits_at_every_step(bias: bool, plain
     cache = KVCache(model.config, batch_size=2)
     with torch.no_grad():
         prefill = cached_step(model, idx[:, :3], cache, plain)
-        torch.testing.assert_close(prefill, model(idx[:, :3])[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(prefill, model(idx[:, :3])[0][:, -1], atol=1e-5, rtol=0)
         for t in range(3, idx.size(1)):
             cached = cached_step(model, idx[:, t : t + 1], cache, plain)
             full, _ = model(idx[:, : t + 1])
-            torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+            torch.testing.assert_close(cached, full[:, -1], atol=1e-5, rtol=0)
     assert cache.length == idx.size(1)
 
 
@@ -339,6 +339,15 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p() -> None:
     assert set(sample_next_token(logits, top_p=0.81, generator=g).tolist()) == {0, 1, 2}
     assert set(sample_next_token(logits, top_k=3, generator=g).tolist()) == {0, 1, 2}
     assert set(sample_next_token(logits, temperature=0.0).tolist()) == {0}
+
+
+def test_a_draw_is_torch_multinomials_draw() -> None:
+    logits = torch.randn(7, VOCAB, generator=torch.Generator().manual_seed(0))
+    for seed in range(20):
+        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        expected = torch.multinomial(torch.softmax(logits, -1), 1, generator=theirs).squeeze(1)
+        assert torch.equal(sample_next_token(logits, generator=ours), expected)
+        assert torch.equal(ours.get_state(), theirs.get_state())  # the same stream after it
 
 
 # ---------------------------------------------------------------------------- errors

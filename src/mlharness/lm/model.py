@@ -334,7 +334,8 @@ class GPT(nn.Module):
         ``temperature == 0`` means greedy decoding (argmax; ``top_k``/``top_p`` then do
         nothing). ``on_token`` is called with each step's new tokens (B,), e.g. to stream
         text. ``use_cache=False`` runs the whole context every step, as nanoGPT does: the
-        reference that the cached path is tested and benchmarked against.
+        reference that the cached path is tested and benchmarked against. On the CPU,
+        oneDNN is off while it runs (see :func:`_without_onednn`).
         """
         _check_sampling_args(temperature, top_k, top_p)
         if idx.dim() != 2 or idx.size(1) == 0:
@@ -345,8 +346,8 @@ class GPT(nn.Module):
         if max_new_tokens < 0:
             raise ModelError(f"max_new_tokens must be >= 0; got {max_new_tokens}.")
 
-        def sample(logits: Tensor) -> Tensor:  # (B, 1, V) -> (B,)
-            return sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+        def sample(logits: Tensor) -> Tensor:  # (B, V) -> (B,)
+            return sample_next_token(logits, temperature, top_k, top_p, generator)
 
         was_training = self.training
         self.eval()
@@ -377,7 +378,7 @@ class GPT(nn.Module):
         block_size = self.config.block_size
         while n < seq.size(1):
             logits, _ = self(seq[:, max(0, n - block_size) : n])  # (B, 1, V)
-            next_tok = sample(logits)
+            next_tok = sample(logits[:, -1, :])
             seq[:, n] = next_tok
             n += 1
             if on_token is not None:
@@ -404,10 +405,10 @@ class GPT(nn.Module):
         cache = KVCache(self.config, seq.size(0), device=seq.device, dtype=self.wte.weight.dtype)
         weights = self._plain_weights()
 
-        def forward_cached(idx: Tensor) -> Tensor:  # (B, T) -> logits (B, 1, V)
+        def forward_cached(idx: Tensor) -> Tensor:  # (B, T) -> last position's logits (B, V)
             if weights is None:
                 logits: Tensor = self(idx, kv_cache=cache)[0]
-                return logits
+                return logits[:, -1, :]
             return self._forward_plain(idx, cache, weights)
 
         logits = forward_cached(seq[:, max(0, n - block_size) : n])  # prefill
@@ -472,27 +473,29 @@ class GPT(nn.Module):
         )
 
     def _forward_plain(self, idx: Tensor, kv_cache: KVCache, w: _Weights) -> Tensor:
-        """``forward(idx, kv_cache=kv_cache)[0]`` in eval mode, on plain tensors; (B, 1, V).
+        """``forward(idx, kv_cache=kv_cache)[0][:, -1, :]`` in eval mode, on plain tensors.
 
         Activations stay 2-D, (B*T, C), so that every Linear is one matmul call.
+        ``torch.layer_norm`` is the op behind ``F.layer_norm``, whose Python wrapper (it
+        reads a cuDNN flag each call) costs a measurable 5% of a step here.
         """
         B, T = idx.size()
         C, nh = self.config.n_embd, self.config.n_head
         start = kv_cache.length
         x = (F.embedding(idx, w.wte) + w.wpe[start : start + T]).view(B * T, C)
         for i, b in enumerate(w.blocks):
-            h = F.layer_norm(x, (C,), b.ln_1_weight, b.ln_1_bias)
+            h = torch.layer_norm(x, (C,), b.ln_1_weight, b.ln_1_bias)
             qkv = _affine(h, b.attn_t, b.attn_bias).view(B, T, 3, nh, C // nh)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
             y = causal_attention(q, k, v, kv_cache, i, 0.0)  # (B, nh, T, hs)
             y = y.transpose(1, 2).reshape(B * T, C)
             x = _affine(y, b.attn_proj_t, b.attn_proj_bias, add=x)  # x + attention
-            h = F.layer_norm(x, (C,), b.ln_2_weight, b.ln_2_bias)
+            h = torch.layer_norm(x, (C,), b.ln_2_weight, b.ln_2_bias)
             h = F.gelu(_affine(h, b.fc_t, b.fc_bias))  # (B*T, 4C)
             x = _affine(h, b.mlp_proj_t, b.mlp_proj_bias, add=x)  # x + MLP
         kv_cache.length += T
-        x = F.layer_norm(x.view(B, T, C)[:, -1, :], (C,), w.ln_f_weight, w.ln_f_bias)  # (B, C)
-        return torch.mm(x, w.head_t).view(B, 1, -1)  # (B, 1, V)
+        x = torch.layer_norm(x.view(B, T, C)[:, -1, :], (C,), w.ln_f_weight, w.ln_f_bias)  # (B, C)
+        return torch.mm(x, w.head_t)  # (B, V)
 
 
 # What _plain_weights() knows how to compute without calling the modules.
@@ -596,4 +599,9 @@ def sample_next_token(
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
         logits = logits.scatter(-1, order, sorted_logits)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    # What torch.multinomial(probs, 1, generator=generator) computes for one draw, token for
+    # token and with the same generator stream (an exponential race: argmax of p_i / E_i,
+    # E_i ~ Exp(1)), minus its input validation, which costs ~50 us a call, a tenth of a
+    # decode step; a softmax needs no validating. The tests compare the two draw for draw.
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax(dim=-1)
