@@ -82,6 +82,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from report import table  # bench/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -185,21 +187,6 @@ def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
     if value is None:
         return "-"
     return f"{value:,.{digits}f}{suffix}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain aligned text table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 def heading(title: str) -> None:

@@ -470,41 +470,26 @@ class Trainer:
         The same batches every time make successive evaluations comparable (and the
         "best" checkpoint a fair pick); the training streams are not touched.
         """
-        t = self.config.train
-        out: dict[str, float] = {}
         self.model.eval()
-        for split, data in (("train", self.train_data), ("val", self.val_data)):
-            gen = torch.Generator().manual_seed(t.seed + 1)
-            losses = torch.zeros(t.eval_iters)
-            for k in range(t.eval_iters):
-                x, y = data.batch(data.starts(t.batch_size, gen))
-                with self.autocast:
-                    _, loss = self.model(x, y)
-                assert loss is not None
-                losses[k] = loss.item()
-            out[split] = float(losses.mean())
-        self.model.train()
+        out = {"train": self._mean_loss(self.train_data), "val": self._mean_loss(self.val_data)}
         if self.ema is not None:
-            out["val_ema"] = self._ema_val_loss()
+            live = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.ema)
+            out["val_ema"] = self._mean_loss(self.val_data)
+            self.model.load_state_dict(live)
+        self.model.train()
         return out
 
-    @torch.no_grad()
-    def _ema_val_loss(self) -> float:
-        assert self.ema is not None
-        live = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.ema)
+    def _mean_loss(self, data: TokenBatches) -> float:
         t = self.config.train
         gen = torch.Generator().manual_seed(t.seed + 1)
-        self.model.eval()
         total = 0.0
         for _ in range(t.eval_iters):
-            x, y = self.val_data.batch(self.val_data.starts(t.batch_size, gen))
+            x, y = data.batch(data.starts(t.batch_size, gen))
             with self.autocast:
                 _, loss = self.model(x, y)
             assert loss is not None
             total += loss.item()
-        self.model.load_state_dict(live)
-        self.model.train()
         return total / t.eval_iters
 
     def _no_sync(self) -> contextlib.AbstractContextManager[Any]:
