@@ -1,0 +1,1 @@
+"""GRPO reinforcement learning of language models with pluggable rewards."""
