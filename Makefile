@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TORCH  ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench bench-lm \
+.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench bench-lm grpo-demo \
 	prepare train sample loop tensorboard clean
 
 help: ## List the targets
@@ -20,12 +20,12 @@ $(PY):
 
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install "$(TORCH)"
-	$(PIP) install -e ".[lm]"
+	$(PIP) install -e ".[rl]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) install "$(TORCH)"
-	$(PIP) install -e ".[dev,lm]"
+	$(PIP) install -e ".[dev,rl]"
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed ## Install the package into .venv
@@ -88,6 +88,12 @@ sample: install ## Sample from the experiment's latest run: EXP=name CONFIG=file
 
 loop: install ## Prepare if needed, train, sample: EXP=name CONFIG=file [INPUT=file]
 	$(BIN)/mlx loop $(LM_ARGS) $(if $(INPUT),--input $(INPUT))
+
+# The offline GRPO quick start: a small char GPT learns some two-digit additions, then GRPO
+# with an exact-match reward raises its accuracy on held-out problems.
+grpo-demo: install ## Offline GRPO quick start: train a small GPT on additions, then GRPO it
+	$(BIN)/mlx loop arithmetic_base --config experiments/arithmetic_base.toml
+	$(BIN)/mlx train --config experiments/grpo_arithmetic.yaml --fresh
 
 PORT ?= 6006
 tensorboard: install ## Show TensorBoard for LOGDIR=runs/<experiment>/<run>/logs/tb [PORT=6006]

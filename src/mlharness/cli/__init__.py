@@ -66,6 +66,7 @@ def _root(
 # Commands live in their own modules; importing them registers them on ``app``.
 from mlharness.cli import commands as _commands  # noqa: E402,F401
 from mlharness.cli import lm_commands as _lm_commands  # noqa: E402,F401
+from mlharness.cli import rl_commands as _rl_commands  # noqa: E402,F401
 
 
 class _ConsoleHandler(logging.Handler):
@@ -112,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlx`` console script; returns the process exit code."""
     from mlharness.errors import MlxError
 
-    args = _hoist_debug(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = _spread_benchmarks(_hoist_log_level(_hoist_debug(args)))
     _state["debug"] = "--debug" in args or os.environ.get("MLX_DEBUG") == "1"
     command = typer.main.get_command(app)
     usage_error = _usage_error_class()
@@ -158,6 +160,62 @@ def _hoist_debug(args: list[str]) -> list[str]:
     if "--debug" not in args[:end]:
         return args
     return ["--debug"] + [a for i, a in enumerate(args) if i >= end or a != "--debug"]
+
+
+def _hoist_log_level(args: list[str]) -> list[str]:
+    """``mlx-train --config c.yaml --log-level DEBUG`` (seed 002): the root option, moved there."""
+    end = args.index("--") if "--" in args else len(args)
+    for i, arg in enumerate(args[:end]):
+        if arg.startswith("--log-level=") and i > 0:
+            return [arg, *args[:i], *args[i + 1 :]]
+        if arg == "--log-level" and i > 0 and i + 1 < end:
+            return [arg, args[i + 1], *args[:i], *args[i + 2 :]]
+    return args
+
+
+def _spread_benchmarks(args: list[str]) -> list[str]:
+    """Seed 002 writes ``--benchmark human_eval gsm8k``; Click takes one value per option."""
+    out: list[str] = []
+    taking = False
+    for arg in args:
+        if arg == "--benchmark":
+            taking = False
+            out.append(arg)
+            continue
+        if out and out[-1] == "--benchmark":
+            out.append(arg)
+            taking = True
+            continue
+        if taking and not arg.startswith("-"):
+            out += ["--benchmark", arg]
+            continue
+        taking = False
+        out.append(arg)
+    return out
+
+
+def _alias(command: str) -> int:
+    return main([command, *sys.argv[1:]])
+
+
+def train_alias() -> int:
+    """``mlx-train``: ``mlx train``."""
+    return _alias("train")
+
+
+def evaluate_alias() -> int:
+    """``mlx-evaluate``: ``mlx eval``."""
+    return _alias("eval")
+
+
+def preprocess_alias() -> int:
+    """``mlx-preprocess``: ``mlx preprocess``."""
+    return _alias("preprocess")
+
+
+def generate_config_alias() -> int:
+    """``mlx-generate-config``: ``mlx generate-config``."""
+    return _alias("generate-config")
 
 
 def _describe_os_error(exc: OSError) -> str:

@@ -54,6 +54,7 @@ def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> 
     from mlharness.config import load_raw, validate
     from mlharness.errors import ConfigError, ConfigValidationError
     from mlharness.lm.config import lm_config_from_raw
+    from mlharness.rl.config import is_rl_config, rl_config_from_raw
     from mlharness.tabular.config import ExperimentConfig
 
     raw = load_raw(path, set_items=set_items or [])
@@ -63,15 +64,19 @@ def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> 
     configs: list[Any] = []
     for i, item in enumerate(items, start=1):
         kind = item.get("kind", "tabular") if isinstance(item, dict) else "tabular"
-        if kind not in ("tabular", "lm"):
+        if is_rl_config(item):
+            kind = "rl"
+        if kind not in ("tabular", "lm", "rl"):
             raise ConfigError(
                 f"Experiment kind '{kind}' in {path} is not supported. Supported kinds: "
-                "tabular, lm."
+                "tabular, lm, rl."
             )
         try:
+            base = path.expanduser().resolve().parent
             if kind == "lm":
-                base = path.expanduser().resolve().parent
                 configs.append(lm_config_from_raw(item, base, strict=strict))
+            elif kind == "rl":
+                configs.append(rl_config_from_raw(item, base, path.stem, strict=strict))
             else:
                 configs.append(validate(ExperimentConfig, item, strict=strict))
         except ConfigValidationError as exc:
@@ -97,6 +102,11 @@ def _preflight(configs: list[Any]) -> None:
         try:
             if cfg.kind == "lm":
                 lm_runner.check_paths(cfg)
+                continue
+            if cfg.kind == "rl":
+                from mlharness.cli import rl_commands
+
+                rl_commands.check(cfg)
                 continue
             runner.output_base(cfg)
             runner.build_dataset(cfg)
@@ -143,6 +153,11 @@ def run_experiment(
 
             run_loop(cfg)
             continue
+        if cfg.kind == "rl":
+            from mlharness.cli.rl_commands import run_train
+
+            run_train(cfg)
+            continue
         typer.echo(f"Experiment: {cfg.name}" + (f" ({cfg.description})" if cfg.description else ""))
         result = runner.run_experiment(cfg)
         if result.status == "interrupted":
@@ -150,6 +165,10 @@ def run_experiment(
 
 
 def _plan(cfg: Any) -> list[str]:
+    if cfg.kind == "rl":
+        from mlharness.cli.rl_commands import plan
+
+        return plan(cfg)
     if cfg.kind == "lm":
         from mlharness.lm import runner as lm_runner
 
@@ -162,14 +181,14 @@ def _plan(cfg: Any) -> list[str]:
 @app.command("eval", short_help="Evaluate a run's checkpoint.")
 def eval_command(
     run_dir: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--run-dir",
             help="Run directory containing checkpoints/.",
             metavar="PATH",
             show_default=False,
         ),
-    ],
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -181,8 +200,15 @@ def eval_command(
         ),
     ] = None,
     checkpoint: Annotated[
-        str, typer.Option("--checkpoint", help="Checkpoint to evaluate.", metavar="NAME")
-    ] = "checkpoint_final",
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            help="Checkpoint to evaluate: a name in the run's checkpoints/ or a path "
+            "(default: checkpoint_final; GRPO runs: the best, else the last).",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
     metrics: Annotated[
         str | None,
         typer.Option(
@@ -193,6 +219,33 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
+    benchmark: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--benchmark",
+            help="GRPO runs: human_eval and/or gsm8k (repeat the option, or list them after "
+            "it); the run's own validation prompts are always scored when it has them.",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
+    gsm8k_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--gsm8k-path",
+            help="GSM8K test JSONL (default: data/gsm8k/test.jsonl).",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", help="GRPO runs: evaluate the first N problems only.", min=1),
+    ] = None,
+    num_samples: Annotated[
+        int,
+        typer.Option("--num-samples", help="GRPO runs: completions per problem (pass@k).", min=1),
+    ] = 1,
     dry_run: DryRunOption = False,
     set_items: SetOption = None,
     strict: StrictOption = False,
@@ -203,8 +256,27 @@ def eval_command(
     from mlharness.tabular import runner
     from mlharness.tabular.config import ExperimentConfig
 
+    if benchmark or _is_rl_target(run_dir, checkpoint, config):
+        from mlharness.cli.rl_commands import run_eval
+
+        run_eval(
+            run_dir,
+            Path(checkpoint) if checkpoint else None,
+            config,
+            benchmark or [],
+            gsm8k_path=gsm8k_path,
+            limit=limit,
+            num_samples=num_samples,
+            set_items=set_items,
+            strict=strict,
+            dry_run=dry_run,
+        )
+        return
+    if run_dir is None:
+        raise EvaluationError("Missing option --run-dir: name the run directory to evaluate.")
     if not run_dir.is_dir():
         raise EvaluationError(f"Run directory not found: {run_dir}")
+    checkpoint = checkpoint or "checkpoint_final"
     if config is not None:
         cfg = load_config(config, ExperimentConfig, set_items=set_items or [], strict=strict)
         source = str(config)
@@ -230,6 +302,32 @@ def eval_command(
     report = runner.evaluate_run(run_dir, cfg, checkpoint, wanted)
     typer.echo(runner.eval_markdown(report))
     typer.echo("Written: " + ", ".join(report["files"]))
+
+
+def _is_rl_target(run_dir: Path | None, checkpoint: str | None, config: Path | None) -> bool:
+    """A GRPO run directory, checkpoint or config (read without importing an engine)."""
+    import json
+
+    from mlharness.config.loading import read_config_file
+    from mlharness.rl.config import is_rl_config
+
+    if config is not None and config.is_file():
+        return is_rl_config(read_config_file(config))
+    candidates = []
+    if run_dir is not None:
+        candidates.append(run_dir / "config.json")
+    if checkpoint:
+        candidates.append(Path(checkpoint) / "checkpoint.json")
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and (
+            data.get("kind") == "rl" or (data.get("_run") or {}).get("kind") == "rl"
+        ):
+            return True
+    return False
 
 
 def _check_output_file(path: Path, option: str) -> None:

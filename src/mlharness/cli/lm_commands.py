@@ -119,12 +119,24 @@ def train(
     set_items: SetOption = None,
     strict: StrictOption = False,
 ) -> None:
-    """Train a GPT; resumes the experiment's latest unfinished run unless --fresh.
+    """Train a GPT, or run GRPO when the config is an rl one; resumes the experiment's latest
+    unfinished run unless --fresh.
 
-    Under `torchrun --nproc_per_node=N` the same command trains with DistributedDataParallel.
+    Under `torchrun --nproc_per_node=N` the same command trains a GPT with
+    DistributedDataParallel.
     """
+    from mlharness.cli import rl_commands
     from mlharness.lm import runner
 
+    if config is not None and rl_commands.is_rl_file(config):
+        if experiment is not None:
+            raise typer.BadParameter(
+                "An rl config names its experiment itself: drop the EXPERIMENT argument."
+            )
+        rl_commands.run_train(
+            rl_commands.load(config, set_items, strict), fresh=fresh, dry_run=dry_run
+        )
+        return
     cfg = _config(config, experiment, set_items, strict)
     runner.check_paths(cfg)
     if dry_run:

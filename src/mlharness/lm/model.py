@@ -278,11 +278,13 @@ class GPT(nn.Module):
         targets: Tensor | None = None,
         *,
         kv_cache: KVCache | None = None,
+        all_logits: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits, and the mean cross-entropy when ``targets`` (B, T) are given.
 
-        With ``targets``: logits (B, T, V) for every position. Without: only the last
-        position's, (B, 1, V), which is all generation needs and spares the largest matmul.
+        With ``targets`` or ``all_logits``: logits (B, T, V) for every position (GRPO needs
+        them without targets). Otherwise only the last position's, (B, 1, V), which is all
+        generation needs and spares the largest matmul.
         With ``kv_cache``: ``idx`` continues the cached positions (a prompt into an empty
         cache, then one token at a time, or any chunk), and the cache grows by T.
         """
@@ -306,7 +308,7 @@ class GPT(nn.Module):
         x = self.ln_f(x)
 
         if targets is None:
-            logits: Tensor = self.lm_head(x[:, -1:, :])  # (B, 1, V)
+            logits: Tensor = self.lm_head(x if all_logits else x[:, -1:, :])  # (B, 1 or T, V)
             return logits, None
         logits = self.lm_head(x)  # (B, T, V)
         loss = F.cross_entropy(
@@ -402,15 +404,7 @@ class GPT(nn.Module):
         block_size. The two agree exactly until the sequence first outgrows block_size.
         """
         block_size = self.config.block_size
-        cache = KVCache(self.config, seq.size(0), device=seq.device, dtype=self.wte.weight.dtype)
-        weights = self._plain_weights()
-
-        def forward_cached(idx: Tensor) -> Tensor:  # (B, T) -> last position's logits (B, V)
-            if weights is None:
-                logits: Tensor = self(idx, kv_cache=cache)[0]
-                return logits[:, -1, :]
-            return self._forward_plain(idx, cache, weights)
-
+        cache, forward_cached = self.decoder(seq.size(0))
         logits = forward_cached(seq[:, max(0, n - block_size) : n])  # prefill
         while True:
             next_tok = sample(logits)  # (B,)
@@ -425,6 +419,24 @@ class GPT(nn.Module):
                 logits = forward_cached(seq[:, n - block_size // 2 : n])
             else:
                 logits = forward_cached(next_tok.view(-1, 1))
+
+    def decoder(self, batch_size: int) -> tuple[KVCache, Callable[[Tensor], Tensor]]:
+        """A KV cache for ``batch_size`` rows and a step function: tokens (B, T) continuing
+        the cached positions -> the last position's logits (B, V).
+
+        The fast path for sampling and for GRPO's rollouts; call it under inference_mode.
+        """
+        weights = self._plain_weights()
+        device, dtype = self.wte.weight.device, self.wte.weight.dtype
+        cache = KVCache(self.config, batch_size, device=device, dtype=dtype)
+
+        def step(idx: Tensor) -> Tensor:
+            if weights is None:
+                logits: Tensor = self(idx, kv_cache=cache)[0]
+                return logits[:, -1, :]
+            return self._forward_plain(idx, cache, weights)
+
+        return cache, step
 
     # Why a second forward: a one-token step is ~100 tiny tensor ops, so Python and dispatch
     # overhead, not arithmetic, sets its speed. Reaching ~100 parameters through

@@ -184,7 +184,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def find_resumable(output_dir: Path, experiment: str) -> tuple[Path, ckpt.CheckpointInfo] | None:
+def find_resumable(
+    output_dir: Path, experiment: str, kind: str = "lm"
+) -> tuple[Path, ckpt.CheckpointInfo] | None:
     """The latest unfinished run of ``experiment`` and its newest checkpoint, if any.
 
     A run whose process is still alive on this host is not taken over: that is an error
@@ -198,7 +200,7 @@ def find_resumable(output_dir: Path, experiment: str) -> tuple[Path, ckpt.Checkp
             summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if summary.get("kind") != "lm" or summary.get("status") == "completed":
+        if summary.get("kind") != kind or summary.get("status") == "completed":
             continue
         found = ckpt.list_checkpoints(run_dir / "checkpoints")
         if not found:
@@ -249,20 +251,20 @@ def _reconcile_model_args(ours: dict[str, Any], theirs: dict[str, Any], where: P
     ours.update({k: theirs[k] for k in MODEL_ARGS if k in theirs})
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _keep_history(metrics_dir: Path, upto: int) -> list[dict[str, Any]]:
+def keep_history(metrics_dir: Path, upto: int) -> list[dict[str, Any]]:
     """On resume: the records the checkpoint covers; later ones are recomputed."""
     path = metrics_dir / "metrics.ndjson"
     kept: list[dict[str, Any]] = []
@@ -388,7 +390,7 @@ class Trainer:
                 self.ema = {k: ema.get(k, v).to(self.device) for k, v in self.ema.items()}
             self.batch_gen.set_state(state["batch_generator"])
             rngs = state["rng"]
-            _set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+            set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"Cannot resume from {path}: {exc}") from exc
         self.iter = int(meta["iter"])
@@ -407,7 +409,7 @@ class Trainer:
             _copy_tokenizer(c.data_dir, run_dir)
             history: list[dict[str, Any]] = []
         else:
-            history = _keep_history(run_dir / "metrics", self.iter)
+            history = keep_history(run_dir / "metrics", self.iter)
         (run_dir / "samples").mkdir(exist_ok=True)
         self.metrics = MetricsWriter(
             run_dir / "metrics",
@@ -429,10 +431,10 @@ class Trainer:
         """Write a checkpoint (all ranks hand in their RNG state; rank 0 writes)."""
         t = self.config.train
         keep = t.checkpointing.keep.last if kind == "last" else t.checkpointing.keep.best
-        rng = [_rng_state()]
+        rng = [rng_state()]
         if self.dist.enabled:
             rng = [None] * self.dist.world_size  # type: ignore[list-item]
-            dist.all_gather_object(rng, _rng_state())
+            dist.all_gather_object(rng, rng_state())
         if not self.dist.master or keep == 0:
             return
         directory = self.run_dir / "checkpoints"
@@ -533,7 +535,7 @@ class Trainer:
         step_times: list[float] = []
         started = time.perf_counter()
         status = "completed"
-        bar = _Progress(self.progress, t.max_iters, self.iter)
+        bar = TrainProgress(self.progress, t.max_iters, self.iter)
         try:
             with GracefulInterrupt() as interrupt, bar:
                 while self.iter < t.max_iters:
@@ -563,7 +565,7 @@ class Trainer:
                             },
                             sync=False,
                         )
-                        bar.update(self.iter, loss, tokens_per_step / dt)
+                        bar.update(self.iter, f"loss {loss:.4f}  {tokens_per_step / dt:,.0f} tok/s")
                     if self.iter % t.eval_interval == 0 or self.iter == t.max_iters:
                         self._evaluate(time.perf_counter() - started)
                     if self.iter % ckpt_every == 0 or self.iter == t.max_iters:
@@ -637,10 +639,10 @@ class Trainer:
         return final
 
 
-class _Progress:
+class TrainProgress:
     """A rich progress bar (step, loss, tokens/s) when a person watches; nothing otherwise."""
 
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
+    def __init__(self, enabled: bool, total: int, start: int, label: str = "train") -> None:
         self.enabled = enabled
         self._progress: Any = None
         self._task: Any = None
@@ -654,7 +656,7 @@ class _Progress:
             )
 
             self._progress = Progress(
-                TextColumn("[bold]train"),
+                TextColumn(f"[bold]{label}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
@@ -663,7 +665,7 @@ class _Progress:
             )
             self._task = self._progress.add_task("train", total=total, completed=start, info="")
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> TrainProgress:
         if self._progress is not None:
             self._progress.start()
         return self
@@ -672,11 +674,9 @@ class _Progress:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
+    def update(self, step: int, info: str) -> None:
         if self._progress is not None:
-            self._progress.update(
-                self._task, completed=step, info=f"loss {loss:.4f}  {tokens_per_sec:,.0f} tok/s"
-            )
+            self._progress.update(self._task, completed=step, info=info)
 
 
 def train(config: LMConfig, *, fresh: bool = False, progress: bool | None = None) -> TrainResult:

@@ -6,12 +6,15 @@ and GRPO then raises its accuracy. Same config, same file, on any machine.
 
 from __future__ import annotations
 
+import json
 import operator
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 from mlharness.lm.config import ArithmeticConfig
 from mlharness.lm.prepare import PrepareContext, Source, register
+from mlharness.runs.io import atomic_write_text
 
 OPERATIONS: dict[str, Callable[[int, int], int]] = {
     "+": operator.add,
@@ -50,4 +53,35 @@ def generate_problems(config: ArithmeticConfig) -> str:
     description="Generated a+b=c problems (prepare.arithmetic), character-level.",
 )
 def prepare(ctx: PrepareContext) -> Source:
-    return Source(text=generate_problems(ctx.config.prepare.arithmetic))
+    text = generate_problems(ctx.config.prepare.arithmetic)
+    write_prompt_files(text, ctx.config.prepare.val_fraction, ctx.data_dir)
+    return Source(text=text)
+
+
+def write_prompt_files(text: str, val_fraction: float, data_dir: Path) -> tuple[int, int]:
+    """``grpo_train.jsonl`` and ``grpo_val.jsonl``: the problems as GRPO prompts.
+
+    Train prompts are the distinct problems of the training text. Validation prompts are
+    the problems of the validation tail that never occur in the training text, so the
+    GRPO quick start measures accuracy on problems the GPT has never seen. Returns the
+    two counts.
+    """
+    cut = len(text) - max(1, round(len(text) * val_fraction))  # the token split (char-level)
+    train_lines = text[:cut].splitlines()
+    if not text[:cut].endswith("\n") and train_lines:
+        train_lines.pop()  # the line the cut runs through belongs to neither side
+    val_start = text.find("\n", cut - 1) + 1 if cut else 0
+    seen = set(train_lines)
+    val_lines = [line for line in text[val_start:].splitlines() if line and line not in seen]
+
+    def jsonl(lines: list[str]) -> str:
+        rows = []
+        for line in dict.fromkeys(lines):  # distinct, in order
+            prompt, answer = line.split("=")
+            rows.append(json.dumps({"prompt": f"{prompt}=", "completion": answer}))
+        return "\n".join(rows) + "\n"
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(data_dir / "grpo_train.jsonl", jsonl(train_lines))
+    atomic_write_text(data_dir / "grpo_val.jsonl", jsonl(val_lines))
+    return len(dict.fromkeys(train_lines)), len(dict.fromkeys(val_lines))

@@ -1,0 +1,103 @@
+"""Checkpoints of rl runs: lm's names and rotation, with a policy of either kind inside.
+
+    ckpt_last_00000050/            (ckpt_best_00000050_val_reward_0.8125/ on improvement)
+      checkpoint.json   schema, kind, step, model type, model args or base path, config
+      model.safetensors our GPT's weights, LoRA merged: `mlx sample --checkpoint` reads it
+      meta.json         the GPT's tokenizer, so the checkpoint stands alone
+      hf/               a Hugging Face policy: save_pretrained (weights, or the adapter)
+      trainer.pt        optimizer, adapter weights, every RNG, data position (weights_only)
+
+A checkpoint is a valid ``model.model_path``: GRPO can continue from it, and ``mlx eval``
+loads it. Written atomically; the schema is checked on load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from mlharness.errors import CheckpointError
+from mlharness.lm import checkpoints as lm_ckpt
+from mlharness.rl.policy import HF_DIR, Policy, export_plain_state
+from mlharness.runs.io import atomic_directory, atomic_write_json
+
+SCHEMA = lm_ckpt.SCHEMA
+
+
+def save(
+    directory: Path,
+    name: str,
+    *,
+    kind: str,
+    step: int,
+    policy: Policy,
+    trainer_state: dict[str, Any],
+    meta: dict[str, Any],
+) -> Path:
+    """Write one checkpoint directory atomically and return its path."""
+    target = directory / name
+    with atomic_directory(target) as tmp:
+        if policy.kind == "gpt":
+            save_file(lm_ckpt._tensors(export_plain_state(policy)), str(tmp / lm_ckpt.WEIGHTS_FILE))
+            tok_dir = Path(policy.info["tokenizer_dir"])
+            for file in ("meta.json", "tokenizer.json"):
+                if (tok_dir / file).is_file():
+                    shutil.copyfile(tok_dir / file, tmp / file)
+        else:
+            policy.model.save_pretrained(str(tmp / HF_DIR))  # type: ignore[operator]
+            tokenizer = policy.info.get("hf_tokenizer")
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp / HF_DIR))
+        torch.save(trainer_state, tmp / lm_ckpt.TRAINER_FILE)
+        info = {k: v for k, v in policy.info.items() if k not in ("hf_tokenizer", "tokenizer_dir")}
+        atomic_write_json(
+            tmp / lm_ckpt.META_FILE,
+            {
+                "schema": SCHEMA,
+                "kind": kind,
+                "iter": step,
+                "step": step,
+                "created_at": datetime.now().isoformat(),
+                "has_ema": False,
+                "model_args": policy.info.get("model_args", {}),
+                "best_val_loss": None,
+                **info,
+                **meta,
+            },
+        )
+    return target
+
+
+def read(path: Path) -> dict[str, Any]:
+    """``checkpoint.json`` of an rl checkpoint, schema-checked, with its files present."""
+    meta_path = path / lm_ckpt.META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"'{path}' is not a checkpoint: it has no {lm_ckpt.META_FILE}."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"Cannot read {meta_path}: {exc}.") from exc
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or "step" not in meta:
+        raise CheckpointError(
+            f"Checkpoint {path} is not an rl checkpoint of schema {SCHEMA}; use the mlharness "
+            "version that wrote it, or start with --fresh."
+        )
+    needed = [lm_ckpt.TRAINER_FILE]
+    needed.append(lm_ckpt.WEIGHTS_FILE if meta.get("model_type") == "gpt" else HF_DIR)
+    for file in needed:
+        if not (path / file).exists():
+            raise CheckpointError(f"Checkpoint {path} is incomplete: {file} is missing.")
+    return meta
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(path / lm_ckpt.TRAINER_FILE, weights_only=True)
+    return state

@@ -1,0 +1,440 @@
+"""The policy GRPO trains: our GPT (an ``mlx train`` run or checkpoint) or a local Hugging Face
+causal LM, optionally with LoRA adapters (PEFT), behind one small interface.
+
+Both kinds answer the same three questions the trainer asks: the logits of whole sequences
+(training forward), a cached one-token-at-a-time step (rollouts), and text <-> token ids.
+Everything is loaded from local files; a path that holds no model is an error before
+anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from mlharness.errors import CheckpointError, ConfigError, ModelError
+from mlharness.lm import checkpoints as lm_ckpt
+from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["gpt", "hf"]
+Step = Callable[[Tensor], Tensor]  # tokens (B, T) continuing the cache -> last logits (B, V)
+
+HF_DIR = "hf"  # inside an rl checkpoint: a save_pretrained directory (weights or adapter)
+GPT_LORA_TARGETS = ["c_attn", "c_proj", "c_fc"]
+_LAYER = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks|block)\.(\d+)\.")
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+class PolicyTokenizer:
+    """Text <-> ids for a policy, with its stop sequences and optional chat template."""
+
+    def __init__(
+        self,
+        encode: Callable[[str], list[int]],
+        decode: Callable[[Sequence[int]], str],
+        *,
+        vocab_size: int,
+        eos_ids: Sequence[int] = (),
+        pad_id: int = 0,
+        chat: Callable[[str, str | None], str] | None = None,
+        use_chat_template: bool | None = None,
+    ) -> None:
+        self._encode, self._decode = encode, decode
+        self.vocab_size = vocab_size
+        self.eos_ids = list(eos_ids)
+        self.pad_id = pad_id
+        self._chat = chat
+        self.uses_chat_template = chat is not None and use_chat_template is not False
+        if use_chat_template and chat is None:
+            raise ConfigError(
+                "data.use_chat_template is true but the policy's tokenizer has no chat "
+                "template. Set it to false, or use a model whose tokenizer has one."
+            )
+
+    def encode(self, text: str) -> list[int]:
+        return self._encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._decode(list(ids))
+
+    def format_prompt(self, prompt: str, system: str | None) -> str:
+        """The chat template with the system prompt when in use; the bare prompt otherwise."""
+        if self.uses_chat_template and self._chat is not None:
+            return self._chat(prompt, system)
+        return prompt
+
+    def stop_sequences(self, stop: Sequence[str] | None) -> list[list[int]]:
+        """Stop texts as id sequences; default: EOS ids, else a newline when it is one token."""
+        if stop is not None:
+            seqs = [self.encode(s) for s in stop if s]
+            return [s for s in seqs if s]
+        if self.eos_ids:
+            return [[i] for i in self.eos_ids]
+        try:
+            newline = self.encode("\n")
+        except (KeyError, ValueError):  # a char vocabulary without a newline
+            return []
+        return [newline] if newline else []
+
+
+def _lm_tokenizer(tok: Tokenizer, use_chat_template: bool | None) -> PolicyTokenizer:
+    def encode(text: str) -> list[int]:
+        try:
+            return list(tok.encode(text))
+        except ValueError as exc:
+            raise ModelError(f"The policy's tokenizer cannot encode {text[:40]!r}: {exc}") from exc
+
+    return PolicyTokenizer(
+        encode, tok.decode, vocab_size=tok.vocab_size, use_chat_template=use_chat_template
+    )
+
+
+def _hf_tokenizer(tok: Any, vocab_size: int, use_chat_template: bool | None) -> PolicyTokenizer:
+    chat = None
+    if getattr(tok, "chat_template", None):
+
+        def chat(prompt: str, system: str | None) -> str:
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}
+            ]
+            text: str = tok.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            return text
+
+    eos = tok.eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+    return PolicyTokenizer(
+        lambda text: list(tok.encode(text, add_special_tokens=False)),
+        lambda ids: tok.decode(ids, skip_special_tokens=False),
+        vocab_size=vocab_size,
+        eos_ids=eos_ids,
+        pad_id=int(pad),
+        chat=chat,
+        use_chat_template=use_chat_template,
+    )
+
+
+# ----------------------------------------------------------------------------- the policy
+
+
+@dataclass
+class Policy:
+    """A trainable causal LM and its tokenizer; ``model`` may be wrapped by PEFT."""
+
+    kind: Kind
+    model: nn.Module
+    tokenizer: PolicyTokenizer
+    source: Path
+    context_len: int | None
+    info: dict[str, Any] = field(default_factory=dict)  # what a checkpoint must record
+
+    @property
+    def uses_lora(self) -> bool:
+        return bool(self.info.get("lora"))
+
+    @property
+    def core(self) -> nn.Module:
+        """The model under any PEFT wrapper (LoRA layers stay inside it)."""
+        model: Any = self.model
+        if self.uses_lora:
+            model = model.base_model.model
+        core: nn.Module = model
+        return core
+
+    def logits(self, ids: Tensor) -> Tensor:
+        """Logits (B, T, V) of every position; rows may be right-padded (causal: harmless)."""
+        if self.kind == "gpt":
+            out: Tensor = self.core(ids, all_logits=True)[0]
+            return out
+        result: Tensor = self.model(input_ids=ids, use_cache=False).logits
+        return result
+
+    def decoder(self, batch_size: int) -> Step:
+        """A fresh KV cache and a step function over it, for rollouts."""
+        if self.kind == "gpt":
+            core = self.core
+            assert isinstance(core, GPT)
+            return core.decoder(batch_size)[1]
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        model = self.model
+
+        def step(ids: Tensor) -> Tensor:
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            logits: Tensor = out.logits[:, -1, :]
+            return logits
+
+        return step
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """The base model without LoRA: the reference, with no second copy in memory."""
+        with self.model.disable_adapter():  # type: ignore[operator]
+            yield
+
+    def layer_of(self) -> dict[str, int | None]:
+        """Each trainable parameter's transformer-layer index (None: embeddings, head, ...)."""
+        out: dict[str, int | None] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                m = _LAYER.search(name)
+                out[name] = int(m.group(1)) if m else None
+        return out
+
+    def num_layers(self) -> int:
+        found = [
+            int(m.group(1)) for n, _ in self.model.named_parameters() if (m := _LAYER.search(n))
+        ]
+        return max(found) + 1 if found else 0
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def describe(path: Path) -> tuple[Kind, Path]:
+    """What ``path`` holds: (``gpt``, checkpoint dir) or (``hf``, model dir); else an error.
+
+    Runs before anything heavy is imported, so a wrong path fails in milliseconds.
+    """
+    if not path.exists():
+        raise ConfigError(
+            f"model.model_path {path} does not exist. Point it at an `mlx train` run "
+            "directory, one of its checkpoints, or a local Hugging Face model directory."
+        )
+    if (path / lm_ckpt.META_FILE).is_file():
+        meta = _read_json(path / lm_ckpt.META_FILE)
+        if meta.get("model_type") == "hf":
+            return "hf", path / HF_DIR
+        return "gpt", path
+    if (path / "config.json").is_file() and not (path / "summary.json").is_file():
+        return "hf", path
+    if (path / "checkpoints").is_dir():
+        info = lm_ckpt.pick_for_sampling(path / "checkpoints")
+        return describe(info.path)
+    runs = sorted(
+        p for p in path.iterdir() if p.is_dir() and lm_ckpt.list_checkpoints(p / "checkpoints")
+    )
+    if runs:  # an experiment's directory of runs: its newest run
+        return describe(runs[-1])
+    raise ConfigError(
+        f"{path} holds no model: no checkpoint.json (an mlx checkpoint), no config.json (a "
+        "Hugging Face model), no checkpoints/ directory (an mlx run) and no runs with "
+        "checkpoints (an experiment's directory). Point model.model_path at one of those."
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"Cannot read {path}: {exc}.") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _gpt_tokenizer_dir(checkpoint: Path) -> Path:
+    """An rl checkpoint keeps meta.json itself; an lm checkpoint's sits in its run directory."""
+    for candidate in (checkpoint, checkpoint.parent.parent):
+        if (candidate / "meta.json").is_file():
+            return candidate
+    raise CheckpointError(
+        f"No meta.json next to {checkpoint} or in its run directory, so its tokenizer is "
+        "unknown. Copy the meta.json of the data it was trained on into the run directory."
+    )
+
+
+def load_policy(
+    path: Path,
+    *,
+    device: torch.device,
+    use_chat_template: bool | None = None,
+    trainable: bool = True,
+) -> Policy:
+    """Load a GPT checkpoint/run or a local Hugging Face model (and any LoRA adapter in it)."""
+    kind, where = describe(path)
+    if kind == "gpt":
+        meta = lm_ckpt.read_meta(where)
+        model: nn.Module = GPT(GPTConfig.from_dict(meta["model_args"]))
+        lm_ckpt.load_into(model, lm_ckpt.load_weights(where))
+        tok_dir = _gpt_tokenizer_dir(where)
+        tokenizer = _lm_tokenizer(load_tokenizer(tok_dir), use_chat_template)
+        info: dict[str, Any] = {
+            "model_type": "gpt",
+            "model_args": meta["model_args"],
+            "tokenizer_dir": str(tok_dir),
+        }
+        policy = Policy(
+            "gpt", model.to(device), tokenizer, where, int(meta["model_args"]["block_size"]), info
+        )
+    else:
+        policy = _load_hf(where, device, use_chat_template)
+    policy.model.train(trainable)
+    policy.model.requires_grad_(trainable)
+    return policy
+
+
+def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -> Policy:
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise ModelError(
+            f"{path} is a Hugging Face model, which needs transformers: pip install "
+            '"mlharness[rl]".'
+        ) from exc
+    adapter = (path / "adapter_config.json").is_file()
+    base_path = path
+    if adapter:
+        base_path = Path(
+            _read_json(path / "adapter_config.json").get("base_model_name_or_path", "")
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            str(path if (path / "tokenizer_config.json").is_file() else base_path),
+            local_files_only=True,
+        )
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(base_path), local_files_only=True, dtype=torch.float32
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"Cannot load a Hugging Face causal LM from {base_path}: {exc}. It must hold "
+            "config.json, the weights and the tokenizer files (save_pretrained writes them)."
+        ) from exc
+    info: dict[str, Any] = {"model_type": "hf", "base_path": str(base_path), "hf_tokenizer": tok}
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+        info["lora"] = True
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    ctx = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None
+    )
+    tokenizer = _hf_tokenizer(tok, vocab, use_chat_template)
+    return Policy("hf", model.to(device), tokenizer, path, int(ctx) if ctx else None, info)
+
+
+def add_lora(
+    policy: Policy, *, rank: int, alpha: float, dropout: float, targets: list[str] | None
+) -> Policy:
+    """Wrap the policy's model with fresh LoRA adapters; only they train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise ModelError('model.use_lora needs peft: pip install "mlharness[rl]".') from exc
+    if policy.uses_lora:
+        return policy  # a checkpoint that already carries adapters: keep training them
+    if targets is None:
+        targets = GPT_LORA_TARGETS if policy.kind == "gpt" else _hf_default_targets(policy.model)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT annotates int, accepts any number
+        lora_dropout=dropout,
+        target_modules=targets,
+        bias="none",
+    )
+    try:
+        model = get_peft_model(policy.model, config)
+    except ValueError as exc:
+        raise ConfigError(
+            f"LoRA cannot adapt model.lora_target_modules {targets}: {exc}. Name Linear "
+            "modules of the model, e.g. q_proj, v_proj."
+        ) from exc
+    policy.model = model
+    policy.info["lora"] = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
+    return policy
+
+
+def _hf_default_targets(model: nn.Module) -> list[str]:
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    llama = [
+        n
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+        if n in names
+    ]
+    if llama:
+        return llama
+    conv1d = {
+        n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Conv1D"
+    }
+    gpt2 = [n for n in ("c_attn", "c_proj", "c_fc") if n in names | conv1d]
+    if gpt2:
+        return gpt2
+    raise ConfigError(
+        "Cannot guess which modules LoRA should adapt in this model: set "
+        'model.lora_target_modules (e.g. ["q_proj", "v_proj"]).'
+    )
+
+
+def frozen_copy(policy: Policy) -> Policy:
+    """A frozen deep copy: the reference model when no other is given and LoRA is off."""
+    model = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    return Policy(
+        policy.kind, model, policy.tokenizer, policy.source, policy.context_len, dict(policy.info)
+    )
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def policy_state(policy: Policy) -> dict[str, Tensor]:
+    """What a checkpoint stores to restore training: all weights, or only the adapters."""
+    if policy.uses_lora:
+        from peft import get_peft_model_state_dict
+
+        state: dict[str, Tensor] = get_peft_model_state_dict(policy.model)
+        return state
+    return policy.model.state_dict()
+
+
+def load_policy_state(policy: Policy, state: dict[str, Tensor]) -> None:
+    if policy.uses_lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(policy.model, state)
+        return
+    if policy.kind == "gpt":
+        lm_ckpt.load_into(policy.model, state)
+    else:
+        policy.model.load_state_dict(state, strict=False)
+
+
+@contextlib.contextmanager
+def merged(policy: Policy) -> Iterator[nn.Module]:
+    """The plain model with any LoRA adapters merged in, for export; unmerged afterwards."""
+    if not policy.uses_lora:
+        yield policy.core
+        return
+    policy.model.merge_adapter()  # type: ignore[operator]
+    try:
+        yield policy.model.get_base_model()  # type: ignore[operator]
+    finally:
+        policy.model.unmerge_adapter()  # type: ignore[operator]
+
+
+def export_plain_state(policy: Policy) -> dict[str, Tensor]:
+    """GPT weights with LoRA merged and PEFT's wrapper names removed (lm's checkpoint format)."""
+    with merged(policy) as model:
+        state = {
+            k.replace(".base_layer", ""): v.detach().clone()
+            for k, v in model.state_dict().items()
+            if "lora_" not in k
+        }
+    return state
