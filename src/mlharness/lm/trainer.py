@@ -264,8 +264,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def keep_history(metrics_dir: Path, upto: int) -> list[dict[str, Any]]:
-    """On resume: the records the checkpoint covers; later ones are recomputed."""
+def keep_history(metrics_dir: Path, upto: int, key: str = "iter") -> list[dict[str, Any]]:
+    """On resume: the records the checkpoint covers (``key`` <= upto); later ones are redone."""
     path = metrics_dir / "metrics.ndjson"
     kept: list[dict[str, Any]] = []
     if path.is_file():
@@ -274,7 +274,7 @@ def keep_history(metrics_dir: Path, upto: int) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except ValueError:
                 continue  # a line cut short by the kill
-            if isinstance(record, dict) and record.get("iter", 0) <= upto:
+            if isinstance(record, dict) and record.get(key, 0) <= upto:
                 kept.append(record)
     atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in kept))
     return kept

@@ -273,6 +273,7 @@ def load_policy(
         meta = lm_ckpt.read_meta(where)
         model: nn.Module = GPT(GPTConfig.from_dict(meta["model_args"]))
         lm_ckpt.load_into(model, lm_ckpt.load_weights(where))
+        disable_dropout(model)
         tok_dir = _gpt_tokenizer_dir(where)
         tokenizer = _lm_tokenizer(load_tokenizer(tok_dir), use_chat_template)
         info: dict[str, Any] = {
@@ -288,6 +289,21 @@ def load_policy(
     policy.model.train(trainable)
     policy.model.requires_grad_(trainable)
     return policy
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Turn off the model's dropout (not LoRA's, added later), as TRL's disable_dropout does.
+
+    Rollouts are sampled in eval mode; with dropout on in the training forward, the
+    importance ratio and the KL to the reference would start away from 1 and 0 by noise
+    alone, before any update. GPT-2 style configs ship with 0.1 dropout everywhere.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in ("dropout", "attention_dropout"):  # rates read as floats in forward()
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -> Policy:
@@ -317,6 +333,7 @@ def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -
             f"Cannot load a Hugging Face causal LM from {base_path}: {exc}. It must hold "
             "config.json, the weights and the tokenizer files (save_pretrained writes them)."
         ) from exc
+    disable_dropout(model)
     info: dict[str, Any] = {"model_type": "hf", "base_path": str(base_path), "hf_tokenizer": tok}
     if adapter:
         from peft import PeftModel
@@ -416,25 +433,27 @@ def load_policy_state(policy: Policy, state: dict[str, Tensor]) -> None:
         policy.model.load_state_dict(state, strict=False)
 
 
-@contextlib.contextmanager
-def merged(policy: Policy) -> Iterator[nn.Module]:
-    """The plain model with any LoRA adapters merged in, for export; unmerged afterwards."""
-    if not policy.uses_lora:
-        yield policy.core
-        return
-    policy.model.merge_adapter()  # type: ignore[operator]
-    try:
-        yield policy.model.get_base_model()  # type: ignore[operator]
-    finally:
-        policy.model.unmerge_adapter()  # type: ignore[operator]
-
-
 def export_plain_state(policy: Policy) -> dict[str, Tensor]:
-    """GPT weights with LoRA merged and PEFT's wrapper names removed (lm's checkpoint format)."""
-    with merged(policy) as model:
-        state = {
-            k.replace(".base_layer", ""): v.detach().clone()
-            for k, v in model.state_dict().items()
-            if "lora_" not in k
-        }
+    """GPT weights with LoRA merged and PEFT's wrapper names removed (lm's checkpoint format).
+
+    Merged out of place: PEFT's merge_adapter/unmerge_adapter round trip adds and subtracts
+    the adapters' delta in the base weights, and W + BA - BA is not W in floating point, so
+    every checkpoint would move the frozen base (and the reference it stands for).
+    """
+    core = policy.core
+    state = {
+        k.replace(".base_layer", ""): v.detach().clone()
+        for k, v in core.state_dict().items()
+        if "lora_" not in k
+    }
+    if policy.uses_lora:
+        from peft.tuners.lora import LoraLayer
+
+        with torch.no_grad():
+            for name, module in core.named_modules():
+                if isinstance(module, LoraLayer):
+                    for adapter in module.active_adapters:
+                        if adapter in module.lora_A:  # every concrete LoRA layer has it
+                            delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]
+                            state[f"{name}.weight"] += delta
     return state

@@ -291,7 +291,7 @@ class GRPOTrainer:
             )
             history: list[dict[str, Any]] = []
         else:
-            history = keep_history(self.run_dir / "metrics", self.step)
+            history = keep_history(self.run_dir / "metrics", self.step, key="step")
         if self.policy.kind == "gpt":  # `mlx sample --checkpoint` reads the run's tokenizer
             tok_dir = Path(self.policy.info["tokenizer_dir"])
             for name in ("meta.json", "tokenizer.json"):
