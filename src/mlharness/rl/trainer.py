@@ -64,6 +64,8 @@ from mlharness.runs.output import OutputManager
 
 log = logging.getLogger(__name__)
 
+PLOT_KEYS = ("reward", "val_reward", "kl", "policy_loss", "completion_length", "tokens_per_sec")
+
 
 @dataclass
 class RLResult:
@@ -303,6 +305,8 @@ class GRPOTrainer:
             c.experiment,
             step_key="step",
             tensorboard_dir=self.run_dir / "logs" / "tb",
+            # The headline curves; every metric is in TensorBoard and the metrics files.
+            plot_keys=PLOT_KEYS,
         )
         self.metrics.history = history
         self.wandb: Any = None

@@ -7,7 +7,7 @@ every epoch it finished; the whole-history files are written atomically on close
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,11 +35,13 @@ class MetricsWriter:
         step_key: str = "epoch",
         tensorboard_dir: str | os.PathLike[str] | None = None,
         plot: bool = True,
+        plot_keys: Sequence[str] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.experiment_name = experiment_name
         self.step_key = step_key
         self.plot = plot
+        self.plot_keys = plot_keys  # None: every metric gets a panel
         self.history: list[dict[str, Any]] = []
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._ndjson: IO[str] | None = open(  # noqa: SIM115 - kept open for streaming
@@ -114,8 +116,12 @@ class MetricsWriter:
         self._ndjson = None
         self.write_metrics(final_metrics)
         if self.plot and self.history:
+            history = self.history
+            if self.plot_keys is not None:
+                wanted = {self.step_key, *self.plot_keys}
+                history = [{k: v for k, v in r.items() if k in wanted} for r in history]
             plot_curves(
-                self.history, self.output_dir / "curves.png", self.step_key, self.experiment_name
+                history, self.output_dir / "curves.png", self.step_key, self.experiment_name
             )
         if self._tb is not None:
             self._tb.close()
