@@ -9,8 +9,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TORCH  ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench bench-lm grpo-demo \
-	prepare train sample loop tensorboard clean
+.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench bench-lm \
+	bench-grpo grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench: dev ## Benchmark the tabular engine against scikit-learn
 
 bench-lm: dev ## Benchmark the lm engine (add NANOGPT=path to run nanoGPT side by side)
 	$(PY) bench/lm.py $(if $(NANOGPT),--nanogpt $(NANOGPT))
+
+bench-grpo: dev ## Benchmark GRPO against TRL's GRPOTrainer (TRL: pip install "mlharness[bench]")
+	$(PY) bench/grpo.py $(BENCH_ARGS)
 
 # The language-model playground: make loop EXP=shakespeare_char CONFIG=experiments/shakespeare_char_cpu.toml
 # INPUT=path/to/text.txt uses a local source file instead of a download.

@@ -5,6 +5,8 @@ and the rl side of ``mlx eval``. ``mlx-train``, ``mlx-preprocess``, ``mlx-genera
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -75,6 +77,12 @@ def check(cfg: RLConfig) -> None:
     RewardSet(cfg.rewards)
 
 
+def _quiet_hub() -> None:
+    """No Hugging Face "Loading weights" / "Writing model shards" bars on every load and
+    checkpoint: the command shows its own progress (a user's own setting wins)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def plan(cfg: RLConfig) -> list[str]:
     t, d = cfg.trainer, cfg.data
     rewards = ", ".join(f"{r.name} x {r.weight:g}" for r in cfg.rewards)
@@ -100,9 +108,12 @@ def run_train(cfg: RLConfig, *, fresh: bool = False, dry_run: bool = False) -> P
             typer.echo(f"  {line}")
         typer.echo("Dry run: nothing was trained or written.")
         return None
+    _quiet_hub()
     from mlharness.rl.trainer import train
 
     typer.echo(f"Experiment: {cfg.experiment} (GRPO)")
+    for line in plan(cfg):
+        logging.getLogger("mlharness.rl").debug("Plan: %s", line)
     result = train(cfg, fresh=fresh)
     if result.resumed_from is not None:
         typer.echo(f"Resumed from {result.resumed_from}")
@@ -138,6 +149,7 @@ def preprocess(
 ) -> None:
     """Tokenize data.train_path with the policy's tokenizer into <prefix>_prompts.npy,
     <prefix>_completions.npy and a sidecar, holding out data.val_fraction for validation."""
+    _quiet_hub()
     import torch
 
     from mlharness.rl.data import load_examples
@@ -177,14 +189,18 @@ def generate_config(
         Path, typer.Option("--data-path", help="Path to the training data.", metavar="PATH")
     ],
     output: Annotated[
-        Path, typer.Option("--output", help="Config file to write.", metavar="PATH")
+        Path,
+        typer.Option(
+            "--output", help="Config file to write (.yaml, .yml or .json).", metavar="PATH"
+        ),
     ] = Path("config.yaml"),
     template: Annotated[
         str,
         typer.Option("--template", help="minimal, standard or advanced.", metavar="NAME"),
     ] = "standard",
 ) -> None:
-    """Write a valid, runnable GRPO config for the model and data (YAML, TOML or JSON)."""
+    """Write a valid, runnable GRPO config for the model and data: commented YAML, or JSON
+    for a .json --output."""
     from mlharness.rl.templates import write_config
 
     path = write_config(model_path, data_path, output, template)
@@ -205,6 +221,7 @@ def run_eval(
     strict: bool,
     dry_run: bool = False,
 ) -> None:
+    _quiet_hub()
     from mlharness.rl.evaluate import check_request, evaluate, resolve
 
     cfg = load(config, set_items, strict) if config is not None else None

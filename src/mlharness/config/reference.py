@@ -1,7 +1,8 @@
 """Render a config schema as Markdown tables, so the docs come from the field descriptions.
 
-``python -m mlharness.config.reference`` rewrites docs/config-reference.md; a test fails when
-the file and the schemas drift apart.
+``python -m mlharness.config.reference`` rewrites docs/config-reference.md,
+docs/lm-config-reference.md and docs/rl-config-reference.md; a test fails when a file and its
+schema drift apart.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def model_table(model: type[BaseModel], title: str) -> list[str]:
             if _is_model(member):
                 tag = _tag(member)
                 nested.append((f"{title}.{name}" + (f" ({tag})" if tag else ""), member))
+            elif typing.get_origin(member) is list:  # a list of models: one table per item
+                for item in typing.get_args(member):
+                    if _is_model(_unwrap(item)):
+                        nested.append((f"{title}.{name}[]", _unwrap(item)))
     lines.append("")
     for sub_title, sub in nested:
         lines += model_table(sub, sub_title)
@@ -104,11 +109,13 @@ def markdown_reference(model: type[BaseModel], title: str) -> str:
 def references() -> dict[str, str]:
     """File name under docs/ → its generated text, one per engine."""
     from mlharness.lm.config import LMConfig
+    from mlharness.rl.config import RLConfig
     from mlharness.tabular.config import ExperimentConfig
 
     return {
         "config-reference.md": markdown_reference(ExperimentConfig, "tabular experiments"),
         "lm-config-reference.md": markdown_reference(LMConfig, "lm experiments"),
+        "rl-config-reference.md": markdown_reference(RLConfig, "rl (GRPO) experiments"),
     }
 
 

@@ -223,8 +223,9 @@ class ModelConfig(_Strict):
 class GenerationConfig(_Strict):
     """Sampling of rollouts and the logit rules that shape thinking (seed 002's biases).
 
-    Rules act on the first token of each tag (a tag is often several tokens); once a tag
-    has started, its other tokens are left to the model.
+    The think rules are active when any of their values is non-zero (all are 0 by default).
+    They act on the first token of each tag (a tag is often several tokens); once a tag has
+    started, its other tokens are left to the model.
     """
 
     temperature: float = Field(1.0, gt=0, description="Softmax temperature of rollouts.")
@@ -239,9 +240,6 @@ class GenerationConfig(_Strict):
     think_end_tag: str = Field("</think>", description="Closes the thinking region.")
     answer_start_tag: str | None = Field(
         None, description="Text that starts an answer; the target of bias_answer_start."
-    )
-    use_think_rules: bool = Field(
-        False, description="Apply the thinking logit rules below while generating."
     )
     bias_close_think: float = Field(
         0.0, description="Added to the think-end tag's logit while thinking (after min tokens)."
@@ -313,7 +311,11 @@ class MonitoringConfig(_Strict):
 
 
 class CheckpointingConfig(_Strict):
-    checkpoint_dir: str = Field("checkpoints", description="Directory inside the run directory.")
+    checkpoint_dir: str = Field(
+        "checkpoints",
+        description="Seed 002's field; the run layout fixes it to `checkpoints` (inside the "
+        "run directory), where resume, eval and sample look.",
+    )
     save_every: int = Field(50, gt=0, description="Save every N steps (and at the end).")
     keep_last_n: int = Field(3, ge=0, description="Checkpoints kept (0: keep none but the final).")
     save_optimizer_state: bool = Field(
@@ -321,6 +323,17 @@ class CheckpointingConfig(_Strict):
         description="Keep the optimizer state so a resumed run continues exactly; without it "
         "a resume restarts the optimizer's moments (with a warning).",
     )
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _fixed_layout(cls, value: str) -> str:
+        if value.strip("/") != "checkpoints":
+            raise ValueError(
+                f"checkpoint_dir '{value}' is not supported: every run keeps its checkpoints "
+                "in <run>/checkpoints/, where resume, eval and sample find them. Remove the "
+                "field or set it to 'checkpoints'."
+            )
+        return "checkpoints"
 
 
 class RLConfig(_Strict):

@@ -419,7 +419,9 @@ def _decode_row(tokenizer: TextTokenizer, ids: list[int], file: Path, row: int) 
         ) from exc
 
 
-def load_npy(path: Path, tokenizer: TextTokenizer) -> tuple[list[Example], LoadReport]:
+def load_npy(
+    path: Path, tokenizer: TextTokenizer, default_name: str = "train"
+) -> tuple[list[Example], LoadReport]:
     """Load a preprocessed NPY dataset and decode it back to text for the rewards.
 
     ``path`` is the directory holding ``train_prompts.npy`` and ``train_completions.npy``,
@@ -428,7 +430,7 @@ def load_npy(path: Path, tokenizer: TextTokenizer) -> tuple[list[Example], LoadR
     keep their stored prompt ids in :attr:`Example.prompt_ids`.
     """
     path = Path(path)
-    prefix = _npy_prefix(path, "train")
+    prefix = _npy_prefix(path, default_name)
     prompts_file, completions_file, extra_file = _prefix_files(prefix)
     missing = [f for f in (prompts_file, completions_file) if not f.exists()]
     if missing:
@@ -488,8 +490,11 @@ def load_examples(
     loader_type: Literal["jsonl", "npy"],
     tokenizer: TextTokenizer | None,
     on_invalid: Literal["fail", "skip"] = "fail",
+    split: str = "train",
 ) -> tuple[list[Example], LoadReport]:
     """Load ``path`` with the loader ``data.loader_type`` names (the trainer's one entry).
+
+    ``split`` names the files an NPY *directory* holds (``train_*`` or ``val_*``).
 
     NPY needs the tokenizer to decode the stored ids; JSONL ignores it. ``on_invalid``
     applies to JSONL only: NPY files are machine-written, so a bad one always fails.
@@ -499,7 +504,7 @@ def load_examples(
     if loader_type == "npy":
         if tokenizer is None:
             raise ValueError("Loading an NPY dataset needs the policy's tokenizer to decode it.")
-        return load_npy(path, tokenizer)
+        return load_npy(path, tokenizer, split)
     raise ValueError(f"loader_type must be 'jsonl' or 'npy'; got {loader_type!r}.")
 
 

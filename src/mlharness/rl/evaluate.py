@@ -133,7 +133,11 @@ def evaluate(
         load_reward_sources(config.reward_sources, None)
         rewards = RewardSet(config.rewards)
         examples, _ = load_examples(
-            config.data.val_path, config.data.loader_type, policy.tokenizer, config.data.on_invalid
+            config.data.val_path,
+            config.data.loader_type,
+            policy.tokenizer,
+            config.data.on_invalid,
+            split="val",
         )
         examples = examples[: limit or len(examples)]
         sampler = Sampler(config, policy, rewards, torch.Generator(device=device).manual_seed(0))

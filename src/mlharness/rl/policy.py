@@ -209,7 +209,7 @@ class Policy:
 # ----------------------------------------------------------------------------- loading
 
 
-def describe(path: Path) -> tuple[Kind, Path]:
+def describe(path: Path, prefer: str = "best") -> tuple[Kind, Path]:
     """What ``path`` holds: (``gpt``, checkpoint dir) or (``hf``, model dir); else an error.
 
     Runs before anything heavy is imported, so a wrong path fails in milliseconds.
@@ -227,13 +227,15 @@ def describe(path: Path) -> tuple[Kind, Path]:
     if (path / "config.json").is_file() and not (path / "summary.json").is_file():
         return "hf", path
     if (path / "checkpoints").is_dir():
-        info = lm_ckpt.pick_for_sampling(path / "checkpoints")
-        return describe(info.path)
+        last = lm_ckpt.list_checkpoints(path / "checkpoints", "last")
+        if prefer == "last" and last:
+            return describe(last[-1].path)
+        return describe(lm_ckpt.pick_for_sampling(path / "checkpoints").path)
     runs = sorted(
         p for p in path.iterdir() if p.is_dir() and lm_ckpt.list_checkpoints(p / "checkpoints")
     )
     if runs:  # an experiment's directory of runs: its newest run
-        return describe(runs[-1])
+        return describe(runs[-1], prefer)
     raise ConfigError(
         f"{path} holds no model: no checkpoint.json (an mlx checkpoint), no config.json (a "
         "Hugging Face model), no checkpoints/ directory (an mlx run) and no runs with "
@@ -266,9 +268,10 @@ def load_policy(
     device: torch.device,
     use_chat_template: bool | None = None,
     trainable: bool = True,
+    prefer: str = "best",
 ) -> Policy:
     """Load a GPT checkpoint/run or a local Hugging Face model (and any LoRA adapter in it)."""
-    kind, where = describe(path)
+    kind, where = describe(path, prefer)
     if kind == "gpt":
         meta = lm_ckpt.read_meta(where)
         model: nn.Module = GPT(GPTConfig.from_dict(meta["model_args"]))

@@ -45,7 +45,15 @@ class ThinkRules:
 
     @classmethod
     def from_config(cls, g: GenerationConfig, encode: object) -> ThinkRules | None:
-        if not g.use_think_rules:
+        if not any(
+            (
+                g.bias_close_think,
+                g.bias_answer_start,
+                g.punish_extra_think_end,
+                g.min_think_tokens,
+                g.think_end_early_bias,
+            )
+        ):
             return None
         enc = encode  # a callable text -> ids
         assert callable(enc)

@@ -102,7 +102,6 @@ def _advanced(model: str, data: str) -> dict[str, Any]:
     )
     config["generation"].update(
         {
-            "use_think_rules": True,
             "bias_close_think": -2.0,
             "punish_extra_think_end": -12.0,
             "min_think_tokens": 16,

@@ -206,7 +206,10 @@ class GRPOTrainer:
 
         torch.manual_seed(self.seed)
         self.policy = load_policy(
-            config.model.model_path, device=self.device, use_chat_template=d.use_chat_template
+            config.model.model_path,
+            device=self.device,
+            use_chat_template=d.use_chat_template,
+            prefer=config.model.checkpoint,
         )
         self.tokenizer = self.policy.tokenizer
         self._check_lengths()
@@ -233,7 +236,9 @@ class GRPOTrainer:
         self.load_report = report
         self.val: list[Example] = []
         if d.val_path is not None:
-            self.val, _ = load_examples(d.val_path, d.loader_type, self.tokenizer, d.on_invalid)
+            self.val, _ = load_examples(
+                d.val_path, d.loader_type, self.tokenizer, d.on_invalid, split="val"
+            )
         self.stream = PromptStream(train, shuffle=d.shuffle_data, seed=self.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.sampler = Sampler(config, self.policy, self.rewards, self.generator)
