@@ -920,7 +920,7 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
 
     decode_rows = interleaved(
         [
-            ("HF GPT-2 + DynamicCache (our rollout's step now)", decode(hf_step, True, threads)),
+            ("Policy.decoder (our rollouts: plain path for GPT-2)", decode(hf_step, True, threads)),
             ("  same, oneDNN off", decode(hf_step, False, threads)),
             ("  same, 1 thread", decode(hf_step, True, 1)),
             ("  same, 1 thread, oneDNN off", decode(hf_step, False, 1)),
@@ -1024,10 +1024,9 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
 
 
 def hf_gpt2_plain_decoder(hf: Any, batch_size: int) -> Callable[[Any], Any]:
-    """A prototype, for the profile only: a Hugging Face GPT-2's cached decode step computed
-    on its own parameters as plain tensors, the way our GPT's decoder does it (one addmm per
-    Conv1D, whose weight is already (in, out); the tanh GELU; the same KV cache class).
-    Not used by the trainer: it measures what such a path in ``Policy.decoder`` would save.
+    """The prototype of ``mlharness.rl.policy._gpt2_decoder``, kept to compare against it: a
+    Hugging Face GPT-2's cached decode step on its own parameters as plain tensors (one
+    addmm per Conv1D, whose weight is already (in, out); the tanh GELU; our KV cache).
     """
     import torch
     import torch.nn.functional as F
