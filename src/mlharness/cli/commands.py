@@ -180,6 +180,7 @@ def _plan(cfg: Any) -> list[str]:
 
 @app.command("eval", short_help="Evaluate a run's checkpoint.")
 def eval_command(
+    ctx: typer.Context,
     run_dir: Annotated[
         Path | None,
         typer.Option(
@@ -256,6 +257,12 @@ def eval_command(
     from mlharness.tabular import runner
     from mlharness.tabular.config import ExperimentConfig
 
+    if run_dir is None and checkpoint is None and config is None and not benchmark:
+        import sys
+
+        # Click's own "Missing option" usage error, as when --run-dir was required.
+        click_errors = sys.modules[typer.BadParameter.__module__]
+        raise click_errors.MissingParameter(ctx=ctx, param_hint="'--run-dir'", param_type="option")
     if benchmark or _is_rl_target(run_dir, checkpoint, config):
         from mlharness.cli.rl_commands import run_eval
 
