@@ -151,3 +151,38 @@ def test_layer_filter() -> None:
     assert grpo.layer_filter(2, 1, 3) and not grpo.layer_filter(3, 1, 3)
     assert grpo.layer_filter(None, 1, 3)
     assert not grpo.layer_filter(None, 1, 3, include_shared=False)
+
+
+def test_think_rules_bias_the_first_tag_token_by_state() -> None:
+    from mlharness.rl.rollout import ThinkRules, _ThinkState
+
+    # token ids: 1 = "<think>", 2 = "</think>", 3 = "A" (answer start), 4 = any word
+    rules = ThinkRules(
+        start=[1], end=[2], answer_start=[3], bias_close_think=-2.0, bias_answer_start=6.0,
+        punish_extra_think_end=-12.0, min_think_tokens=2, think_end_early_bias=12.0,
+    )  # fmt: skip
+    state, seq = _ThinkState([9], rules), [9]
+
+    def biases(token: int) -> list[float]:
+        logits = torch.zeros(5)
+        state.bias(logits)
+        seq.append(token)
+        state.observe(seq)
+        return logits.tolist()
+
+    assert biases(1) == [0, 0, 0, 0, 0]  # not thinking yet: no rule applies
+    assert biases(4) == [0, 0, -12.0, 0, 0]  # thinking, 0 of 2 tokens: closing is early
+    assert biases(4) == [0, 0, -12.0, 0, 0]  # 1 of 2
+    assert biases(2) == [0, 0, -2.0, 0, 0]  # 2 of 2: bias_close_think
+    assert biases(3) == [0, 0, -12.0, 6.0, 0]  # just closed: answer start, extra end punished
+    assert biases(4) == [0, 0, -12.0, 0, 0]  # after thinking: only the extra end is punished
+
+
+def test_a_prompt_ending_in_the_start_tag_opens_thinking() -> None:
+    from mlharness.rl.rollout import ThinkRules, _ThinkState
+
+    rules = ThinkRules([1], [2], [], 0.0, 0.0, 0.0, 3, 5.0)
+    state = _ThinkState([7, 1], rules)
+    logits = torch.zeros(3)
+    state.bias(logits)
+    assert logits.tolist() == [0, 0, -5.0]
