@@ -698,3 +698,36 @@ def test_bad_jsonl_line_is_named(workspace: Path, make_config: Callable[..., RLC
 def test_chat_template_without_one(make_config: Callable[..., RLConfig]) -> None:
     config = make_config({"data": {"use_chat_template": True}})
     fails(config, ConfigError, r"use_chat_template is true but .* has no chat template")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_eval_generates_max_new_tokens_and_refuses_more_than_the_context(
+    make_config: Callable[..., RLConfig],
+) -> None:
+    from mlharness.errors import EvaluationError
+    from mlharness.rl.evaluate import evaluate
+
+    result = train(make_config(), progress=False)
+    report = evaluate(
+        run_dir=result.run_dir,
+        checkpoint=None,
+        config=None,
+        benchmarks=["human_eval"],
+        limit=1,
+        max_new_tokens=40,
+    )
+    record = report["results"]["human_eval"]["records"][0]
+    completion = record.get("completion") or record["completions"][0]
+    # A random char model rarely stops early: 40 characters, and never more.
+    assert 0 < len(completion) <= 40
+    with pytest.raises(EvaluationError, match="leaves no room for a prompt"):
+        evaluate(
+            run_dir=result.run_dir,
+            checkpoint=None,
+            config=None,
+            benchmarks=["human_eval"],
+            limit=1,
+            max_new_tokens=128,
+        )

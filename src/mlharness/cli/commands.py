@@ -247,6 +247,16 @@ def eval_command(
         int,
         typer.Option("--num-samples", help="GRPO runs: completions per problem (pass@k).", min=1),
     ] = 1,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-new-tokens",
+            help="GRPO runs: tokens generated per benchmark answer (default: the run's "
+            "data.max_gen_len).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     dry_run: DryRunOption = False,
     set_items: SetOption = None,
     strict: StrictOption = False,
@@ -274,6 +284,7 @@ def eval_command(
             gsm8k_path=gsm8k_path,
             limit=limit,
             num_samples=num_samples,
+            max_new_tokens=max_new_tokens,
             set_items=set_items,
             strict=strict,
             dry_run=dry_run,

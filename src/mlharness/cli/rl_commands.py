@@ -220,6 +220,7 @@ def run_eval(
     set_items: list[str] | None,
     strict: bool,
     dry_run: bool = False,
+    max_new_tokens: int | None = None,
 ) -> None:
     _quiet_hub()
     from mlharness.rl.evaluate import check_request, evaluate, resolve
@@ -248,6 +249,7 @@ def run_eval(
         gsm8k_path=gsm8k_path,
         limit=limit,
         num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
     )
     typer.echo(report["markdown"])
     typer.echo("Written: " + ", ".join(report["files"]))

@@ -48,19 +48,34 @@ def locate(run_dir: Path | None, checkpoint: Path | None) -> tuple[Path, Path]:
     return run_dir, lm_ckpt.pick_for_sampling(run_dir / "checkpoints").path
 
 
-def _completer(policy: Policy, config: RLConfig, stop: list[list[int]]) -> Any:
-    """Benchmark prompts -> n completions each: greedy for n = 1, sampled otherwise."""
+def _completer(
+    policy: Policy, config: RLConfig, stop: list[list[int]], max_new_tokens: int | None = None
+) -> Any:
+    """Benchmark prompts -> n completions each: greedy for n = 1, sampled otherwise.
+
+    ``max_new_tokens`` (``--max-new-tokens``) defaults to the run's ``data.max_gen_len``;
+    code needs more than a math answer. Prompts keep their last tokens that fit the context.
+    """
     gen = torch.Generator(device=next(policy.model.parameters()).device).manual_seed(0)
     tok = policy.tokenizer
+    new = max_new_tokens or config.data.max_gen_len
+    keep = config.data.max_prompt_len
+    if policy.context_len is not None:
+        if new >= policy.context_len:
+            raise EvaluationError(
+                f"--max-new-tokens {new} leaves no room for a prompt in the policy's context "
+                f"of {policy.context_len} tokens: ask for fewer."
+            )
+        keep = min(keep, policy.context_len - new)
 
     def complete(prompts: Sequence[str], n: int) -> list[list[str]]:
         ids = [tok.encode(tok.format_prompt(p, config.data.system_prompt)) for p in prompts]
-        ids = [i[-config.data.max_prompt_len :] or [tok.pad_id] for i in ids]
+        ids = [i[-keep:] or [tok.pad_id] for i in ids]
         groups = generate(
             policy,
             ids,
             group_size=n,
-            max_new_tokens=config.data.max_gen_len,
+            max_new_tokens=new,
             generation=config.generation,
             stop=stop,
             generator=gen,
@@ -109,6 +124,7 @@ def evaluate(
     gsm8k_path: Path | None = None,
     limit: int | None = None,
     num_samples: int = 1,
+    max_new_tokens: int | None = None,
 ) -> dict[str, Any]:
     run_dir, ckpt_dir, config = resolve(run_dir, checkpoint, config)
     check_request(config, benchmarks, gsm8k_path, limit)
@@ -122,7 +138,7 @@ def evaluate(
     if benchmarks:
         found = run_benchmarks(
             benchmarks,
-            _completer(policy, config, stop),
+            _completer(policy, config, stop, max_new_tokens),
             gsm8k_path=gsm8k_path,
             limit=limit,
             num_samples=num_samples,

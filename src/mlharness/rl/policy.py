@@ -448,6 +448,8 @@ def add_lora(
         lora_dropout=dropout,
         target_modules=targets,
         bias="none",
+        # GPT-2's Conv1D stores weights as (in, out), the transpose of nn.Linear.
+        fan_in_fan_out=getattr(getattr(policy.model, "config", None), "model_type", "") == "gpt2",
     )
     try:
         model = get_peft_model(policy.model, config)

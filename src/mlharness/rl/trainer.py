@@ -196,9 +196,12 @@ class GRPOTrainer:
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
 
-        # Cheap checks first: rewards and data fail in milliseconds, before any model loads.
+        # Cheap checks first: rewards and JSONL prompts fail in milliseconds, before any model
+        # loads (NPY prompts need the policy's tokenizer to decode them).
         load_reward_sources(config.reward_sources, None)
         self.rewards = RewardSet(config.rewards)
+        if d.loader_type == "jsonl":
+            self._load_data(None)
         found = None if fresh else find_resumable(config.output_dir, config.experiment, "rl")
         self.resumed_from: Path | None = found[1].path if found else None
         resume_meta = rl_ckpt.read(found[1].path) if found else None
@@ -235,14 +238,9 @@ class GRPOTrainer:
             fused=self.device.type in ("cuda", "cpu"),
         )
 
-        train, report = load_examples(d.train_path, d.loader_type, self.tokenizer, d.on_invalid)
-        self.load_report = report
-        self.val: list[Example] = []
-        if d.val_path is not None:
-            self.val, _ = load_examples(
-                d.val_path, d.loader_type, self.tokenizer, d.on_invalid, split="val"
-            )
-        self.stream = PromptStream(train, shuffle=d.shuffle_data, seed=self.seed)
+        if d.loader_type == "npy":
+            self._load_data(self.tokenizer)
+        self.stream = PromptStream(self.train_examples, shuffle=d.shuffle_data, seed=self.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.sampler = Sampler(config, self.policy, self.rewards, self.generator)
         self.step = 0
@@ -258,6 +256,15 @@ class GRPOTrainer:
         self._open_run(resumed=found is not None)
 
     # -- setup -------------------------------------------------------------------------------
+
+    def _load_data(self, tokenizer: Any) -> None:
+        d = self.config.data
+        self.train_examples, self.load_report = load_examples(
+            d.train_path, d.loader_type, tokenizer, d.on_invalid
+        )
+        self.val: list[Example] = []
+        if d.val_path is not None:
+            self.val, _ = load_examples(d.val_path, d.loader_type, tokenizer, d.on_invalid, "val")
 
     def _check_lengths(self) -> None:
         d, ctx = self.config.data, self.policy.context_len
