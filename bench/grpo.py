@@ -48,9 +48,9 @@ Sections (``--only``, comma-separated):
     the training forward, log-probabilities, loss, backward, clipping and the optimizer;
     what the process spends outside the steps (imports, loading, the final checkpoint,
     the metrics files and ``curves.png``); then micro-benchmarks, each variant measured
-    once per round, round after round: one decode step at B=8 (the HF model with
-    ``DynamicCache`` as our rollouts call it, HF ``generate`` as TRL calls it, a prototype
-    plain-tensor decode on the HF model's own weights, our GPT's decoder on the same
+    once per round, round after round: one decode step at B=8 (``Policy.decoder``, the
+    plain-tensor GPT-2 path our rollouts take, HF's forward with ``DynamicCache`` (the
+    generic path), HF ``generate`` as TRL calls it, our GPT's decoder on the same
     weights; with 1 thread and with oneDNN off), one training forward+backward, and one
     AdamW step (foreach against fused). ``--cprofile`` adds the functions with the most
     self time.
@@ -82,7 +82,7 @@ from pathlib import Path
 from typing import Any
 
 from lm import ChildRun, child_env, emit, run_child  # bench/ is on sys.path when a script runs
-from report import table
+from report import section_parser, table
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -912,8 +912,12 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
     def hf_step() -> Any:
         return policy.decoder(B)
 
-    def hf_plain_step() -> Any:
-        return hf_gpt2_plain_decoder(hf, B)
+    def hf_cache_step() -> Any:
+        """HF's own forward with a DynamicCache: what rollouts of other architectures run."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        return lambda ids: hf(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]
 
     def gpt_step() -> Any:
         return gpt.decoder(B)[1]
@@ -926,10 +930,10 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
             ("  same, 1 thread, oneDNN off", decode(hf_step, False, 1)),
             ("HF generate(), sampling (TRL's path; incl. prefill)", generate),
             (
-                "prototype: plain decode on the HF GPT-2's own weights",
-                decode(hf_plain_step, True, threads),
+                "HF forward + DynamicCache (the generic path)",
+                decode(hf_cache_step, True, threads),
             ),
-            ("  same, 1 thread", decode(hf_plain_step, True, 1)),
+            ("  same, 1 thread", decode(hf_cache_step, True, 1)),
             ("our GPT decoder, same weights", decode(gpt_step, True, threads)),
             ("  same, oneDNN off (as GPT.generate runs it)", decode(gpt_step, False, threads)),
             ("  same, 1 thread", decode(gpt_step, True, 1)),
@@ -942,8 +946,8 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
             3, 49, (B, P + MAX_COMPLETION), generator=torch.Generator().manual_seed(1)
         )
         diff = (hf(input_ids=ids).logits - gpt(ids, all_logits=True)[0]).abs().max().item()
-        # The prototype against HF's own cached decode, token by token.
-        hf_dec, plain_dec = policy.decoder(B), hf_gpt2_plain_decoder(hf, B)
+        # Our plain GPT-2 decode against HF's own cached forward, token by token.
+        hf_dec, plain_dec = hf_cache_step(), policy.decoder(B)
         a, b = hf_dec(prompt), plain_dec(prompt)
         proto_diff = (a - b).abs().max().item()
         for _ in range(MAX_COMPLETION - 1):
@@ -951,7 +955,7 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
             a, b = hf_dec(tok), plain_dec(tok)
             proto_diff = max(proto_diff, (a - b).abs().max().item())
     gelu_note = (
-        f"max |logit difference| over {MAX_COMPLETION} cached steps, prototype vs HF's "
+        f"max |logit difference| over {MAX_COMPLETION} cached steps, Policy.decoder vs HF's "
         f"DynamicCache step: {proto_diff:.1e}; our GPT vs HF on the same weights (one full "
         f"forward): {diff:.1e} (our GPT uses the exact GELU, GPT-2 the tanh one)."
     )
@@ -1021,68 +1025,6 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
         "optim_bench": [{"label": k, "ms": v} for k, v in optim_rows],
         "gelu_note": gelu_note,
     }
-
-
-def hf_gpt2_plain_decoder(hf: Any, batch_size: int) -> Callable[[Any], Any]:
-    """The prototype of ``mlharness.rl.policy._gpt2_decoder``, kept to compare against it: a
-    Hugging Face GPT-2's cached decode step on its own parameters as plain tensors (one
-    addmm per Conv1D, whose weight is already (in, out); the tanh GELU; our KV cache).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from mlharness.lm.model import GPTConfig, KVCache, causal_attention
-
-    cfg, tr = hf.config, hf.transformer
-    C, nh, eps = cfg.n_embd, cfg.n_head, cfg.layer_norm_epsilon
-    w = tr.wte.weight
-    shape = GPTConfig(
-        block_size=cfg.n_positions,
-        vocab_size=cfg.vocab_size,
-        n_layer=cfg.n_layer,
-        n_head=nh,
-        n_embd=C,
-        bias=True,
-    )
-    cache = KVCache(shape, batch_size, device=w.device, dtype=w.dtype)
-    blocks = [
-        (
-            b.ln_1.weight,
-            b.ln_1.bias,
-            b.attn.c_attn.weight,
-            b.attn.c_attn.bias,
-            b.attn.c_proj.weight,
-            b.attn.c_proj.bias,
-            b.ln_2.weight,
-            b.ln_2.bias,
-            b.mlp.c_fc.weight,
-            b.mlp.c_fc.bias,
-            b.mlp.c_proj.weight,
-            b.mlp.c_proj.bias,
-        )
-        for b in tr.h
-    ]
-    head_t = hf.lm_head.weight.t()
-
-    def step(idx: Any) -> Any:
-        B, T = idx.size()
-        start = cache.length
-        x = (F.embedding(idx, w) + tr.wpe.weight[start : start + T]).view(B * T, C)
-        for i, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, mw, mb) in enumerate(blocks):
-            h = torch.layer_norm(x, (C,), l1w, l1b, eps)
-            q, k, v = (
-                torch.addmm(ab, h, aw).view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)
-            )
-            y = causal_attention(q, k, v, cache, i, 0.0).transpose(1, 2).reshape(B * T, C)
-            x = torch.addmm(x + pb, y, pw)
-            h = torch.layer_norm(x, (C,), l2w, l2b, eps)
-            h = F.gelu(torch.addmm(fb, h, fw), approximate="tanh")
-            x = torch.addmm(x + mb, h, mw)
-        cache.length += T
-        last = x.view(B, T, C)[:, -1, :]
-        return torch.mm(torch.layer_norm(last, (C,), tr.ln_f.weight, tr.ln_f.bias, eps), head_t)
-
-    return step
 
 
 def cprofile_steps(one_step: Callable[[], Any], steps: int) -> list[list[Any]]:
@@ -1274,17 +1216,6 @@ def summarise(
 # --------------------------------------------------------------------------- main
 
 
-def parse_sections(value: str) -> list[str]:
-    names = [s.strip() for s in value.split(",") if s.strip()]
-    unknown = [n for n in names if n not in SECTIONS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown section(s) {', '.join(unknown) or '(none)'}; choose from "
-            f"{', '.join(SECTIONS)}"
-        )
-    return names
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark mlharness's GRPO trainer against TRL's GRPOTrainer on one tiny "
@@ -1312,7 +1243,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        type=parse_sections,
+        type=section_parser(SECTIONS),
         metavar="SECTIONS",
         help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}",
     )

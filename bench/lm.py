@@ -82,7 +82,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from report import table  # bench/ is on sys.path when a script runs
+from report import section_parser, table  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -1171,17 +1171,6 @@ def section_sample(
 # --------------------------------------------------------------------------- main
 
 
-def parse_sections(value: str) -> list[str]:
-    names = [s.strip() for s in value.split(",") if s.strip()]
-    unknown = [n for n in names if n not in SECTIONS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown section(s) {', '.join(unknown) or '(none)'}; choose from "
-            f"{', '.join(SECTIONS)}"
-        )
-    return names
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark mlharness's lm engine against nanoGPT on this machine: data "
@@ -1197,7 +1186,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        type=parse_sections,
+        type=section_parser(SECTIONS),
         metavar="SECTIONS",
         help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}",
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+from collections.abc import Callable, Sequence
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -18,3 +19,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def section_parser(sections: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse ``type`` for ``--only a,b``: the named sections, each one of ``sections``."""
+
+    def parse(value: str) -> list[str]:
+        names = [s.strip() for s in value.split(",") if s.strip()]
+        unknown = [n for n in names if n not in sections]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown section(s) {', '.join(unknown) or '(none)'}; choose from "
+                f"{', '.join(sections)}"
+            )
+        return names
+
+    return parse
