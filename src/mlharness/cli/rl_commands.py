@@ -133,6 +133,15 @@ def run_train(cfg: RLConfig, *, fresh: bool = False, dry_run: bool = False) -> P
     return result.run_dir
 
 
+def default_val_prefix(train: Path) -> Path:
+    """``data/train`` -> ``data/val``; a directory keeps both splits inside it."""
+    if train.is_dir():
+        return train
+    stem = train.name.removesuffix(".npy").removesuffix(".json")
+    name = stem.replace("train", "val") if "train" in stem else f"{stem}_val"
+    return train.with_name(name)
+
+
 @app.command("preprocess", short_help="Split and pre-tokenize GRPO prompts into NPY files.")
 def preprocess(
     config: RLConfigOption,
@@ -141,9 +150,15 @@ def preprocess(
         typer.Option("--output-train-path", help="Prefix of the train files.", metavar="PATH"),
     ],
     output_val_path: Annotated[
-        Path,
-        typer.Option("--output-val-path", help="Prefix of the val files.", metavar="PATH"),
-    ],
+        Path | None,
+        typer.Option(
+            "--output-val-path",
+            help="Prefix of the val files; default: the train prefix with 'train' replaced by "
+            "'val' (data/train -> data/val), or <train prefix>_val.",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
     set_items: SetOption = None,
     strict: StrictOption = False,
 ) -> None:
@@ -169,7 +184,7 @@ def preprocess(
         examples,
         policy.tokenizer,
         output_train=output_train_path,
-        output_val=output_val_path,
+        output_val=output_val_path or default_val_prefix(output_train_path),
         max_prompt_len=cfg.data.max_prompt_len,
         max_gen_len=cfg.data.max_gen_len,
         val_fraction=cfg.data.val_fraction,
