@@ -66,7 +66,7 @@ def list_checkpoints(directory: Path, kind: str | None = None) -> list[Checkpoin
     return sorted(found, key=lambda c: (c.iter, c.kind == "last", c.path.name))
 
 
-def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses tensors that share storage (the tied lm_head): store each once.
     seen: dict[int, str] = {}
     out: dict[str, torch.Tensor] = {}
@@ -93,9 +93,9 @@ def save_checkpoint(
     """Write one checkpoint directory atomically and return its path."""
     target = directory / name
     with atomic_directory(target) as tmp:
-        save_file(_tensors(model_state), str(tmp / WEIGHTS_FILE))
+        save_file(unique_tensors(model_state), str(tmp / WEIGHTS_FILE))
         if ema_state is not None:
-            save_file(_tensors(ema_state), str(tmp / EMA_FILE))
+            save_file(unique_tensors(ema_state), str(tmp / EMA_FILE))
         torch.save(trainer_state, tmp / TRAINER_FILE)
         atomic_write_json(
             tmp / META_FILE,

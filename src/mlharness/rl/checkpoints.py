@@ -44,7 +44,9 @@ def save(
     target = directory / name
     with atomic_directory(target) as tmp:
         if policy.kind == "gpt":
-            save_file(lm_ckpt._tensors(export_plain_state(policy)), str(tmp / lm_ckpt.WEIGHTS_FILE))
+            save_file(
+                lm_ckpt.unique_tensors(export_plain_state(policy)), str(tmp / lm_ckpt.WEIGHTS_FILE)
+            )
             tok_dir = Path(policy.info["tokenizer_dir"])
             for file in ("meta.json", "tokenizer.json"):
                 if (tok_dir / file).is_file():

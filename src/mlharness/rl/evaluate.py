@@ -17,7 +17,6 @@ import torch
 
 from mlharness.errors import EvaluationError
 from mlharness.lm import checkpoints as lm_ckpt
-from mlharness.lm.model import sample_next_token  # noqa: F401  (documented: same sampler)
 from mlharness.lm.trainer import resolve_device
 from mlharness.rl import checkpoints as rl_ckpt
 from mlharness.rl.benchmarks import check_benchmark_names, load_gsm8k, run_benchmarks

@@ -10,7 +10,7 @@ A row stops at a stop sequence (kept in the completion, so the model learns to s
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +44,9 @@ class ThinkRules:
     think_end_early_bias: float
 
     @classmethod
-    def from_config(cls, g: GenerationConfig, encode: object) -> ThinkRules | None:
+    def from_config(
+        cls, g: GenerationConfig, encode: Callable[[str], list[int]]
+    ) -> ThinkRules | None:
         if not any(
             (
                 g.bias_close_think,
@@ -55,12 +57,10 @@ class ThinkRules:
             )
         ):
             return None
-        enc = encode  # a callable text -> ids
-        assert callable(enc)
         return cls(
-            start=enc(g.think_start_tag),
-            end=enc(g.think_end_tag),
-            answer_start=enc(g.answer_start_tag) if g.answer_start_tag else [],
+            start=encode(g.think_start_tag),
+            end=encode(g.think_end_tag),
+            answer_start=encode(g.answer_start_tag) if g.answer_start_tag else [],
             bias_close_think=g.bias_close_think,
             bias_answer_start=g.bias_answer_start,
             punish_extra_think_end=g.punish_extra_think_end,
