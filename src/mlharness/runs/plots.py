@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlharness.runs.heap import release_free_memory
 from mlharness.runs.io import atomic_write_bytes
 
 _SKIP = {"epoch", "step", "iter", "epoch_time", "elapsed", "time", "timestamp"}
@@ -60,28 +61,13 @@ def _label(ax: Any, title: str, step_key: str) -> None:
     ax.legend(fontsize=8)
 
 
-def _release_free_memory() -> None:
-    """Hand the C heap's free pages back to the OS before matplotlib (~30 MB) loads.
-
-    At the end of a run the allocator still holds what training freed, so the import
-    would otherwise add to the run's peak memory. glibc only; elsewhere nothing happens.
-    """
-    import contextlib
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
-
 def _figure(n_panels: int) -> tuple[Any, list[Any]]:
     import sys
 
     if "matplotlib" not in sys.modules:
-        _release_free_memory()
+        # At the end of a run the allocator still holds what training freed; matplotlib
+        # (~30 MB) would otherwise add to the run's peak memory.
+        release_free_memory()
     import matplotlib
 
     matplotlib.use("Agg", force=False)
