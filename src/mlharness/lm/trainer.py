@@ -39,7 +39,9 @@ from mlharness.errors import CheckpointError, ConfigError, DatasetError, RunDire
 from mlharness.lm import checkpoints as ckpt
 from mlharness.lm.config import LMConfig, config_snapshot
 from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.optim import AdamW
 from mlharness.lm.prepare import load_meta
+from mlharness.runs.heap import keep_freed_memory
 from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_write_text, dumps
 from mlharness.runs.metrics import MetricsWriter
@@ -301,6 +303,8 @@ class Trainer:
         self.dist = init_distributed(self.device.type)
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults for each step's activations
         if t.grad_accum_steps % self.dist.world_size:
             raise ConfigError(
                 f"train.grad_accum_steps ({t.grad_accum_steps}) must be a multiple of the "
@@ -371,14 +375,15 @@ class Trainer:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def _optimizer(self) -> torch.optim.AdamW:
+    def _optimizer(self) -> AdamW:
         t = self.config.train
-        groups = self.model.optimizer_groups(t.weight_decay)
-        extra: dict[str, Any] = {}
-        # fused AdamW runs one kernel for all parameters (CUDA, and CPU since torch 2.4).
-        if self.device.type in ("cuda", "cpu"):
-            extra["fused"] = True
-        return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2), **extra)
+        return AdamW(
+            self.model.optimizer_groups(t.weight_decay),
+            lr=t.learning_rate,
+            betas=(t.beta1, t.beta2),
+            # one kernel for all parameters (CUDA, and CPU since torch 2.4)
+            fused=self.device.type in ("cuda", "cpu"),
+        )
 
     def _restore(self, path: Path, meta: dict[str, Any]) -> None:
         try:
