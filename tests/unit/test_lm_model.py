@@ -10,9 +10,18 @@ import pytest
 pytest.importorskip("torch")
 
 import torch
+import torch.nn.functional as F
 
 from mlharness.errors import ModelError
-from mlharness.lm.model import GPT, GPTConfig, KVCache, sample_next_token
+from mlharness.lm.model import (
+    GPT,
+    SHORT_CONTEXT,
+    GPTConfig,
+    KVCache,
+    causal_attention,
+    sample_next_token,
+    short_causal_attention,
+)
 
 VOCAB = 50
 BLOCK = 16
@@ -49,6 +58,56 @@ def tokens(b: int, t: int, seed: int = 1) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("T", [1, 7, 64, SHORT_CONTEXT])
+def test_short_context_attention_equals_sdpa_with_gradients(T: int) -> None:
+    """The CPU path for short sequences is SDPA's causal attention, values and gradients."""
+    torch.manual_seed(0)
+    qkv = torch.randn(3, 2, 3, T, 8, dtype=torch.float64)
+    grad = torch.randn(2, 3, T, 8, dtype=torch.float64)
+
+    def run(attention: object) -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = qkv.clone().requires_grad_()
+        q, k, v = leaf.unbind(0)
+        out = attention(q, k, v)  # type: ignore[operator]
+        out.backward(grad)
+        assert leaf.grad is not None
+        return out.detach(), leaf.grad
+
+    ours = run(lambda q, k, v: short_causal_attention(q, k, v, 0.0))
+    sdpa = run(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    for a, b in zip(ours, sdpa, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_short_context_attention_is_taken_on_cpu_up_to_its_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mlharness.lm.model as model_module
+
+    lengths: list[int] = []
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+        lengths.append(q.size(2))
+        return short_causal_attention(q, k, v, p)
+
+    monkeypatch.setattr(model_module, "short_causal_attention", spy)
+    for T in (SHORT_CONTEXT, SHORT_CONTEXT + 1):
+        q = torch.randn(1, 1, T, 4)
+        causal_attention(q, q, q, None, 0, 0.0)
+    assert lengths == [SHORT_CONTEXT]  # the longer one went to SDPA
+
+
+def test_short_context_attention_drops_weights_reproducibly() -> None:
+    q = torch.randn(1, 2, 16, 4)
+    plain = short_causal_attention(q, q, q, 0.0)
+    torch.manual_seed(3)
+    dropped = short_causal_attention(q, q, q, 0.5)
+    torch.manual_seed(3)
+    again = short_causal_attention(q, q, q, 0.5)
+    assert not torch.allclose(dropped, plain)
+    assert torch.equal(dropped, again)
 
 
 def test_forward_shapes_with_and_without_targets() -> None:

@@ -119,6 +119,23 @@ class KVCache:
 # ---------------------------------------------------------------------------- layers
 
 
+# On the CPU, two batched matmuls beat SDPA's flash kernel for short contexts: forward and
+# backward of 12 x 4 heads took 1.64 against 1.84 ms at T=64 and 4.4 against 4.9 ms at 128,
+# but 17.3 against 14.6 ms at 256 (torch 2.13, 2 cores), where the T x T weights also grow.
+SHORT_CONTEXT = 128
+
+
+def short_causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
+    """Causal attention as softmax(q k^T / sqrt(hs) + mask) v, for short sequences on CPU."""
+    B, nh, T, hs = q.shape
+    mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    q, k, v = (t.contiguous().view(B * nh, T, hs) for t in (q, k, v))
+    att = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=1.0 / math.sqrt(hs)).softmax(-1)
+    if dropout_p > 0:
+        att = F.dropout(att, dropout_p)
+    return torch.bmm(att, v).view(B, nh, T, hs)
+
+
 def causal_attention(
     q: Tensor, k: Tensor, v: Tensor, kv_cache: KVCache | None, layer: int, dropout_p: float
 ) -> Tensor:
@@ -128,6 +145,8 @@ def causal_attention(
     ``layer`` first, and the queries sit at positions ``kv_cache.length`` onwards.
     """
     if kv_cache is None:
+        if q.device.type == "cpu" and q.size(2) <= SHORT_CONTEXT:
+            return short_causal_attention(q, k, v, dropout_p)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     start, T = kv_cache.length, q.size(2)
     k, v = kv_cache.update(layer, k, v)  # (B, nh, L, hs), L = start + T
