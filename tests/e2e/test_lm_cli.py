@@ -3,6 +3,7 @@ and two-process DistributedDataParallel training, each through a real subprocess
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -120,10 +121,21 @@ def test_experiment_name_mismatch_is_an_error(mlx: Mlx, lm_ws: Path) -> None:
     assert "The config names experiment 'other' but the command says 'tiny'" in result.stderr
 
 
-def test_sigkill_at_a_random_step_then_resume_is_bit_identical(mlx: Mlx, lm_ws: Path) -> None:
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["model.dropout=0.1"],  # dropout draws from the RNG that is checkpointed
+        ["train.num_threads=2"],  # no dropout: the batch is split across two threads
+    ],
+    ids=["dropout", "thread-shards"],
+)
+def test_sigkill_at_a_random_step_then_resume_is_bit_identical(
+    mlx: Mlx, lm_ws: Path, variant: list[str]
+) -> None:
     from mlharness.lm import checkpoints as ckpt
 
     settings = [
+        *itertools.chain.from_iterable(("--set", v) for v in variant),
         "--set",
         "train.max_iters=300",
         "--set",
@@ -132,8 +144,6 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(mlx: Mlx, lm_ws: 
         "train.eval_interval=50",
         "--set",
         "train.checkpointing.interval=10",
-        "--set",
-        "model.dropout=0.1",
     ]
     mlx("prepare", "tiny", "--config", "tiny.toml", check=0)
     mlx("train", "tiny", "--config", "tiny.toml", *settings, check=0)

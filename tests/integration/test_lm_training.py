@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mlharness.config import deep_merge  # noqa: E402
 from mlharness.errors import CheckpointError, ConfigError, DatasetError  # noqa: E402
 from mlharness.lm import checkpoints as ckpt  # noqa: E402
 from mlharness.lm.sampler import sample  # noqa: E402
@@ -91,10 +92,18 @@ def test_cosine_schedule_with_warmup(tiny_lm: Any) -> None:
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:101]))
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model": {"dropout": 0.1}},  # dropout draws from the RNG that is restored
+        {"train": {"num_threads": 2}},  # the batch split across two threads
+    ],
+    ids=["dropout", "thread-shards"],
+)
 def test_resume_after_a_crash_is_bit_identical(
-    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
 ) -> None:
-    cfg = tiny_lm({"model": {"dropout": 0.1}})  # dropout draws from the RNG that is restored
+    cfg = tiny_lm(overrides)
     reference = train(cfg, fresh=True, progress=False)
 
     original = Trainer._step
@@ -122,6 +131,51 @@ def test_resume_after_a_crash_is_bit_identical(
         assert torch.equal(a[key], b[key]), key
     iters = [r["iter"] for r in iter_records(resumed.run_dir) if "loss" in r]
     assert iters == [5, 10, 15, 20]  # the records after the checkpoint were recomputed once
+
+
+def test_thread_shards_compute_the_whole_batch(tiny_lm: Any) -> None:
+    cfg = tiny_lm({"train": {"num_threads": 2, "batch_size": 5}})
+    trainer = Trainer(cfg, fresh=True, progress=False)
+    shards = trainer.shards
+    assert shards is not None and shards.threads == 2
+    x, y = trainer.train_data.batch(trainer.train_data.starts(5, torch.Generator().manual_seed(0)))
+    _, loss = trainer.model(x, y)
+    expected = torch.autograd.grad(loss, shards.params)
+
+    # Slices of 3 and 2 sequences, weighted 3/5 and 2/5: the batch's mean loss and gradient.
+    sharded_loss, grads = shards.loss_and_grads(x, y, 0.5)
+    assert sharded_loss.item() == pytest.approx(0.5 * loss.item(), rel=1e-6)
+    assert len(grads) == len(expected) == len(list(trainer.model.parameters()))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, 0.5 * want, rtol=1e-5, atol=1e-8)
+    with torch.no_grad():
+        assert shards.loss(x, y).item() == pytest.approx(loss.item(), rel=1e-6)
+    # The same slices in the same order: the same bits, whichever thread ends first.
+    again_loss, again = shards.loss_and_grads(x, y, 0.5)
+    assert torch.equal(again_loss, sharded_loss)
+    assert all(torch.equal(a, b) for a, b in zip(again, grads, strict=True))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model": {"dropout": 0.1}},
+        {"train": {"cpu_batch_split": False}},
+        {"train": {"num_threads": 1}},
+        {"train": {"batch_size": 1}},
+    ],
+    ids=["dropout", "switched-off", "one-thread", "one-sequence"],
+)
+def test_thread_shards_only_where_they_apply(tiny_lm: Any, overrides: dict[str, Any]) -> None:
+    cfg = tiny_lm(deep_merge({"train": {"num_threads": 2}}, overrides))
+    assert Trainer(cfg, fresh=True, progress=False).shards is None
+
+
+def test_training_with_thread_shards_learns_and_restores_the_threads(tiny_lm: Any) -> None:
+    cfg = tiny_lm({"train": {"num_threads": 2}})
+    result = train(cfg, fresh=True, progress=False)
+    assert result.final_metrics["val_loss"] < 3.5  # from ~ln(vocab) = 4.1 at init
+    assert torch.get_num_threads() == 2  # one thread only while the loop ran
 
 
 def test_completed_runs_are_not_resumed_and_fresh_starts_anew(tiny_lm: Any) -> None:

@@ -154,6 +154,13 @@ class TrainConfig(_Strict):
     num_threads: int | None = Field(
         None, gt=0, description="torch CPU threads; default: torch's own choice."
     )
+    cpu_batch_split: bool = Field(
+        True,
+        description="On CPU with several torch threads and no dropout, give each thread a "
+        "slice of the micro-batch to run forward and backward alone, and sum the slices' "
+        "gradients in a fixed order; false: every op is split across the threads instead "
+        "(slower for small models, see docs/lm.md).",
+    )
     checkpointing: CheckpointingConfig = Field(
         default_factory=CheckpointingConfig, description="Checkpoint cadence and retention."
     )
