@@ -774,6 +774,11 @@ class Trainer:
         if self.shards is not None:
             self.shards.close()
         if self.dist.enabled and dist.is_initialized():
+            if error is None:
+                # Tear the group down together: a rank that destroyed it and exited while
+                # rank 0 was still writing its files was once aborted by gloo ("terminate
+                # called without an active exception"). After an error a peer may be gone.
+                dist.barrier()
             dist.destroy_process_group()
         return final
 
