@@ -28,7 +28,8 @@ Sections (``--only``, comma-separated):
     ``--prepare-repeats`` timed calls, the imports done before the clock starts so
     interpreter and library start-up are not counted on either side. MB/s = input bytes
     (10^6) per second. tiktoken needs the GPT-2 encoding file, which it downloads; offline
-    it is reported as skipped (set ``TIKTOKEN_CACHE_DIR`` to a directory holding it).
+    it is reported as skipped (set ``TIKTOKEN_CACHE_DIR`` to a directory holding it;
+    ``bench/tiktoken_gpt2.py DIR`` fills one from PyPI).
 ``train``
     nanoGPT's README CPU recipe (``config/train_shakespeare_char.py`` with ``--device=cpu
     --compile=False --eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12

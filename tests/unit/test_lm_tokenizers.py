@@ -121,6 +121,47 @@ def test_split_for_batching_cuts_only_where_tokens_cannot_change() -> None:
     assert split_for_batching("no newline at all " * 10, size=5) == ["no newline at all " * 10]
 
 
+# tiktoken's pre-tokenizer patterns for cl100k_base and o200k_base (tiktoken_ext.openai_public).
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+# Seams where a careless cut would change tokens, in every pattern above.
+SEAMS = (
+    "a\n\nb c\n\n\nd e:\n/f g:\n\nh x  \nY \n  z 7\n8 12\n345 \u00e9\n\u00fc it\n's "
+    "end.\nNext (\n) q\n\tr s \n t u\r\nv w\n"
+) * 3
+
+
+@pytest.mark.parametrize(
+    "pattern", [GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN], ids=["gpt2", "cl100k", "o200k"]
+)
+def test_split_for_batching_keeps_tiktoken_tokens(pattern: str) -> None:
+    """Cut at every allowed place, the pieces encode to the whole text's ids.
+
+    The merges join the characters around each seam, so a cut that moved a pre-token
+    boundary would change an id."""
+    ranks = {bytes([i]): i for i in range(256)}
+    merges = [b"\n\n", b":\n", b"\n/", b":\n/", b" \n", b"  \n", b"\n ", b"\n8", b".\n", b"\r\n"]
+    for rank, token in enumerate(merges, start=256):
+        ranks[token] = rank
+    enc = tiktoken.Encoding(name="seams", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+    pieces = split_for_batching(SEAMS, size=1)
+    assert len(pieces) > 10 and "".join(pieces) == SEAMS
+    assert [i for piece in pieces for i in enc.encode_ordinary(piece)] == enc.encode_ordinary(SEAMS)
+
+
 # --------------------------------------------------------------------------- tiktoken
 
 
@@ -132,6 +173,10 @@ def test_tiktoken_with_a_local_encoding() -> None:
     assert tok.decode(ids) == "the theatre"
     assert tok.encode_array(TEXT).tolist() == tok.encode(TEXT)
     assert tok.encode("<|endoftext|>") != [300]  # special tokens are plain text
+    # Over 64k characters the text is encoded in pieces, in parallel threads.
+    long = ("<|endoftext|>" + TEXT) * 60
+    assert len(split_for_batching(long)) > 2
+    assert tok.encode_array(long).tolist() == tok.encode(long)
     assert tok.spec() == {"type": "tiktoken", "encoding": "test_bytes"}
 
 

@@ -8,9 +8,11 @@ tiktoken and tokenizers are imported only when a tokenizer that needs them is bu
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -129,10 +131,18 @@ class TiktokenTokenizer:
         self.vocab_size: int = self.encoding.n_vocab
 
     def encode_array(self, text: str) -> TokenIds:
-        # One call on the whole text: on 2 cores, encode_ordinary_batch over chunks was no
-        # faster (tiktoken's Rust core is already the bottleneck), and whole-text encoding
-        # can never cut a token in two.
-        return np.asarray(self.encoding.encode_ordinary(text), dtype=np.uint32)
+        # tiktoken's Rust core releases the GIL, so pieces cut where the whole text has a
+        # token boundary anyway encode in parallel threads: tiny Shakespeare took 51 ms on 2
+        # cores against 101 ms in one call. encode_to_numpy skips the Python int list.
+        pieces = split_for_batching(text)
+        if len(pieces) == 1:
+            return self._encode_numpy(text)
+        with ThreadPoolExecutor(min(len(pieces), os.cpu_count() or 1)) as pool:
+            return np.concatenate(list(pool.map(self._encode_numpy, pieces)))
+
+    def _encode_numpy(self, text: str) -> TokenIds:
+        # No special tokens allowed and none disallowed: encode_ordinary's semantics.
+        return self.encoding.encode_to_numpy(text, disallowed_special=())
 
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
@@ -275,15 +285,17 @@ class BPETokenizer:
 def split_for_batching(text: str, size: int = 1 << 16) -> list[str]:
     """Cut ``text`` into pieces of about ``size`` characters that tokenize exactly as the whole.
 
-    The pieces let ``tokenizers`` encode in parallel. GPT-2's pre-tokenizer pattern makes a
-    newline between two non-space characters a token of its own, so cutting just after one
-    changes no token; a cut elsewhere could ("\\n\\n" and "\\n  x" split differently when cut).
+    The pieces let ``tokenizers`` and tiktoken encode in parallel. The pre-tokenizer patterns
+    of GPT-2 and of tiktoken's later encodings (cl100k, o200k) end a piece at a newline that
+    follows a non-space character and precedes a letter or digit, so cutting just after one
+    changes no token; a cut elsewhere could ("\\n\\n", "\\n  x" and o200k's ":\\n/" split
+    differently when cut).
     """
     pieces: list[str] = []
     start, last = 0, len(text) - 1
     while len(text) - start > size:
         cut = text.find("\n", start + size, last)
-        while cut != -1 and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+        while cut != -1 and (text[cut - 1].isspace() or not text[cut + 1].isalnum()):
             cut = text.find("\n", cut + 1, last)
         if cut == -1:
             break
