@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,56 @@ def test_keep_freed_memory_spares_the_page_faults_of_each_step() -> None:
 
 def test_release_free_memory_is_safe_to_call() -> None:
     heap.release_free_memory()
+
+
+THP_LOOP = """
+import resource, sys, threading
+import mlharness.lm  # sets the lm defaults before torch is imported
+import os, torch
+torch.set_num_threads(1)
+def step():  # a large activation made and freed in a worker thread, as ThreadShards does
+    torch.empty(80 << 18).fill_(1.0)  # 80 MB: above any mmap threshold, beyond an arena
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def run():
+    step()
+    before = faults()
+    for _ in range(5):
+        step()
+    print(os.environ["THP_MEM_ALLOC_ENABLE"], (faults() - before) // 5)
+worker = threading.Thread(target=run)
+worker.start()
+worker.join()
+"""
+
+
+def _thp_available() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _thp_available(), reason="no transparent huge pages on this kernel")
+def test_lm_asks_for_huge_pages_for_large_cpu_tensors() -> None:
+    """A GPT-2-vocabulary model's logits cost ~20,000 page faults each per step without."""
+
+    def run(**env: str) -> tuple[str, int]:
+        environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        out = subprocess.run(
+            [sys.executable, "-c", THP_LOOP],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**environ, **env},
+        )
+        setting, faults = out.stdout.split()
+        return setting, int(faults)
+
+    setting, huge = run()
+    assert setting == "1"  # the lm default
+    off, small = run(THP_MEM_ALLOC_ENABLE="0")  # an explicit setting wins
+    assert off == "0"
+    assert small >= 15_000  # 20,480 pages of 4 KiB
+    assert huge < small / 4
