@@ -2,7 +2,7 @@
 
 Run it from the repository root with the project's virtual environment::
 
-    .venv/bin/python bench/lm.py --nanogpt /tmp/nanogpt          # everything, ~10 minutes
+    .venv/bin/python bench/lm.py --nanogpt /tmp/nanogpt          # everything, ~7 minutes
     .venv/bin/python bench/lm.py                                  # our side only
     .venv/bin/python bench/lm.py --only sample,prepare            # the quick sections
     .venv/bin/python bench/lm.py --nanogpt /tmp/nanogpt --json lm.json
@@ -56,6 +56,14 @@ Sections (``--only``, comma-separated):
     random model (4 layers, 4 heads, 128 wide, block 64, vocab 65, ``torch.manual_seed(0)``),
     500 new tokens from a 1-token prompt, temperature 1, no top-k: one warm-up, then the
     median of 3. Speed does not depend on the weights.
+``gpt2vocab``
+    The recipe's model and batch on tiny Shakespeare in GPT-2 BPE tokens (our
+    ``experiments/shakespeare_cpu.toml`` with the recipe's settings; nanoGPT's
+    ``data/shakespeare`` with ``--dataset=shakespeare --gradient_accumulation_steps=1``),
+    40 iterations each: the median step when a step's largest tensors are its logits
+    (50,257 per position; nanoGPT pads to 50,304). Ours runs twice, as shipped and with
+    ``THP_MEM_ALLOC_ENABLE=0`` (no huge pages). Needs tiktoken's GPT-2 encoding, like
+    ``prepare``; skipped without it.
 
 Every heavy step runs in a fresh child process of this same interpreter, one at a time,
 so memory and speed are measured alike for both sides. The machine has few cores: close
@@ -89,7 +97,8 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 FAST_CONFIG = REPO / "experiments" / "shakespeare_char_cpu_fast.toml"
-SECTIONS = ("prepare", "train", "fast", "sample")
+GPT2_VOCAB_CONFIG = REPO / "experiments" / "shakespeare_cpu.toml"
+SECTIONS = ("prepare", "train", "fast", "sample", "gpt2vocab")
 
 POLL_SECONDS = 0.05
 BUSY_LOAD_PER_CPU = 0.5  # 1-minute load average per CPU above which we warn
@@ -141,6 +150,7 @@ NANOGPT_RECIPE_ARGS = (
     "--dropout=0.0",
 )
 VOCAB_SIZE = 65  # tiny Shakespeare's characters
+GPT2_VOCAB_ITERS = 40  # enough for a steady median step of a ~0.4 s step
 SAMPLE_NEW_TOKENS = 500
 SAMPLE_REPEATS = 3
 
@@ -524,6 +534,41 @@ def nanogpt_train(root: Path, iters: int, work: Path) -> dict[str, Any]:
     return result
 
 
+def nanogpt_train_gpt2_vocab(root: Path, work: Path) -> dict[str, Any]:
+    """The recipe's model on nanoGPT's ``data/shakespeare`` (GPT-2 BPE), a short run."""
+    if not (root / "data" / "shakespeare" / "train.bin").exists():
+        prepared = nanogpt_prepare(root, "shakespeare", 1)
+        if status(prepared):
+            return prepared
+    n = GPT2_VOCAB_ITERS
+    cmd = [
+        PYTHON,
+        "-u",
+        "train.py",
+        *[a for a in NANOGPT_RECIPE_ARGS if not a.endswith(".py") and "eval_iters" not in a],
+        "--dataset=shakespeare",
+        "--gradient_accumulation_steps=1",
+        "--learning_rate=1e-3",
+        "--min_lr=1e-4",
+        "--beta2=0.99",
+        f"--max_iters={n}",
+        f"--lr_decay_iters={n}",
+        f"--eval_interval={n}",
+        "--eval_iters=2",
+        f"--out_dir={work / 'nanogpt-gpt2-vocab'}",
+    ]
+    say("  " + " ".join(["python", *cmd[1:]]))
+    run = run_child(cmd, cwd=root)
+    if not run.ok:
+        return {"error": f"train.py failed (exit {run.returncode}):\n{run.tail()}"}
+    step_ms = {
+        int(m.group(1)): float(m.group(3))
+        for _, line in run.lines
+        if (m := NANOGPT_ITER_LINE.match(line))
+    }
+    return summarise_training(step_ms, [], run)
+
+
 def summarise_training(
     step_ms: dict[int, float], evals: list[dict[str, Any]], run: ChildRun
 ) -> dict[str, Any]:
@@ -586,14 +631,19 @@ def our_overrides(work: Path, data_name: str, prepare: dict[str, Any]) -> dict[s
     }
 
 
-def our_child(kind: str, spec: dict[str, Any], work: Path, **kwargs: Any) -> ChildRun:
+def our_child(
+    kind: str, spec: dict[str, Any], work: Path, env: dict[str, str] | None = None, **kwargs: Any
+) -> ChildRun:
     """Run one of our ``--_child`` modes with the workspace set to the scratch directory.
 
     Runs must stay inside the workspace, so it is pointed at ``work``: nothing is written
-    into the repository.
+    into the repository. ``env``: more environment variables for the child.
     """
     return run_child(
-        self_command(kind, spec), cwd=REPO, env=child_env(MLX_WORKSPACE=str(work)), **kwargs
+        self_command(kind, spec),
+        cwd=REPO,
+        env=child_env(MLX_WORKSPACE=str(work), **(env or {})),
+        **kwargs,
     )
 
 
@@ -618,7 +668,11 @@ def our_prepare(
 
 
 def our_train(
-    work: Path, config: Path | None, overrides: dict[str, Any], label: str
+    work: Path,
+    config: Path | None,
+    overrides: dict[str, Any],
+    label: str,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Prepare the data (own child, untimed) then train in a monitored child."""
     runs_dir = work / "runs" / label
@@ -633,9 +687,10 @@ def our_train(
     prep = our_child("our-prepare", {**spec, "repeats": 0}, work)
     if not prep.ok:
         return {"error": f"preparing the data failed (exit {prep.returncode}):\n{prep.tail()}"}
-    if "unavailable" in prep.result():
-        return prep.result()
-    run = our_child("our-train", spec, work, tail_dir=runs_dir, on_record=print_eval_record)
+    prepared = prep.result()
+    if "unavailable" in prepared or "skipped" in prepared:
+        return prepared
+    run = our_child("our-train", spec, work, env, tail_dir=runs_dir, on_record=print_eval_record)
     if not run.ok:
         return {"error": f"training failed (exit {run.returncode}):\n{run.tail()}"}
     unavailable = run.marker(RESULT_MARKER)
@@ -1169,6 +1224,67 @@ def section_sample(
     return {"ours": ours, "nanogpt": theirs}
 
 
+def section_gpt2_vocab(
+    report: Report, nanogpt: Path | None, work: Path, run_ours: bool
+) -> dict[str, Any]:
+    """The recipe's model on GPT-2 BPE tokens, where a step's largest tensors are its logits
+    (50,257 per position): ours as shipped, ours without huge pages, and nanoGPT."""
+    n = GPT2_VOCAB_ITERS
+    section_heading(f"GPT-2 vocabulary: the recipe's model on tiktoken tokens, {n} iterations")
+    overrides = our_overrides(work, "shakespeare", {})
+    overrides["model"] = dict(MODEL_SHAPE)
+    overrides["train"] = {
+        **TRAIN_RECIPE,
+        "max_iters": n,
+        "lr_decay_iters": n,
+        "warmup_iters": 4,
+        "eval_interval": n,
+        "eval_iters": 2,
+    }
+    results: dict[str, Any] = {}
+    runs = [("ours", {}), ("ours, no huge pages", {"THP_MEM_ALLOC_ENABLE": "0"})]
+    for name, env in runs if run_ours else []:
+        say(f"{name}:")
+        res = our_train(work, GPT2_VOCAB_CONFIG, overrides, f"gpt2-vocab-{len(results)}", env)
+        if status(res) == "skipped":  # tiktoken could not fetch the GPT-2 encoding
+            res = {"skipped": "offline: set TIKTOKEN_CACHE_DIR (bench/tiktoken_gpt2.py DIR)"}
+        print_errors(name, res)
+        results[name] = res
+        if status(res) == "skipped":
+            break
+    if nanogpt is not None and not any(status(r) == "skipped" for r in results.values()):
+        say("nanoGPT:")
+        results["nanoGPT"] = nanogpt_train_gpt2_vocab(nanogpt, work)
+        print_errors("nanoGPT", results["nanoGPT"])
+    ok = {name: res for name, res in results.items() if not status(res)}
+    for name, res in ok.items():
+        say(
+            f"  {name}: {fmt(res['ms_per_iter'], 1)} ms/iter, "
+            f"{fmt(res['tokens_per_sec'], 0)} tokens/s, peak RSS {fmt(res['peak_rss_mb'], 0)} MB"
+        )
+    theirs = ok.get("nanoGPT", {})
+    for name in ("ours", "ours, no huge pages"):
+        if name in results:
+            report.add(
+                f"gpt2 vocab tokens/s{'' if name == 'ours' else ', no huge pages'}",
+                ok.get(name, {}).get("tokens_per_sec"),
+                theirs.get("tokens_per_sec"),
+                digits=0,
+                target="report",
+                ours_note=status(results[name]),
+            )
+    if "ours" in results:
+        report.add(
+            "gpt2 vocab peak RSS (MB)",
+            ok.get("ours", {}).get("peak_rss_mb"),
+            theirs.get("peak_rss_mb"),
+            digits=0,
+            target="report",
+            ours_note=status(results["ours"]),
+        )
+    return results
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -1271,6 +1387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_json(args.json, figures)
         if "sample" in sections:
             done["sample"] = section_sample(report, nanogpt, work, ours)
+            save_json(args.json, figures)
+        if "gpt2vocab" in sections:
+            done["gpt2vocab"] = section_gpt2_vocab(report, nanogpt, work, ours)
     finally:
         if args.keep:
             say(f"\nscratch directory kept: {work}")
