@@ -883,7 +883,7 @@ def child_our_prepare(spec: dict[str, Any]) -> None:
 
 def child_our_train(spec: dict[str, Any]) -> None:
     try:
-        from mlharness.lm.trainer import train
+        from mlharness.lm.runner import train  # what `mlx train` runs
     except ImportError as exc:
         emit({"unavailable": f"mlharness.lm.trainer: {exc}"})
         return

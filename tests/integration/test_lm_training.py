@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from mlharness.config import deep_merge  # noqa: E402
 from mlharness.errors import CheckpointError, ConfigError, DatasetError  # noqa: E402
 from mlharness.lm import checkpoints as ckpt  # noqa: E402
+from mlharness.lm import config as lm_config  # noqa: E402
 from mlharness.lm.sampler import sample  # noqa: E402
 from mlharness.lm.trainer import Trainer, iter_records, learning_rate, train  # noqa: E402
 
@@ -168,6 +169,19 @@ def test_thread_shards_compute_the_whole_batch(tiny_lm: Any) -> None:
 )
 def test_thread_shards_only_where_they_apply(tiny_lm: Any, overrides: dict[str, Any]) -> None:
     cfg = tiny_lm(deep_merge({"train": {"num_threads": 2}}, overrides))
+    assert Trainer(cfg, fresh=True, progress=False).shards is None
+
+
+def test_no_thread_shards_for_logits_beyond_the_heap(
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """There torch's threading splits the large ops well, and slices cost memory."""
+    cfg = tiny_lm({"train": {"num_threads": 2}})
+    vocab = json.loads((cfg.data_dir / "meta.json").read_text())["vocab_size"]
+    logits = cfg.train.batch_size * cfg.model.block_size * vocab * 4
+    monkeypatch.setattr(lm_config, "HEAP_BLOCK_LIMIT", logits + 1)
+    assert Trainer(cfg, fresh=True, progress=False).shards is not None
+    monkeypatch.setattr(lm_config, "HEAP_BLOCK_LIMIT", logits)
     assert Trainer(cfg, fresh=True, progress=False).shards is None
 
 

@@ -55,9 +55,8 @@ def test_release_free_memory_is_safe_to_call() -> None:
 
 
 THP_LOOP = """
-import resource, sys, threading
-import mlharness.lm  # sets the lm defaults before torch is imported
-import os, torch
+import os, resource, threading
+import torch
 torch.set_num_threads(1)
 def step():  # a large activation made and freed in a worker thread, as ThreadShards does
     torch.empty(80 << 18).fill_(1.0)  # 80 MB: above any mmap threshold, beyond an arena
@@ -84,24 +83,23 @@ def _thp_available() -> bool:
 
 
 @pytest.mark.skipif(not _thp_available(), reason="no transparent huge pages on this kernel")
-def test_lm_asks_for_huge_pages_for_large_cpu_tensors() -> None:
-    """A GPT-2-vocabulary model's logits cost ~20,000 page faults each per step without."""
+def test_huge_pages_spare_the_faults_of_tensors_beyond_the_heap() -> None:
+    """What ``lm.runner.huge_pages_pay`` relies on: with torch's THP_MEM_ALLOC_ENABLE, a
+    tensor too large for the heap (a GPT-2 vocabulary's logits) costs a fraction of the
+    ~20,000 page faults it takes each step without."""
 
-    def run(**env: str) -> tuple[str, int]:
-        environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    def faults(setting: str) -> int:
         out = subprocess.run(
             [sys.executable, "-c", THP_LOOP],
             capture_output=True,
             text=True,
             check=True,
-            env={**environ, **env},
+            env={**os.environ, "THP_MEM_ALLOC_ENABLE": setting},
         )
-        setting, faults = out.stdout.split()
-        return setting, int(faults)
+        seen, count = out.stdout.split()
+        assert seen == setting
+        return int(count)
 
-    setting, huge = run()
-    assert setting == "1"  # the lm default
-    off, small = run(THP_MEM_ALLOC_ENABLE="0")  # an explicit setting wins
-    assert off == "0"
+    small, huge = faults("0"), faults("1")
     assert small >= 15_000  # 20,480 pages of 4 KiB
     assert huge < small / 4

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlharness.config.loading import deep_merge, load_raw, validate
 from mlharness.config.paths import workspace_root
 from mlharness.errors import ConfigError
+from mlharness.runs.heap import HEAP_BLOCK_LIMIT
 
 Operation = Literal["+", "-", "*"]
 
@@ -159,7 +160,8 @@ class TrainConfig(_Strict):
         description="On CPU with several torch threads and no dropout, give each thread a "
         "slice of the micro-batch to run forward and backward alone, and sum the slices' "
         "gradients in a fixed order; false: every op is split across the threads instead "
-        "(slower for small models, see docs/lm.md).",
+        "(slower for small models, see docs/lm.md). Not for logits of 64 MB or more per "
+        "micro-batch, where it gains nothing and costs memory.",
     )
     checkpointing: CheckpointingConfig = Field(
         default_factory=CheckpointingConfig, description="Checkpoint cadence and retention."
@@ -239,6 +241,17 @@ class LMConfig(_Strict):
     @property
     def output_dir(self) -> Path:
         return self.output.directory or workspace_root() / "runs"
+
+    def logits_outgrow_heap(self, vocab_size: int) -> bool:
+        """Whether a micro-batch's float32 logits are too large for the heap to keep between
+        steps (``runs/heap.py``): a GPT-2 vocabulary's are, 12 x 64 x 50,257 floats (154 MB).
+
+        Such tensors are mapped afresh each step at a page fault per 4 KiB, and they are
+        large enough that torch's own threading splits their ops well: the CPU trainer then
+        asks for huge pages and keeps its batch whole (see docs/lm.md).
+        """
+        logits = self.train.batch_size * self.model.block_size * vocab_size * 4
+        return logits >= HEAP_BLOCK_LIMIT
 
 
 _PATH_FIELDS = (("prepare", "input"), ("prepare", "data_dir"), ("output", "directory"))

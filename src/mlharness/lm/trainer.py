@@ -460,6 +460,7 @@ class Trainer:
             and args["dropout"] == 0
             and not t.compile
             and not self.dist.enabled
+            and not config.logits_outgrow_heap(args["vocab_size"])
         ):
             self.shards = ThreadShards(self.model, threads, self.autocast)
 

@@ -19,6 +19,8 @@ from typing import Any
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
+# Blocks at least this large are still mapped afresh, and their pages faulted in, each time.
+HEAP_BLOCK_LIMIT = 64 << 20
 
 
 def _libc() -> Any | None:
@@ -31,7 +33,9 @@ def _libc() -> Any | None:
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
-def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20) -> bool:
+def keep_freed_memory(
+    mmap_threshold: int = HEAP_BLOCK_LIMIT, trim_threshold: int = 256 << 20
+) -> bool:
     """Serve blocks below ``mmap_threshold`` from the heap and keep up to ``trim_threshold``
     of free heap mapped; True when glibc took the settings."""
     libc = _libc()
