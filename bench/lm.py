@@ -503,16 +503,49 @@ def nanogpt_prepare(root: Path, dataset: str, repeats: int) -> dict[str, Any]:
 
 def nanogpt_train(root: Path, iters: int, work: Path) -> dict[str, Any]:
     out_dir = work / "nanogpt-out"
-    cmd = [
-        PYTHON,
-        "-u",
-        "train.py",
-        *NANOGPT_RECIPE_ARGS,
-        f"--max_iters={iters}",
-        f"--lr_decay_iters={iters}",
-        f"--out_dir={out_dir}",
-        "--always_save_checkpoint=True",
-    ]
+    result = run_nanogpt_train(
+        root,
+        [
+            *NANOGPT_RECIPE_ARGS,
+            f"--max_iters={iters}",
+            f"--lr_decay_iters={iters}",
+            f"--out_dir={out_dir}",
+            "--always_save_checkpoint=True",
+        ],
+    )
+    if not status(result):
+        result["checkpoint"] = str(out_dir / "ckpt.pt")
+    return result
+
+
+def nanogpt_train_gpt2_vocab(root: Path, work: Path) -> dict[str, Any]:
+    """The recipe's model on nanoGPT's ``data/shakespeare`` (GPT-2 BPE), a short run."""
+    if not (root / "data" / "shakespeare" / "train.bin").exists():
+        prepared = nanogpt_prepare(root, "shakespeare", 1)
+        if status(prepared):
+            return prepared
+    n = GPT2_VOCAB_ITERS
+    return run_nanogpt_train(
+        root,
+        [
+            *[a for a in NANOGPT_RECIPE_ARGS if not a.endswith(".py") and "eval_iters" not in a],
+            "--dataset=shakespeare",
+            "--gradient_accumulation_steps=1",
+            "--learning_rate=1e-3",
+            "--min_lr=1e-4",
+            "--beta2=0.99",
+            f"--max_iters={n}",
+            f"--lr_decay_iters={n}",
+            f"--eval_interval={n}",
+            "--eval_iters=2",
+            f"--out_dir={work / 'nanogpt-gpt2-vocab'}",
+        ],
+    )
+
+
+def run_nanogpt_train(root: Path, args: Sequence[str]) -> dict[str, Any]:
+    """nanoGPT's ``train.py`` with ``args`` in a monitored child, its log summarised."""
+    cmd = [PYTHON, "-u", "train.py", *args]
     say("  " + " ".join(["python", *cmd[1:]]))
     run = run_child(cmd, cwd=root, echo=lambda line: bool(NANOGPT_EVAL_LINE.match(line)))
     if not run.ok:
@@ -530,43 +563,7 @@ def nanogpt_train(root: Path, iters: int, work: Path) -> dict[str, Any]:
     result = summarise_training(step_ms, evals, run)
     result["command"] = " ".join(["python", *cmd[1:]])
     result["training_started_at_seconds"] = train_start
-    result["checkpoint"] = str(out_dir / "ckpt.pt")
     return result
-
-
-def nanogpt_train_gpt2_vocab(root: Path, work: Path) -> dict[str, Any]:
-    """The recipe's model on nanoGPT's ``data/shakespeare`` (GPT-2 BPE), a short run."""
-    if not (root / "data" / "shakespeare" / "train.bin").exists():
-        prepared = nanogpt_prepare(root, "shakespeare", 1)
-        if status(prepared):
-            return prepared
-    n = GPT2_VOCAB_ITERS
-    cmd = [
-        PYTHON,
-        "-u",
-        "train.py",
-        *[a for a in NANOGPT_RECIPE_ARGS if not a.endswith(".py") and "eval_iters" not in a],
-        "--dataset=shakespeare",
-        "--gradient_accumulation_steps=1",
-        "--learning_rate=1e-3",
-        "--min_lr=1e-4",
-        "--beta2=0.99",
-        f"--max_iters={n}",
-        f"--lr_decay_iters={n}",
-        f"--eval_interval={n}",
-        "--eval_iters=2",
-        f"--out_dir={work / 'nanogpt-gpt2-vocab'}",
-    ]
-    say("  " + " ".join(["python", *cmd[1:]]))
-    run = run_child(cmd, cwd=root)
-    if not run.ok:
-        return {"error": f"train.py failed (exit {run.returncode}):\n{run.tail()}"}
-    step_ms = {
-        int(m.group(1)): float(m.group(3))
-        for _, line in run.lines
-        if (m := NANOGPT_ITER_LINE.match(line))
-    }
-    return summarise_training(step_ms, [], run)
 
 
 def summarise_training(
@@ -885,7 +882,7 @@ def child_our_train(spec: dict[str, Any]) -> None:
     try:
         from mlharness.lm.runner import train  # what `mlx train` runs
     except ImportError as exc:
-        emit({"unavailable": f"mlharness.lm.trainer: {exc}"})
+        emit({"unavailable": f"mlharness.lm.runner: {exc}"})
         return
     config = load_our_config(spec)
     result = train(config, fresh=True)
