@@ -618,6 +618,32 @@ def nanogpt_sample(root: Path) -> dict[str, Any]:
     return run.result()
 
 
+def whole_val(
+    work: Path, nanogpt: Path | None, ours: dict[str, Any], theirs: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Both final models' loss over the whole val split (see :func:`whole_split_loss`).
+
+    Both are scored on the same windows: our split, the last 10% of the tokens, is nanoGPT's
+    (the last 10% of the characters) less its first token, so it is used for both sides.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    val = work / "data" / "shakespeare_char" / "val.bin"
+    if not status(ours):
+        run = our_child(
+            "whole-val", {"side": "ours", "run_dir": ours["run_dir"], "val": str(val)}, work
+        )
+        out["ours"] = run.result() if run.ok else {"error": run.tail()}
+    if nanogpt is not None and theirs is not None and not status(theirs):
+        their_val = nanogpt / "data" / "shakespeare_char" / "val.bin"
+        if not (val.exists() and their_val.read_bytes().endswith(val.read_bytes())):
+            say("  note: our val split is not the end of nanoGPT's; each side scores its own.")
+            val = their_val
+        spec = {"side": "nanogpt", "root": str(nanogpt), "checkpoint": theirs["checkpoint"]}
+        run = run_child(self_command("whole-val", {**spec, "val": str(val)}), cwd=nanogpt)
+        out["nanogpt"] = run.result() if run.ok else {"error": run.tail()}
+    return out
+
+
 # --------------------------------------------------------------------------- our side
 
 
@@ -817,6 +843,64 @@ def child_our_sample(spec: dict[str, Any]) -> None:
     emit(result)
 
 
+def whole_split_loss(
+    loss: Callable[[Any, Any], Any], data: Any, block_size: int, batch_size: int = 64
+) -> float:
+    """Mean cross-entropy over every non-overlapping ``block_size`` window of ``data``.
+
+    Why: the logged val loss is each side's estimate from 20 random batches (eval_iters=20,
+    the recipe's), which the seed moves by 0.01-0.02. Every window of the split, the same
+    windows for both sides, gives the exact figure the two models can be compared on.
+    ``loss(x, y)`` returns a batch's mean loss.
+    """
+    import numpy as np
+    import torch
+
+    windows = (len(data) - 1) // block_size
+    offsets = np.arange(block_size + 1)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for first in range(0, windows, batch_size):
+            starts = np.arange(first, min(first + batch_size, windows)) * block_size
+            t = torch.from_numpy(data[starts[:, None] + offsets].astype(np.int64))
+            x, y = t[:, :-1].contiguous(), t[:, 1:].contiguous()
+            total += float(loss(x, y)) * y.numel()
+            tokens += y.numel()
+    return total / tokens
+
+
+def child_whole_val(spec: dict[str, Any]) -> None:
+    """One side's final model (``spec["side"]``) scored by :func:`whole_split_loss`."""
+    import numpy as np
+    import torch
+
+    data = np.memmap(spec["val"], dtype=np.uint16, mode="r")
+    if spec["side"] == "nanogpt":
+        sys.path.insert(0, spec["root"])
+        from model import GPT, GPTConfig  # nanoGPT's model.py
+
+        ckpt = torch.load(spec["checkpoint"], map_location="cpu", weights_only=False)
+        model = GPT(GPTConfig(**ckpt["model_args"]))
+        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+        iteration = int(ckpt["iter_num"])
+    else:
+        from mlharness.lm import checkpoints
+        from mlharness.lm.sampler import load_model
+
+        last = checkpoints.list_checkpoints(Path(spec["run_dir"]) / "checkpoints", "last")[-1]
+        model, _ = load_model(last.path, torch.device("cpu"), use_ema=False)
+        iteration = last.iter
+    model.eval()
+    block_size = model.config.block_size
+    emit(
+        {
+            "val_loss": whole_split_loss(lambda x, y: model(x, y)[1], data, block_size),
+            "iter": iteration,
+            "val_tokens": len(data),
+        }
+    )
+
+
 def child_nanogpt_prepare(spec: dict[str, Any]) -> None:
     import pickle  # noqa: F401  (imported by the script; loaded before the clock starts)
     import runpy
@@ -895,6 +979,7 @@ CHILD_MODES: dict[str, Callable[[dict[str, Any]], None]] = {
     "our-prepare": child_our_prepare,
     "our-train": child_our_train,
     "our-sample": child_our_sample,
+    "whole-val": child_whole_val,
 }
 
 
@@ -1104,6 +1189,24 @@ def section_train(
         theirs_note=at_iter(theirs),
         show_ratio=False,
     )
+    whole = whole_val(work, nanogpt, ours, theirs) if run_ours or theirs else {}
+    for name, res in whole.items():
+        say(
+            f"  {name}: whole val split: "
+            + (
+                f"val loss {res['val_loss']:.4f} over {res['val_tokens']} tokens @ {res['iter']}"
+                if "error" not in res
+                else res["error"]
+            )
+        )
+    report.add(
+        f"  val loss @ {iters}, whole val split",
+        whole.get("ours", {}).get("val_loss"),
+        whole.get("nanogpt", {}).get("val_loss"),
+        digits=4,
+        target="report",
+        show_ratio=False,
+    )
     t_target, t_issue = ref("seconds_to_target")
     report.add(
         f"recipe: s to val <= {TARGET_VAL_LOSS}",
@@ -1124,7 +1227,7 @@ def section_train(
         met=None if rss_ratio is None else rss_ratio <= MAX_RSS_RATIO,
         ours_note=status(ours),
     )
-    return {"ours": ours, "nanogpt": theirs}
+    return {"ours": ours, "nanogpt": theirs, "whole_val_split": whole}
 
 
 def section_fast(
