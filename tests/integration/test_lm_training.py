@@ -276,3 +276,51 @@ def test_ema_weights_are_kept_and_sampled(tiny_lm: Any) -> None:
     evals = [r for r in iter_records(result.run_dir) if "val_loss" in r]
     assert "val_ema_loss" in evals[-1]
     assert sample(cfg).samples
+
+
+def _crash_once(cfg: Any, monkeypatch: pytest.MonkeyPatch, at_step: int = 7) -> Path:
+    """Train ``cfg`` until step ``at_step`` raises; the failed run's directory."""
+    original = Trainer._step
+    calls = {"n": 0}
+
+    def crashing(self: Trainer, lr: float) -> Any:
+        calls["n"] += 1
+        if calls["n"] == at_step:
+            raise RuntimeError("simulated crash")
+        return original(self, lr)
+
+    monkeypatch.setattr(Trainer, "_step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, fresh=True, progress=False)
+    monkeypatch.setattr(Trainer, "_step", original)
+    return sorted((cfg.output_dir / cfg.experiment).iterdir())[-1]
+
+
+def test_resume_refuses_data_prepared_anew(
+    tiny_lm: Any, lm_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlharness.lm.prepare import prepare_data
+
+    cfg = tiny_lm()
+    crashed = _crash_once(cfg, monkeypatch)
+    prepare_data(cfg, None, force=True, progress=False)  # the same text again: fine
+    assert train(cfg, progress=False).run_dir == crashed
+
+    crashed = _crash_once(cfg, monkeypatch)
+    lm_corpus.write_text(lm_corpus.read_text(encoding="utf-8") + "Zebra ~ 42\n", encoding="utf-8")
+    prepare_data(cfg, None, force=True, progress=False)
+    with pytest.raises(DatasetError, match=r"prepared anew since the run .* started") as err:
+        train(cfg, progress=False)
+    assert "vocab_size" in str(err.value) and "source text" in str(err.value)
+    assert str(crashed) in str(err.value) and "--fresh" in str(err.value)
+    assert train(cfg, fresh=True, progress=False).run_dir != crashed
+
+
+def test_ema_switched_on_at_resume_averages_from_the_trained_weights(
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _crash_once(tiny_lm(), monkeypatch)  # no EMA in its checkpoints
+    trainer = Trainer(tiny_lm({"train": {"ema_decay": 0.9}}))
+    assert trainer.resumed_from is not None and trainer.ema is not None
+    trained = trainer.model.state_dict()
+    assert all(torch.equal(trainer.ema[k], trained[k]) for k in trained)

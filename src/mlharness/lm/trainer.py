@@ -345,6 +345,38 @@ def _reconcile_model_args(ours: dict[str, Any], theirs: dict[str, Any], where: P
     ours.update({k: theirs[k] for k in MODEL_ARGS if k in theirs})
 
 
+# What a run's tokens mean and which tokens it trains on: a resumed run must find the same.
+DATA_IDENTITY = ("tokenizer", "vocab_size", "dtype", "train_tokens", "val_tokens")
+
+
+def _check_same_data(data_dir: Path, meta: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run on data prepared anew since it started.
+
+    The run keeps the meta.json (and tokenizer.json) it started from. A re-prepare with
+    another tokenizer or text gives ids that mean other tokens, or point past the model's
+    embedding table, and the checkpointed batch position would index another file.
+    """
+    path = run_dir / "meta.json"
+    if not path.is_file():
+        return  # a run from before runs kept their meta.json: nothing to compare with
+    started = json.loads(path.read_text(encoding="utf-8"))
+    changed = [k for k in DATA_IDENTITY if started.get(k) != meta.get(k)]
+    if (started.get("source") or {}).get("sha256") != (meta.get("source") or {}).get("sha256"):
+        changed.append("source text")
+    tokenizer = (run_dir / "tokenizer.json", data_dir / "tokenizer.json")
+    if any(f.is_file() for f in tokenizer) and not (
+        all(f.is_file() for f in tokenizer)
+        and tokenizer[0].read_bytes() == tokenizer[1].read_bytes()
+    ):
+        changed.append("tokenizer.json")
+    if changed:
+        raise DatasetError(
+            f"The data in {data_dir} was prepared anew since the run {run_dir} started "
+            f"({', '.join(changed)} changed), so it cannot be resumed on it: start a new run "
+            "with --fresh, or prepare the data as that run had it (its meta.json says how)."
+        )
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -417,6 +449,7 @@ class Trainer:
         state: dict[str, Any] | None = None
         if found is not None:
             run_dir, info = found
+            _check_same_data(config.data_dir, self.meta, run_dir)
             meta = ckpt.read_meta(info.path)
             _reconcile_model_args(args, meta["model_args"], info.path)
             state = {"meta": meta, "info": info, "run_dir": run_dir}
@@ -500,6 +533,10 @@ class Trainer:
             if self.ema is not None and meta.get("has_ema"):
                 ema = ckpt.load_weights(path, ema=True)
                 self.ema = {k: ema.get(k, v).to(self.device) for k, v in self.ema.items()}
+            elif self.ema is not None:
+                # EMA switched on at resume: average from the trained weights, not the
+                # initial ones the model had before they were loaded.
+                self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.batch_gen.set_state(state["batch_generator"])
             rngs = state["rng"]
             set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
