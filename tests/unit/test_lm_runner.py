@@ -1,4 +1,4 @@
-"""lm/runner.py: huge pages are asked for only where a step's logits outgrow the heap."""
+"""lm/runner.py: huge pages only where a step's logits outgrow the heap; prepare under torchrun."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mlharness.errors import DatasetError
 from mlharness.lm.config import load_lm_config
-from mlharness.lm.runner import huge_pages_pay
+from mlharness.lm.runner import huge_pages_pay, prepare_if_needed
 
 
 def config_with_vocab(tmp_path: Path, vocab: int | None) -> Path:
@@ -77,3 +78,21 @@ def test_train_sets_huge_pages_before_torch_is_imported(
         env=env,
     )
     assert out.stdout.split() == [seen, "False"]
+
+
+def test_under_torchrun_missing_data_is_prepared_beforehand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "corpus.txt"
+    source.write_text("to be or not to be\n" * 50, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLX_WORKSPACE", str(tmp_path))
+    config = load_lm_config(None, "text", overrides={"prepare": {"input": str(source)}})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DatasetError, match="run 'mlx prepare text' first, then start torchrun"):
+        prepare_if_needed(config)
+    assert not (config.data_dir / "train.bin").exists()  # no process prepared it
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert prepare_if_needed(config) is not None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert prepare_if_needed(config) is None  # current: every process goes on to train

@@ -7,6 +7,7 @@ when a command actually trains or samples.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -67,22 +68,28 @@ def _report_prepare(report: Any) -> None:
     )
 
 
+def _leads() -> bool:
+    """Whether this process reports: under torchrun only rank 0 does (it alone writes the run)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _train(cfg: LMConfig, fresh: bool) -> Path:
     from mlharness.lm import runner
 
-    typer.echo(f"Experiment: {cfg.experiment}")
+    say = typer.echo if _leads() else lambda _: None
+    say(f"Experiment: {cfg.experiment}")
     result = runner.train(cfg, fresh=fresh)
     if result.resumed_from is not None:
-        typer.echo(f"Resumed from {result.resumed_from}")
+        say(f"Resumed from {result.resumed_from}")
     final = result.final_metrics
     val = final.get("val_loss")
-    typer.echo(
+    say(
         f"Training {result.status} at iteration {result.iterations}"
         + (f": val loss {val:.4f}, best {result.best_val_loss:.4f}" if val is not None else "")
     )
-    typer.echo(f"Run directory: {result.run_dir}")
+    say(f"Run directory: {result.run_dir}")
     if result.status == "interrupted":
-        typer.echo("Interrupted: run 'mlx train' again to resume from the last checkpoint.")
+        say("Interrupted: run 'mlx train' again to resume from the last checkpoint.")
         raise typer.Exit(130)
     return result.run_dir
 
@@ -171,15 +178,33 @@ def sample(
             show_default=False,
         ),
     ] = None,
-    num_samples: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
-    temperature: Annotated[float | None, typer.Option(show_default=False)] = None,
-    top_k: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
-    top_p: Annotated[float | None, typer.Option(show_default=False)] = None,
+    num_samples: Annotated[
+        int | None, typer.Option(min=1, help="Samples to draw.", show_default=False)
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Tokens to generate per sample.", show_default=False)
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Softmax temperature (< 1: safer, > 1: wilder).", show_default=False),
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(min=1, help="Sample among the k likeliest tokens only.", show_default=False),
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            help="Nucleus sampling: the likeliest tokens holding this much probability.",
+            show_default=False,
+        ),
+    ] = None,
     start: Annotated[
         str | None, typer.Option(help="Prompt text, or FILE:path.", show_default=False)
     ] = None,
-    seed: Annotated[int | None, typer.Option(show_default=False)] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the sampling RNG.", show_default=False)
+    ] = None,
     set_items: SetOption = None,
     strict: StrictOption = False,
 ) -> None:
@@ -223,8 +248,10 @@ def run_loop(cfg: LMConfig, input_path: Path | None = None, fresh: bool = False)
     runner.check_paths(cfg)
     report = runner.prepare_if_needed(cfg, input_path)
     if report is None:
-        typer.echo(f"Data in {cfg.data_dir} is current; prepare skipped.")
+        if _leads():
+            typer.echo(f"Data in {cfg.data_dir} is current; prepare skipped.")
     else:
         _report_prepare(report)
     run_dir = _train(cfg, fresh)
-    _sample(cfg, run_dir, None)
+    if _leads():
+        _sample(cfg, run_dir, None)

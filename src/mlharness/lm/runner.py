@@ -92,4 +92,10 @@ def prepare_if_needed(config: LMConfig, input_path: Path | None = None) -> Prepa
     if artifacts_current(config, input_path):
         log.info("Data in %s is current; skipping prepare.", config.data_dir)
         return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DatasetError(
+            f"The data in {config.data_dir} is missing or out of date, and under torchrun every "
+            f"process would prepare it at once: run 'mlx prepare {config.experiment}' first, "
+            "then start torchrun again."
+        )
     return prepare_data(config, input_path, force=True)
