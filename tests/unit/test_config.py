@@ -251,7 +251,8 @@ def test_parse_set_items_rejects_malformed_items(item: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_set_items([item])
     assert str(info.value) == (
-        f"Invalid override '{item}'. Use --set key.path=value, for example --set training.epochs=5."
+        f"Invalid override '{item}'. Use --set key.path=value, for example --set training.epochs=5 "
+        "(tabular) or --set train.max_iters=100 (lm)."
     )
 
 
@@ -304,7 +305,7 @@ def test_mlx_overrides_invalid_json_message(
     assert str(info.value) == (
         "MLX_OVERRIDES is not valid JSON (line 1, column 2: Expecting property name enclosed "
         "in double quotes). Set it to a JSON object, for example "
-        """MLX_OVERRIDES='{"training": {"epochs": 5}}'."""
+        """MLX_OVERRIDES='{"train": {"max_iters": 100}}'."""
     )
 
 

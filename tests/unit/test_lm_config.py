@@ -59,6 +59,7 @@ def test_default_locations_are_in_the_workspace(workspace: Path) -> None:
         ({"train": {"min_lr": 1.0}}, "min_lr (1.0) must not exceed learning_rate (0.001)"),
         ({"train": {"checkpointing": {"keep": {"last": -1}}}}, "keep.last"),
         ({"train": {"device": "tpu"}}, "train.device"),
+        ({"train": {"dtype": "float16"}}, "'auto', 'float32' or 'bfloat16' (got 'float16')"),
     ],
 )
 def test_invalid_values_are_reported(

@@ -25,7 +25,8 @@ SetOption = Annotated[
     typer.Option(
         "--set",
         metavar="KEY=VALUE",
-        help="Override a config field, e.g. --set training.epochs=5 (repeatable). Applied after "
+        help="Override a config field, e.g. --set training.epochs=5 or --set train.max_iters=100 "
+        "(repeatable). Applied after "
         "the MLX_OVERRIDES environment variable (a JSON object).",
         show_default=False,
     ),

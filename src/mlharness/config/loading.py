@@ -138,7 +138,7 @@ def parse_set_items(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not all(parts):
             raise ConfigError(
                 f"Invalid override '{item}'. Use --set key.path=value, "
-                "for example --set training.epochs=5."
+                "for example --set training.epochs=5 (tabular) or --set train.max_iters=100 (lm)."
             )
         value = _parse_value(raw)
         node = result
@@ -186,7 +186,7 @@ def env_overrides(var: str = OVERRIDES_ENV) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{var} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). "
-            f"""Set it to a JSON object, for example {var}='{{"training": {{"epochs": 5}}}}'."""
+            f"""Set it to a JSON object, for example {var}='{{"train": {{"max_iters": 100}}}}'."""
         ) from exc
     if not isinstance(value, dict):
         raise ConfigError(f"{var} must be a JSON object, got {type(value).__name__}.")

@@ -145,7 +145,8 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="`auto` picks cuda, then mps, then cpu."
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    # No float16: without loss scaling its gradients underflow, and bfloat16 needs none.
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Autocast dtype; `auto` is bfloat16 on CUDA, float32 elsewhere."
     )
     compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
