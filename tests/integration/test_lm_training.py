@@ -313,6 +313,9 @@ def test_resume_refuses_data_prepared_anew(
         train(cfg, progress=False)
     assert "vocab_size" in str(err.value) and "source text" in str(err.value)
     assert str(crashed) in str(err.value) and "--fresh" in str(err.value)
+    (crashed / "meta.json").write_text("{", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"meta\.json cannot be read .* start a new run"):
+        train(cfg, progress=False)
     assert train(cfg, fresh=True, progress=False).run_dir != crashed
 
 

@@ -76,7 +76,12 @@ def _leads() -> bool:
 def _train(cfg: LMConfig, fresh: bool) -> Path:
     from mlharness.lm import runner
 
-    say = typer.echo if _leads() else lambda _: None
+    lead = _leads()
+
+    def say(text: str) -> None:
+        if lead:
+            typer.echo(text)
+
     say(f"Experiment: {cfg.experiment}")
     result = runner.train(cfg, fresh=fresh)
     if result.resumed_from is not None:

@@ -359,7 +359,13 @@ def _check_same_data(data_dir: Path, meta: dict[str, Any], run_dir: Path) -> Non
     path = run_dir / "meta.json"
     if not path.is_file():
         return  # a run from before runs kept their meta.json: nothing to compare with
-    started = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        started = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(
+            f"{path} cannot be read ({exc}), so the run's data cannot be checked before it "
+            "resumes: start a new run with --fresh."
+        ) from exc
     changed = [k for k in DATA_IDENTITY if started.get(k) != meta.get(k)]
     if (started.get("source") or {}).get("sha256") != (meta.get("source") or {}).get("sha256"):
         changed.append("source text")
