@@ -133,12 +133,19 @@ def read_meta(path: Path) -> dict[str, Any]:
             f"'{path}' is not a checkpoint: it has no {META_FILE}. Point at a ckpt_last_* or "
             "ckpt_best_* directory written by mlx train."
         ) from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"Cannot read {meta_path}: {exc}.") from exc
-    missing = [k for k in _REQUIRED if not isinstance(meta, dict) or k not in meta]
+    except ValueError as exc:  # undecodable bytes or broken JSON: a truncated write
+        raise damaged(path, META_FILE, exc) from exc
+    except OSError as exc:
+        raise CheckpointError(
+            f"Cannot read {meta_path} ({exc.strerror or exc}): check that it is a readable file."
+        ) from exc
+    if not isinstance(meta, dict):
+        raise damaged(path, META_FILE, f"it holds a JSON {type(meta).__name__}, not an object")
+    missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(
-            f"Checkpoint {path} is incomplete: {META_FILE} lacks {', '.join(missing)}."
+            f"Checkpoint {path} is incomplete: {META_FILE} lacks {', '.join(missing)}; "
+            f"{_remedy(path)}."
         )
     if meta["schema"] != SCHEMA:
         raise CheckpointError(
@@ -147,16 +154,76 @@ def read_meta(path: Path) -> dict[str, Any]:
         )
     for file in (WEIGHTS_FILE, TRAINER_FILE) + ((EMA_FILE,) if meta.get("has_ema") else ()):
         if not (path / file).is_file():
-            raise CheckpointError(f"Checkpoint {path} is incomplete: {file} is missing.")
+            raise _missing(path, file)
     return dict(meta)
 
 
+def _reason(exc: BaseException | str) -> str:
+    """The loader's first sentence, kept short: torch's complaints run on for a paragraph."""
+    if isinstance(exc, str):
+        return exc
+    text = str(exc).strip()
+    line = text.splitlines()[0].split(". ")[0].rstrip(".") if text else ""
+    line = line if len(line) <= 100 else line[:97] + "..."
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def damaged(path: Path, file: str, exc: BaseException | str) -> CheckpointError:
+    """The one message for a checkpoint file that exists but cannot be parsed.
+
+    The fix is the same whichever file it is: the directory is unusable as a whole.
+    """
+    return CheckpointError(
+        f"Checkpoint file {path / file} is damaged or truncated ({_reason(exc)}): {_remedy(path)}."
+    )
+
+
+def _missing(path: Path, file: str) -> CheckpointError:
+    return CheckpointError(f"Checkpoint {path} is incomplete: {file} is missing; {_remedy(path)}.")
+
+
+def _remedy(path: Path) -> str:
+    """What to do about an unusable checkpoint: resume and sampling take the newest one,
+    so removing it makes them use the one before it."""
+    return (
+        f"delete the checkpoint directory {path} so the one before it is used, or start a new "
+        "run with 'mlx train <experiment> --fresh'"
+    )
+
+
+def _load_file_error(path: Path, file: str, exc: Exception) -> CheckpointError:
+    if isinstance(exc, FileNotFoundError):
+        return _missing(path, file)
+    if isinstance(exc, OSError):
+        return CheckpointError(
+            f"Cannot read {path / file} ({exc.strerror or exc}): check that it is a readable file."
+        )
+    return damaged(path, file, exc)
+
+
 def load_weights(path: Path, *, ema: bool = False) -> dict[str, torch.Tensor]:
-    return load_file(str(path / (EMA_FILE if ema else WEIGHTS_FILE)))
+    file = EMA_FILE if ema else WEIGHTS_FILE
+    try:
+        return load_file(str(path / file))
+    # Damaged bytes make safetensors raise its own SafetensorError (a bare Exception
+    # subclass), so nothing narrower than Exception catches every way the file can be bad.
+    except Exception as exc:
+        raise _load_file_error(path, file, exc) from exc
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path / TRAINER_FILE, weights_only=True)
+    """Unpickle trainer.pt, turning every way it can be damaged into a CheckpointError.
+
+    torch reports a damaged file as EOFError (empty), RuntimeError (truncated zip),
+    KeyError or UnpicklingError (garbage); EOFError in particular must not escape, since
+    click turns it into a bare "Aborted." that names no file.
+    """
+    try:
+        state = torch.load(path / TRAINER_FILE, weights_only=True)
+    except Exception as exc:
+        raise _load_file_error(path, TRAINER_FILE, exc) from exc
+    if not isinstance(state, dict):
+        raise damaged(path, TRAINER_FILE, f"it holds a {type(state).__name__}, not a dict")
     return state
 
 

@@ -116,6 +116,16 @@ class _Stream:
         self.shown = len(text)
 
 
+def sample_paths(samples_dir: Path, stamp: str, checkpoint: Path) -> tuple[Path, Path]:
+    """The .txt and .json paths of one sampling, named ``<stamp>_<checkpoint>``.
+
+    The suffix is appended, not swapped in with ``with_suffix``: best checkpoint names end
+    in a metric such as ``val_loss_3.9958``, whose ``.9958`` would otherwise be cut off.
+    """
+    base = f"{stamp}_{checkpoint.name}"
+    return samples_dir / f"{base}.txt", samples_dir / f"{base}.json"
+
+
 def sample(
     config: LMConfig,
     *,
@@ -164,10 +174,9 @@ def sample(
             out.write("\n")
     elapsed = time.perf_counter() - started
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
-    base = run_dir / "samples" / f"{stamp}_{checkpoint.name}"
-    base.parent.mkdir(parents=True, exist_ok=True)
-    text_path = base.with_suffix(".txt")
-    json_path = base.with_suffix(".json")
+    samples_dir = run_dir / "samples"
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    text_path, json_path = sample_paths(samples_dir, stamp, checkpoint)
     atomic_write_text(
         text_path, "".join(f"--- sample {i + 1} ---\n{t}\n" for i, t in enumerate(texts))
     )

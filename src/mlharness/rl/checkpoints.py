@@ -101,5 +101,5 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path / lm_ckpt.TRAINER_FILE, weights_only=True)
-    return state
+    """The same trainer.pt as the lm engine's, damaged files reported the same way."""
+    return lm_ckpt.load_trainer_state(path)
