@@ -345,6 +345,69 @@ def test_download_once_then_current_by_url(
     assert not artifacts_current(config("shakespeare_char", url="https://example.org/x.txt"))
 
 
+@pytest.fixture
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any download attempt fails the test: these cases must not reach for the network."""
+
+    def download(url: str, dest: Path) -> None:
+        pytest.fail(f"prepare tried to download {url}")
+
+    monkeypatch.setattr(prep, "_download", download)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("urlopen"))
+
+
+def test_data_from_a_local_copy_is_current_without_input(
+    workspace: Path, corpus: Path, no_download: None
+) -> None:
+    from mlharness.lm import runner
+
+    cfg = config("shakespeare_char")  # its default source is a download
+    prepare_data(cfg, corpus, progress=False)
+    assert artifacts_current(cfg)  # the loop without --input: no download, no re-prepare
+    assert runner.prepare_if_needed(cfg) is None
+    assert prepare_data(cfg, progress=False).skipped
+    assert artifacts_current(cfg, corpus)  # the same file given again
+
+    corpus.unlink()  # like a deleted download: the artifacts are all there is
+    assert artifacts_current(cfg)
+    assert not artifacts_current(cfg, corpus)  # but a file given now must exist
+    assert not artifacts_current(config("shakespeare_char", tokenizer="bpe"))
+    assert not artifacts_current(config("shakespeare_char", val_fraction=0.2))
+
+
+def test_data_from_a_local_copy_is_stale_when_another_input_is_given(
+    workspace: Path, corpus: Path, no_download: None
+) -> None:
+    cfg = config("shakespeare_char")
+    prepare_data(cfg, corpus, progress=False)
+    other = workspace / "other.txt"
+    other.write_text("To be, or not to be.\n" * 20, encoding="utf-8")
+    assert not artifacts_current(cfg, other)
+    assert not artifacts_current(config("shakespeare_char", input=other))
+    report = prepare_data(cfg, other, progress=False)
+    assert not report.skipped and report.vocab_size == len(set(other.read_text("utf-8")))
+    assert load_meta(cfg.data_dir)["source"]["path"] == str(other)
+    assert artifacts_current(cfg)
+
+    with other.open("a", encoding="utf-8") as f:
+        f.write("one more line\n")  # the recorded file changed: no longer current
+    assert not artifacts_current(cfg)
+    assert not prepare_data(cfg, other, progress=False).skipped
+
+
+def test_data_from_a_given_file_stays_current_without_a_default_download(
+    workspace: Path, corpus: Path, no_download: None
+) -> None:
+    cfg = config("bundestag_char")  # no download, and no data/bundestag_char/input.txt
+    prepare_data(cfg, corpus, progress=False)
+    assert artifacts_current(cfg)
+    default = cfg.data_dir / "input.txt"  # the default file, once there, is the source
+    default.write_text("Etwas ganz anderes.\n" * 20, encoding="utf-8")
+    assert not artifacts_current(cfg)
+    assert not prepare_data(cfg, progress=False).skipped
+    assert load_meta(cfg.data_dir)["source"]["path"] == str(default)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -373,6 +436,52 @@ def test_missing_input_file(workspace: Path) -> None:
         f"Input file {workspace / 'nope.txt'} does not exist: provide it, or pass --input "
         "PATH (or set prepare.input) to a UTF-8 text file."
     )
+
+
+@pytest.mark.parametrize("via", ["--input", "prepare.input"])
+def test_arithmetic_refuses_an_input_file(workspace: Path, via: str) -> None:
+    missing = workspace / "does_not_exist.txt"
+    cfg = config("arithmetic", input=missing) if via == "prepare.input" else config("arithmetic")
+    with pytest.raises(ConfigError) as info:
+        prepare_data(cfg, missing if via == "--input" else None, progress=False)
+    assert str(info.value) == (
+        f"The arithmetic experiment generates its problems and takes no input file, but "
+        f"{missing} was given: remove --input (or prepare.input from the config) and run again."
+    )
+    assert not (workspace / "data" / "arithmetic").exists()  # nothing written
+
+
+def test_arithmetic_refuses_an_input_file_when_current(workspace: Path, corpus: Path) -> None:
+    cfg = config("arithmetic")
+    prepare_data(cfg, progress=False)
+    with pytest.raises(ConfigError, match="takes no input file"):
+        artifacts_current(cfg, corpus)  # the loop's check refuses it too, not only prepare
+
+
+def test_any_generated_source_refuses_an_input_file(
+    workspace: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def generated(ctx: prep.PrepareContext) -> prep.Source:
+        return prep.Source(text="abc\n" * 10)
+
+    monkeypatch.setitem(prep._REGISTRY, "gen", prep.Preparer("gen", generated, {}, "test"))
+    assert not prepare_data(config("gen"), progress=False).skipped
+    with pytest.raises(ConfigError) as info:
+        prepare_data(config("gen"), corpus, force=True, progress=False)
+    assert str(info.value) == (
+        f"The gen experiment generates its text and takes no input file, but {corpus} was "
+        "given: remove --input (or prepare.input from the config) and run again."
+    )
+
+
+def test_every_file_preparer_reads_the_given_input(workspace: Path, corpus: Path) -> None:
+    for name in BUILT_INS:
+        ctx = prep.PrepareContext(config(name), corpus, workspace / "data" / name)
+        if name == "arithmetic":
+            with pytest.raises(ConfigError, match="takes no input file"):
+                prep.get(name).fn(ctx)
+        else:
+            assert prep.get(name).fn(ctx).path == corpus, name
 
 
 def test_bundestag_without_input_names_the_file_to_provide(workspace: Path) -> None:

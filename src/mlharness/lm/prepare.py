@@ -155,6 +155,18 @@ def experiment_defaults(name: str) -> dict[str, Any]:
     return copy.deepcopy(preparer.defaults) if preparer else {}
 
 
+def refuse_input(ctx: PrepareContext, makes: str = "its text") -> None:
+    """For preparers that generate their data: an input file given to them would otherwise
+    be ignored without a word, and the user would train on something other than the text
+    they meant (seed 004: missing or wrong inputs are errors, never silent fallbacks)."""
+    if ctx.input_path is not None:
+        raise ConfigError(
+            f"The {ctx.config.preparer} experiment generates {makes} and takes no input file, "
+            f"but {ctx.input_path} was given: remove --input (or prepare.input from the "
+            "config) and run again."
+        )
+
+
 def input_file(ctx: PrepareContext) -> Source:
     """The usual source: ``--input`` (or ``prepare.input``), else ``<data_dir>/input.txt``,
     downloaded from ``prepare.url`` when that is set and the file is missing."""
@@ -185,7 +197,7 @@ def prepare_data(
     if not force and artifacts_current(config, input_path):
         return _report(ctx.data_dir, load_meta(ctx.data_dir), started, skipped=True)
     say = _reporter(progress)
-    source = preparer.fn(ctx)
+    source = _source(preparer, ctx)
     text, origin = _load(source, preparer.name, say)
     say(f"Tokenizing {origin['bytes'] / 1e6:.1f} MB with {config.prepare.tokenizer}")
     tokenizer = _build_tokenizer(config.prepare, text)
@@ -261,6 +273,15 @@ def _settings(prepare: PrepareConfig) -> dict[str, Any]:
     if prepare.tokenizer == "bpe":
         settings["bpe_vocab_size"] = prepare.bpe_vocab_size
     return settings
+
+
+def _source(preparer: Preparer, ctx: PrepareContext) -> Source:
+    """The preparer's source; a generated one with an input file given is refused here
+    too, so a new generating preparer that forgets :func:`refuse_input` cannot ignore it."""
+    source = preparer.fn(ctx)
+    if source.text is not None:
+        refuse_input(ctx)
+    return source
 
 
 def _context(config: LMConfig, input_path: Path | None) -> PrepareContext:
@@ -358,8 +379,13 @@ def artifacts_current(config: LMConfig, input_path: Path | None = None) -> bool:
     """Whether the data directory holds what :func:`prepare_data` would write now.
 
     True when train.bin, val.bin and meta.json exist (and tokenizer.json for ``bpe``) and
-    meta.json records the same preparer, settings and source checksum. A download whose
-    local copy is gone counts as current when meta.json records the same URL.
+    meta.json records the same preparer, settings (tokenizer included) and source checksum.
+    A download whose local copy is gone counts as current when meta.json records the same
+    URL. Without an input file given (``--input`` or ``prepare.input``) and without the
+    default ``<data_dir>/input.txt``, data made from a file the user gave earlier is
+    current unless that file has changed since: the user chose that text explicitly, and
+    replacing it by a download of the default corpus would be pointless (the same text)
+    and offline impossible. An input file given now is always compared by checksum.
     """
     ctx = _context(config, input_path)
     needed = (*ARTIFACTS, BPE_FILE) if config.prepare.tokenizer == "bpe" else ARTIFACTS
@@ -379,12 +405,28 @@ def artifacts_current(config: LMConfig, input_path: Path | None = None) -> bool:
     recorded = meta.get("source")
     if not isinstance(recorded, dict):
         return False
-    source = preparer.fn(ctx)
+    source = _source(preparer, ctx)
     if source.text is not None:
         return bool(recorded.get("sha256") == _fingerprint(source.text.encode("utf-8"))["sha256"])
     if source.path is not None and source.path.is_file():
         return bool(recorded.get("sha256") == _file_sha256(source.path))
-    return source.url is not None and recorded.get("url") == source.url
+    if ctx.input_path is not None:
+        return False  # the given file is missing: prepare_data says so
+    if source.url is not None and recorded.get("url") == source.url:
+        return True
+    return _given_file_unchanged(recorded)
+
+
+def _given_file_unchanged(recorded: dict[str, Any]) -> bool:
+    """Whether meta.json's source is a file the user gave (not a download) that is either
+    gone, like a deleted download, or still has the recorded checksum."""
+    path = recorded.get("path")
+    if "url" in recorded or not isinstance(path, str):
+        return False
+    given = Path(path)
+    if not given.exists():
+        return True
+    return given.is_file() and recorded.get("sha256") == _file_sha256(given)
 
 
 def _file_sha256(path: Path) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlharness.lm.config import ArithmeticConfig
-from mlharness.lm.prepare import PrepareContext, Source, register
+from mlharness.lm.prepare import PrepareContext, Source, refuse_input, register
 from mlharness.runs.io import atomic_write_text
 
 OPERATIONS: dict[str, Callable[[int, int], int]] = {
@@ -53,6 +53,7 @@ def generate_problems(config: ArithmeticConfig) -> str:
     description="Generated a+b=c problems (prepare.arithmetic), character-level.",
 )
 def prepare(ctx: PrepareContext) -> Source:
+    refuse_input(ctx, "its problems")  # before the prompt files are written
     text = generate_problems(ctx.config.prepare.arithmetic)
     write_prompt_files(text, ctx.config.prepare.val_fraction, ctx.data_dir)
     return Source(text=text)
