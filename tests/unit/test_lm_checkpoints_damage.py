@@ -77,7 +77,7 @@ def test_a_damaged_file_is_named_with_what_to_do(checkpoint: Path, file: str, da
     assert message.startswith(f"Checkpoint file {checkpoint / file} is damaged or truncated (")
     assert message.endswith(
         f"): delete the checkpoint directory {checkpoint} so the one before it is used, or "
-        "start a new run with 'mlx train <experiment> --fresh'."
+        "start a new run with 'mlx train --fresh'."
     )
     assert "\n" not in message
 
@@ -116,7 +116,7 @@ def test_a_file_missing_at_load_time_is_named(checkpoint: Path, file: str) -> No
     assert str(info.value) == (
         f"Checkpoint {checkpoint} is incomplete: {file} is missing; delete the checkpoint "
         f"directory {checkpoint} so the one before it is used, or start a new run with "
-        "'mlx train <experiment> --fresh'."
+        "'mlx train --fresh'."
     )
 
 
@@ -135,7 +135,7 @@ def test_checkpoint_json_without_its_fields_says_what_to_do(checkpoint: Path) ->
     assert str(info.value) == (
         f"Checkpoint {checkpoint} is incomplete: checkpoint.json lacks kind, iter, model_args, "
         f"best_val_loss, config; delete the checkpoint directory {checkpoint} so the one before "
-        "it is used, or start a new run with 'mlx train <experiment> --fresh'."
+        "it is used, or start a new run with 'mlx train --fresh'."
     )
 
 

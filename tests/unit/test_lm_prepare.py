@@ -451,6 +451,16 @@ def test_arithmetic_refuses_an_input_file(workspace: Path, via: str) -> None:
     assert not (workspace / "data" / "arithmetic").exists()  # nothing written
 
 
+def test_arithmetic_refuses_a_url(workspace: Path) -> None:
+    cfg = config("arithmetic", url="https://example.org/text.txt")
+    with pytest.raises(ConfigError) as info:
+        prepare_data(cfg, progress=False)
+    assert str(info.value) == (
+        "The arithmetic experiment generates its problems and downloads nothing, but "
+        "prepare.url is https://example.org/text.txt: remove it from the config and run again."
+    )
+
+
 def test_arithmetic_refuses_an_input_file_when_current(workspace: Path, corpus: Path) -> None:
     cfg = config("arithmetic")
     prepare_data(cfg, progress=False)

@@ -187,7 +187,7 @@ def _remedy(path: Path) -> str:
     so removing it makes them use the one before it."""
     return (
         f"delete the checkpoint directory {path} so the one before it is used, or start a new "
-        "run with 'mlx train <experiment> --fresh'"
+        "run with 'mlx train --fresh'"
     )
 
 

@@ -165,6 +165,12 @@ def refuse_input(ctx: PrepareContext, makes: str = "its text") -> None:
             f"but {ctx.input_path} was given: remove --input (or prepare.input from the "
             "config) and run again."
         )
+    if ctx.config.prepare.url is not None:
+        raise ConfigError(
+            f"The {ctx.config.preparer} experiment generates {makes} and downloads nothing, "
+            f"but prepare.url is {ctx.config.prepare.url}: remove it from the config and run "
+            "again."
+        )
 
 
 def input_file(ctx: PrepareContext) -> Source:
