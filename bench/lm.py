@@ -634,8 +634,13 @@ def whole_val(
         )
         out["ours"] = run.result() if run.ok else {"error": run.tail()}
     if nanogpt is not None and theirs is not None and not status(theirs):
+        if not Path(theirs["checkpoint"]).exists():  # it saves only at evaluations after step 0
+            out["nanogpt"] = {"skipped": "nanoGPT saved no checkpoint after step 0"}
+            return out
         their_val = nanogpt / "data" / "shakespeare_char" / "val.bin"
-        if not (val.exists() and their_val.read_bytes().endswith(val.read_bytes())):
+        if not val.exists():
+            val = their_val  # our side was skipped
+        elif not their_val.read_bytes().endswith(val.read_bytes()):
             say("  note: our val split is not the end of nanoGPT's; each side scores its own.")
             val = their_val
         spec = {"side": "nanogpt", "root": str(nanogpt), "checkpoint": theirs["checkpoint"]}
@@ -1195,8 +1200,8 @@ def section_train(
             f"  {name}: whole val split: "
             + (
                 f"val loss {res['val_loss']:.4f} over {res['val_tokens']} tokens @ {res['iter']}"
-                if "error" not in res
-                else res["error"]
+                if "val_loss" in res
+                else res.get("error") or f"skipped: {res.get('skipped')}"
             )
         )
     report.add(
