@@ -4,9 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
-# The CPU build of torch; installed before the project so its `torch>=2.4` is already met
-# (an unpinned request would pull a several-GB CUDA build).
+# torch is installed before the project so its `torch>=2.4` is already met (an unpinned
+# request would pull a several-GB CUDA build). A machine whose pip finds a local CPU wheel
+# gets that; from PyPI itself torch==2.13.0 is a CUDA build, so for the CPU one pass
+# TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench bench-lm \
@@ -19,12 +22,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install "$(TORCH)"
+	$(PIP) install "$(TORCH)" $(TORCH_INDEX)
 	$(PIP) install -e ".[rl]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PIP) install "$(TORCH)"
+	$(PIP) install "$(TORCH)" $(TORCH_INDEX)
 	$(PIP) install -e ".[dev,rl]"
 	@touch $@ $(VENV)/.installed
 

@@ -5,7 +5,6 @@ The CLI calls these and prints; ``mlx run-experiment`` on an lm config runs :fun
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -19,8 +18,6 @@ from mlharness.lm.prepare import PrepareReport, artifacts_current, load_meta, pr
 if TYPE_CHECKING:
     from mlharness.lm.sampler import SampleResult
     from mlharness.lm.trainer import TrainResult
-
-log = logging.getLogger(__name__)
 
 
 def check_paths(config: LMConfig) -> None:
@@ -90,8 +87,7 @@ def sample(
 def prepare_if_needed(config: LMConfig, input_path: Path | None = None) -> PrepareReport | None:
     """Prepare unless the artifacts exist and match the source (seed 004's loop rule)."""
     if artifacts_current(config, input_path):
-        log.info("Data in %s is current; skipping prepare.", config.data_dir)
-        return None
+        return None  # the caller says so
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DatasetError(
             f"The data in {config.data_dir} is missing or out of date, and under torchrun every "
