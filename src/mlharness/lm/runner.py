@@ -1,6 +1,7 @@
 """What the lm commands do, in order: prepare, train, sample, and the loop of all three.
 
-The CLI calls these and prints; ``mlx run-experiment`` on an lm config runs :func:`loop`.
+The CLI calls these and prints; ``mlx loop`` and ``mlx run-experiment`` on an lm config run
+prepare_if_needed, train and sample in turn.
 """
 
 from __future__ import annotations
