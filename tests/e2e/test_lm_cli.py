@@ -164,7 +164,9 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(
         runs = [r for r in _runs(lm_ws) if r != reference]
         ndjson = runs[0] / "metrics" / "metrics.ndjson" if runs else None
         if ndjson is not None and ndjson.is_file():
-            lines = ndjson.read_text().splitlines()
+            text = ndjson.read_text()
+            # Only whole lines: the trainer may be halfway through appending the last one.
+            lines = text[: text.rfind("\n") + 1].splitlines()
             reached = json.loads(lines[-1])["iter"] if lines else 0
             if reached >= kill_at:
                 os.kill(proc.pid, signal.SIGKILL)
