@@ -53,3 +53,17 @@ def tiny_lm(workspace: Path, lm_corpus: Path) -> Any:
         return cfg
 
     return make
+
+
+@pytest.fixture
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any download attempt fails the test, as it would fail on an offline machine."""
+    import urllib.request
+
+    from mlharness.lm import prepare
+
+    def download(url: str, dest: Path) -> None:
+        pytest.fail(f"prepare tried to download {url}")
+
+    monkeypatch.setattr(prepare, "_download", download)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("urlopen"))

@@ -5,7 +5,6 @@ downloader can be watched)."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,10 @@ pytest.importorskip("torch")
 
 from lm_support import TINY_LM
 from mlharness.cli import main
-from mlharness.lm import prepare as prep
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A download attempt fails the test, as it would fail on an offline machine."""
-
-    def download(url: str, dest: Path) -> None:
-        pytest.fail(f"the loop tried to download {url}")
-
-    monkeypatch.setattr(prep, "_download", download)
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("urlopen"))
 
 
 def test_loop_after_prepare_from_a_local_copy_skips_prepare(
-    workspace: Path, lm_corpus: Path, offline: None, capsys: pytest.CaptureFixture[str]
+    workspace: Path, lm_corpus: Path, no_download: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (workspace / "tiny.json").write_text(json.dumps(TINY_LM), encoding="utf-8")
     assert main(["prepare", "shakespeare_char", "--input", str(lm_corpus)]) == 0

@@ -24,6 +24,24 @@ def _weights(run_dir: Path) -> dict[str, Any]:
     return ckpt.load_weights(last.path)
 
 
+def _crash_once(cfg: Any, monkeypatch: pytest.MonkeyPatch, at_step: int = 7) -> Path:
+    """Train ``cfg`` until step ``at_step`` raises; the failed run's directory."""
+    original = Trainer._step
+    calls = {"n": 0}
+
+    def crashing(self: Trainer, lr: float) -> Any:
+        calls["n"] += 1
+        if calls["n"] == at_step:
+            raise RuntimeError("simulated crash")
+        return original(self, lr)
+
+    monkeypatch.setattr(Trainer, "_step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, fresh=True, progress=False)
+    monkeypatch.setattr(Trainer, "_step", original)
+    return sorted((cfg.output_dir / cfg.experiment).iterdir())[-1]
+
+
 def test_run_layout_metrics_and_checkpoints(tiny_lm: Any) -> None:
     cfg = tiny_lm({"train": {"checkpointing": {"keep": {"last": 2, "best": 1}}}})
     result = train(cfg, progress=False)
@@ -106,21 +124,7 @@ def test_resume_after_a_crash_is_bit_identical(
 ) -> None:
     cfg = tiny_lm(overrides)
     reference = train(cfg, fresh=True, progress=False)
-
-    original = Trainer._step
-    calls = {"n": 0}
-
-    def crashing(self: Trainer, lr: float) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 13:
-            raise RuntimeError("simulated crash")
-        return original(self, lr)
-
-    monkeypatch.setattr(Trainer, "_step", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, fresh=True, progress=False)
-    monkeypatch.setattr(Trainer, "_step", original)
-    crashed = sorted((cfg.output_dir / "tiny").iterdir())[-1]
+    crashed = _crash_once(cfg, monkeypatch, at_step=13)
     assert json.loads((crashed / "summary.json").read_text())["status"] == "failed"
 
     resumed = train(cfg, progress=False)  # picks up the failed run at iteration 10
@@ -202,20 +206,7 @@ def test_completed_runs_are_not_resumed_and_fresh_starts_anew(tiny_lm: Any) -> N
 def test_checkpoint_model_args_win_on_resume_with_a_warning(
     tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tiny_lm()
-    original = Trainer._step
-    calls = {"n": 0}
-
-    def crashing(self: Trainer, lr: float) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise RuntimeError("crash")
-        return original(self, lr)
-
-    monkeypatch.setattr(Trainer, "_step", crashing)
-    with pytest.raises(RuntimeError):
-        train(cfg, progress=False)
-    monkeypatch.setattr(Trainer, "_step", original)
+    _crash_once(tiny_lm(), monkeypatch)
     wider = tiny_lm({"model": {"n_embd": 64}})
     with pytest.warns(UserWarning, match=r"n_embd: config 64 -> checkpoint 32"):
         result = train(wider, progress=False)
@@ -276,24 +267,6 @@ def test_ema_weights_are_kept_and_sampled(tiny_lm: Any) -> None:
     evals = [r for r in iter_records(result.run_dir) if "val_loss" in r]
     assert "val_ema_loss" in evals[-1]
     assert sample(cfg).samples
-
-
-def _crash_once(cfg: Any, monkeypatch: pytest.MonkeyPatch, at_step: int = 7) -> Path:
-    """Train ``cfg`` until step ``at_step`` raises; the failed run's directory."""
-    original = Trainer._step
-    calls = {"n": 0}
-
-    def crashing(self: Trainer, lr: float) -> Any:
-        calls["n"] += 1
-        if calls["n"] == at_step:
-            raise RuntimeError("simulated crash")
-        return original(self, lr)
-
-    monkeypatch.setattr(Trainer, "_step", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, fresh=True, progress=False)
-    monkeypatch.setattr(Trainer, "_step", original)
-    return sorted((cfg.output_dir / cfg.experiment).iterdir())[-1]
 
 
 def test_resume_refuses_data_prepared_anew(

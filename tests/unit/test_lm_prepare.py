@@ -345,17 +345,6 @@ def test_download_once_then_current_by_url(
     assert not artifacts_current(config("shakespeare_char", url="https://example.org/x.txt"))
 
 
-@pytest.fixture
-def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any download attempt fails the test: these cases must not reach for the network."""
-
-    def download(url: str, dest: Path) -> None:
-        pytest.fail(f"prepare tried to download {url}")
-
-    monkeypatch.setattr(prep, "_download", download)
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("urlopen"))
-
-
 def test_data_from_a_local_copy_is_current_without_input(
     workspace: Path, corpus: Path, no_download: None
 ) -> None:
