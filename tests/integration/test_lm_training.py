@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +301,30 @@ def test_ema_switched_on_at_resume_averages_from_the_trained_weights(
     assert trainer.resumed_from is not None and trainer.ema is not None
     trained = trainer.model.state_dict()
     assert all(torch.equal(trainer.ema[k], trained[k]) for k in trained)
+
+
+def test_compiled_training_matches_eager_and_resumes(
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """train.compile runs the step through torch.compile (inductor's C++ kernels on the CPU).
+
+    Its checkpoints hold the plain model's parameter names (no ``_orig_mod.`` prefix), so
+    they load into an eager model, resume, and sample like any other.
+    """
+    cfg = tiny_lm({"train": {"compile": True, "max_iters": 10, "eval_interval": 5}})
+    eager = train(tiny_lm({"train": {"max_iters": 10, "eval_interval": 5}}), progress=False)
+    with caplog.at_level(logging.INFO, logger="mlharness"):
+        compiled = train(cfg, fresh=True, progress=False)
+    assert compiled.status == "completed"
+    assert "the first step compiles the model" in caplog.text  # a long silent first step
+    a, b = _weights(eager.run_dir), _weights(compiled.run_dir)
+    assert a.keys() == b.keys()
+    for key in a:  # the same step, fused into other kernels: equal up to float rounding
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4)
+
+    crashed = _crash_once(cfg, monkeypatch, at_step=8)
+    resumed = train(cfg, progress=False)  # from ckpt_last_00000005, compiled anew
+    assert resumed.run_dir == crashed and resumed.iterations == 10
+    c = _weights(resumed.run_dir)
+    for key in b:
+        assert torch.equal(b[key], c[key]), key

@@ -712,6 +712,8 @@ class Trainer:
         ckpt_every = t.checkpointing.interval or t.eval_interval
         if self.resumed_from is None:
             self.save("last")  # the cold-start safety net: a checkpoint right after init
+        if t.compile and self.dist.master and self.iter < t.max_iters:
+            log.info("torch.compile: the first step compiles the model (tens of seconds on a CPU)")
         step_times: list[float] = []
         started = time.perf_counter()
         status = "completed"
