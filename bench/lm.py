@@ -98,7 +98,7 @@ PYTHON = sys.executable
 TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 FAST_CONFIG = REPO / "experiments" / "shakespeare_char_cpu_fast.toml"
 GPT2_VOCAB_CONFIG = REPO / "experiments" / "shakespeare_cpu.toml"
-SECTIONS = ("prepare", "train", "fast", "sample", "gpt2vocab")
+SECTIONS = ("prepare", "train", "compile", "fast", "sample", "gpt2vocab")
 
 POLL_SECONDS = 0.05
 BUSY_LOAD_PER_CPU = 0.5  # 1-minute load average per CPU above which we warn
@@ -151,6 +151,7 @@ NANOGPT_RECIPE_ARGS = (
 )
 VOCAB_SIZE = 65  # tiny Shakespeare's characters
 GPT2_VOCAB_ITERS = 40  # enough for a steady median step of a ~0.4 s step
+COMPILE_ITERS = 300  # after the compile, enough for a steady median step
 SAMPLE_NEW_TOKENS = 500
 SAMPLE_REPEATS = 3
 
@@ -170,6 +171,8 @@ ISSUE_REFERENCE: dict[str, float] = {
     "seconds_to_target": 102.0,
     "peak_rss_mb": 374.0,
     "sample_tokens_per_sec": 453.0,
+    "compiled_tokens_per_sec": 19_000.0,
+    "first_step_seconds": 33.0,  # its torch.compile time
 }
 
 NANOGPT_ITER_LINE = re.compile(
@@ -543,11 +546,44 @@ def nanogpt_train_gpt2_vocab(root: Path, work: Path) -> dict[str, Any]:
     )
 
 
-def run_nanogpt_train(root: Path, args: Sequence[str]) -> dict[str, Any]:
-    """nanoGPT's ``train.py`` with ``args`` in a monitored child, its log summarised."""
+def nanogpt_train_compiled(root: Path, work: Path) -> dict[str, Any]:
+    """The recipe with ``--compile=True``, a short run (evaluating at 0 and at the end)."""
+    n = COMPILE_ITERS
+    return run_nanogpt_train(
+        root,
+        [
+            *[a for a in NANOGPT_RECIPE_ARGS if not a.startswith("--compile")],
+            "--compile=True",
+            f"--max_iters={n}",
+            f"--lr_decay_iters={n}",
+            f"--eval_interval={n}",
+            f"--out_dir={work / 'nanogpt-compiled'}",
+        ],
+        env=cold_compile_cache(work, "nanogpt"),
+    )
+
+
+def cold_compile_cache(work: Path, side: str) -> dict[str, str]:
+    """A fresh, empty inductor cache for one side: its compile is timed from scratch, as
+    on a new machine, not read back from an earlier run's cache in /tmp."""
+    return {"TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-cache-{side}")}
+
+
+def run_nanogpt_train(
+    root: Path, args: Sequence[str], env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """nanoGPT's ``train.py`` with ``args`` in a monitored child, its log summarised.
+
+    ``env``: more environment variables for the child.
+    """
     cmd = [PYTHON, "-u", "train.py", *args]
     say("  " + " ".join(["python", *cmd[1:]]))
-    run = run_child(cmd, cwd=root, echo=lambda line: bool(NANOGPT_EVAL_LINE.match(line)))
+    run = run_child(
+        cmd,
+        cwd=root,
+        env=child_env(**(env or {})),
+        echo=lambda line: bool(NANOGPT_EVAL_LINE.match(line)),
+    )
     if not run.ok:
         return {"error": f"train.py failed (exit {run.returncode}):\n{run.tail()}"}
     step_ms: dict[int, float] = {}
@@ -580,6 +616,7 @@ def summarise_training(
         "ms_per_iter": ms_per_iter,
         # Under load the median drifts up; the 10th percentile shows the unhindered speed.
         "ms_per_iter_p10": statistics.quantiles(timed, n=10)[0] if len(timed) > 1 else None,
+        "first_step_seconds": step_ms[0] / 1000 if 0 in step_ms else None,
         "tokens_per_sec": BATCH_SIZE * BLOCK_SIZE * 1000 / ms_per_iter if ms_per_iter else None,
         "evals": evals,
         "final_iter": last["iter"] if last else None,
@@ -1235,6 +1272,71 @@ def section_train(
     return {"ours": ours, "nanogpt": theirs, "whole_val_split": whole}
 
 
+def section_compile(
+    report: Report, nanogpt: Path | None, work: Path, run_ours: bool
+) -> dict[str, Any]:
+    """The recipe with torch.compile on both sides: the compiled step, and what the compile
+    costs the first step (the issue's nanoGPT: 19,000 tokens/s after a 33 s compile)."""
+    n = COMPILE_ITERS
+    section_heading(f"torch.compile: the recipe compiled, {n} iterations")
+    theirs: dict[str, Any] | None = None
+    if nanogpt is not None:
+        say("nanoGPT:")
+        theirs = nanogpt_train_compiled(nanogpt, work)
+        print_errors("nanoGPT", theirs)
+    say("ours:")
+    overrides = our_overrides(work, "shakespeare_char", {})
+    overrides["model"] = dict(MODEL_SHAPE)
+    overrides["train"] = {
+        **TRAIN_RECIPE,
+        "compile": True,
+        "max_iters": n,
+        "lr_decay_iters": n,
+        "eval_interval": n,
+    }
+    ours = (
+        our_train(work, None, overrides, "compiled", cold_compile_cache(work, "ours"))
+        if run_ours
+        else skipped_ours()
+    )
+    print_errors("ours", ours)
+    for name, res in (("nanoGPT", theirs), ("ours", ours)):
+        if res and not status(res):
+            say(
+                f"  {name}: {fmt(res['ms_per_iter'], 2)} ms/iter "
+                f"(10th percentile {fmt(res['ms_per_iter_p10'], 2)}), "
+                f"{fmt(res['tokens_per_sec'], 0)} tokens/s, first step "
+                f"{fmt(res['first_step_seconds'])} s, {fmt(res['process_wall_seconds'])} s in all"
+            )
+    say(
+        "  (nanoGPT's first step also runs its step-0 evaluation, compiling the eval-mode "
+        "graph too; ours evaluates with the eager model)"
+    )
+    ok: dict[str, Any] = ours if not status(ours) else {}
+    tps, tps_issue = reference(
+        theirs, "compiled_tokens_per_sec" if theirs is None else "tokens_per_sec"
+    )
+    report.add(
+        "compiled tokens/s (median step)",
+        ok.get("tokens_per_sec"),
+        tps,
+        digits=0,
+        from_issue=tps_issue,
+        target="report",
+        ours_note=status(ours),
+    )
+    first, first_issue = reference(theirs, "first_step_seconds")
+    report.add(
+        "  compiled first step (s)",
+        ok.get("first_step_seconds"),
+        first,
+        from_issue=first_issue,
+        target="report",
+        ours_note=status(ours),
+    )
+    return {"ours": ours, "nanogpt": theirs}
+
+
 def section_fast(
     report: Report, work: Path, nanogpt_train_result: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -1486,6 +1588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "train" in sections:
             done["train"] = section_train(report, nanogpt, work, args.iters, ours)
             train_result = done["train"]["nanogpt"]
+            save_json(args.json, figures)
+        if "compile" in sections:
+            done["compile"] = section_compile(report, nanogpt, work, ours)
             save_json(args.json, figures)
         if "fast" in sections and ours:
             done["fast"] = section_fast(report, work, train_result)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -50,3 +52,33 @@ def test_a_model_scores_its_mean_cross_entropy() -> None:
         logits, _ = model(x, all_logits=True)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 13), y.reshape(-1))
     assert abs(result - float(expected)) < 1e-6
+
+
+def test_the_compiled_run_reports_its_first_step_apart_from_the_median(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """nanoGPT's first compiled step is its compile: shown on its own, out of the median."""
+    commands: list[list[str]] = []
+    envs: list[dict[str, str]] = []
+    times = [18_539.9] + [40.0 + i % 3 for i in range(1, 300)]
+    lines = [
+        (0.1 * i, f"iter {i}: loss 4.0000, time {ms:.2f}ms, mfu -100.00%")
+        for i, ms in enumerate(times)
+    ]
+    lines.append((31.0, "step 300: train loss 2.5000, val loss 2.5100"))
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> Any:
+        commands.append(cmd)
+        envs.append(kwargs["env"])
+        return bench_lm.ChildRun(returncode=0, wall_seconds=31.5, lines=lines)
+
+    monkeypatch.setattr(bench_lm, "run_child", fake_run)
+    result = bench_lm.nanogpt_train_compiled(tmp_path / "nanogpt", tmp_path)
+    (cmd,) = commands
+    assert [a for a in cmd if a.startswith("--compile")] == ["--compile=True"]
+    assert "--max_iters=300" in cmd
+    # its compile is timed from an empty cache, not one an earlier run left in /tmp
+    assert envs[0]["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+    assert result["first_step_seconds"] == pytest.approx(18.5399)
+    assert result["ms_per_iter"] == 41.0  # iterations 10 to 299, the compile left out
+    assert result["final_val_loss"] == 2.51
