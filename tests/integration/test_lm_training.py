@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +329,45 @@ def test_compiled_training_matches_eager_and_resumes(
     c = _weights(resumed.run_dir)
     for key in b:
         assert torch.equal(b[key], c[key]), key
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "expected"),
+    [
+        ("cpu", "auto", None),
+        ("cpu", "float32", None),
+        ("cpu", "bfloat16", torch.bfloat16),
+        ("cuda", "auto", torch.bfloat16),  # seed 001: bf16 on CUDA by default
+        ("cuda", "float32", None),
+        ("mps", "auto", None),
+        ("mps", "bfloat16", torch.bfloat16),  # asked for: not silently dropped
+    ],
+)
+def test_autocast_dtype_by_device(device: str, dtype: str, expected: Any) -> None:
+    from mlharness.lm.trainer import autocast_context
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available ... Disabling autocast"
+        context = autocast_context(torch.device(device), dtype)
+    if expected is None:
+        assert not isinstance(context, torch.autocast)
+    else:
+        assert isinstance(context, torch.autocast)
+        assert context.fast_dtype == expected and context.device == device
+
+
+def test_bfloat16_autocast_trains_on_the_cpu_with_float32_weights(tiny_lm: Any) -> None:
+    cfg = tiny_lm({"train": {"dtype": "bfloat16", "num_threads": 2}})
+    trainer = Trainer(cfg, fresh=True, progress=False)
+    assert trainer.shards is not None  # each slice enters its own autocast context
+    x, y = trainer.train_data.batch(trainer.train_data.starts(4, torch.Generator()))
+    with trainer.autocast():
+        logits, _ = trainer.model(x, y)
+    assert logits.dtype == torch.bfloat16  # the matmuls ran in bf16
+    trainer.shards.close()
+
+    result = train(cfg, fresh=True, progress=False)
+    assert result.status == "completed"
+    assert result.final_metrics["val_loss"] < 3.6  # from ~ln(vocab) = 4.1 at init
+    weights = _weights(result.run_dir)
+    assert all(w.dtype == torch.float32 for w in weights.values())

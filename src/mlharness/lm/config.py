@@ -147,7 +147,9 @@ class TrainConfig(_Strict):
     )
     # No float16: without loss scaling its gradients underflow, and bfloat16 needs none.
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Autocast dtype; `auto` is bfloat16 on CUDA, float32 elsewhere."
+        "auto",
+        description="Autocast dtype; `auto` is bfloat16 on CUDA, float32 elsewhere (an "
+        "explicit bfloat16 applies on any device; weights stay float32).",
     )
     compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
     ema_decay: float = Field(

@@ -115,10 +115,14 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
 
 
 def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA by default; float32 (no autocast) elsewhere unless asked."""
+    """bf16 autocast on CUDA by default; float32 (no autocast) elsewhere unless asked.
+
+    An explicit ``bfloat16`` is honoured on every device (CPU and MPS autocast support it);
+    the weights and the optimizer stay float32 either way.
+    """
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"
-    if dtype == "float32" or device.type == "mps":
+    if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
