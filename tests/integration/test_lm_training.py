@@ -112,6 +112,51 @@ def test_cosine_schedule_with_warmup(tiny_lm: Any) -> None:
     assert lrs[100] == lrs[119] == pytest.approx(1e-4)
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:101]))
 
+    # lr_decay_iters ends the decay early; min_lr holds from there on.
+    cfg = tiny_lm({"train": {"max_iters": 100, "warmup_iters": 10, "lr_decay_iters": 50}})
+    lrs = [learning_rate(i, cfg) for i in range(100)]
+    assert lrs[49] > lrs[50] == lrs[99] == pytest.approx(cfg.train.min_lr)
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["one-thread", "thread-shards"])
+def test_gradient_accumulation_equals_the_whole_batch(tiny_lm: Any, threads: int) -> None:
+    """2 micro-batches of 4 make the step one batch of 8 makes (the same 8 windows)."""
+    steps = []
+    for batch, accum in ((8, 1), (4, 2)):
+        cfg = tiny_lm(
+            {"train": {"batch_size": batch, "grad_accum_steps": accum, "num_threads": threads}}
+        )
+        trainer = Trainer(cfg, fresh=True, progress=False)
+        loss = trainer._step(1e-3)
+        steps.append((float(loss), {k: v.clone() for k, v in trainer.model.state_dict().items()}))
+        if trainer.shards is not None:
+            trainer.shards.close()
+    (loss_a, a), (loss_b, b) = steps
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_gradients_are_clipped_to_grad_clip(
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch, clip: float
+) -> None:
+    trainer = Trainer(tiny_lm({"train": {"grad_clip": clip}}), fresh=True, progress=False)
+    norms: list[float] = []
+    update = trainer.optimizer.step
+
+    def step() -> None:
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        update()
+
+    monkeypatch.setattr(trainer.optimizer, "step", step)
+    trainer._step(1e-3)
+    if clip:
+        assert norms[0] == pytest.approx(clip, rel=1e-4)  # the raw norm is ~1 at init
+    else:
+        assert norms[0] > 0.1  # 0 switches clipping off
+
 
 @pytest.mark.parametrize(
     "overrides",
