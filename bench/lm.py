@@ -47,6 +47,11 @@ Sections (``--only``, comma-separated):
     as it is written (falling back to its ``elapsed_s`` if it were written in bulk). Peak
     RSS is the larger of (a) the summed RSS of the process tree polled every 50 ms and
     (b) the child's ``ru_maxrss`` from ``wait4``.
+``compile``
+    The recipe with ``torch.compile`` on both sides, 300 iterations, each side with an
+    empty inductor cache of its own so the compile is timed as on a new machine: tokens/s
+    of the median step and the first step's time (the compile; nanoGPT's also runs its
+    step-0 evaluation). The issue gives nanoGPT 19,000 tokens/s after a 33 s compile.
 ``fast``
     Our shipped CPU config ``experiments/shakespeare_char_cpu_fast.toml`` (skipped when
     absent): time from process start to val loss <= 1.886, against nanoGPT's time to the
