@@ -179,9 +179,10 @@ class Policy:
 
         cache = DynamicCache()
         model = self.model
+        cache_kwarg = hf_cache_kwarg()
 
         def step(ids: Tensor) -> Tensor:
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids, use_cache=True, **{cache_kwarg: cache})
             logits: Tensor = out.logits[:, -1, :]
             return logits
 
@@ -207,6 +208,18 @@ class Policy:
             int(m.group(1)) for n, _ in self.model.named_parameters() if (m := _LAYER.search(n))
         ]
         return max(found) + 1 if found else 0
+
+
+def hf_cache_kwarg() -> str:
+    """The keyword a Hugging Face model's forward takes its KV cache by.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and
+    goes in 5.40); older releases know only ``past_key_values``.
+    """
+    from packaging.version import Version
+    from transformers import __version__
+
+    return "cache" if Version(__version__).release >= (5, 24) else "past_key_values"
 
 
 def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
