@@ -701,6 +701,23 @@ def our_overrides(work: Path, data_name: str, prepare: dict[str, Any]) -> dict[s
     }
 
 
+def recipe_overrides(work: Path, data_name: str, **train: Any) -> dict[str, Any]:
+    """Our side of nanoGPT's recipe (its model and training settings), ``train`` on top."""
+    overrides = our_overrides(work, data_name, {})
+    overrides["model"] = dict(MODEL_SHAPE)
+    overrides["train"] = {**TRAIN_RECIPE, **train}
+    return overrides
+
+
+def speed_summary(res: dict[str, Any]) -> str:
+    """A training run's median step, its 10th percentile and tokens/s, for a detail line."""
+    return (
+        f"{fmt(res['ms_per_iter'], 2)} ms/iter "
+        f"(10th percentile {fmt(res['ms_per_iter_p10'], 2)}), "
+        f"{fmt(res['tokens_per_sec'], 0)} tokens/s"
+    )
+
+
 def our_child(
     kind: str, spec: dict[str, Any], work: Path, env: dict[str, str] | None = None, **kwargs: Any
 ) -> ChildRun:
@@ -1169,17 +1186,13 @@ def section_train(
         theirs = nanogpt_train(nanogpt, iters, work)
         print_errors("nanoGPT", theirs)
     say("ours:")
-    overrides = our_overrides(work, "shakespeare_char", {})
-    overrides["model"] = dict(MODEL_SHAPE)
-    overrides["train"] = {**TRAIN_RECIPE, "max_iters": iters, "lr_decay_iters": iters}
+    overrides = recipe_overrides(work, "shakespeare_char", max_iters=iters, lr_decay_iters=iters)
     ours = our_train(work, None, overrides, "recipe") if run_ours else skipped_ours()
     print_errors("ours", ours)
     for name, res in (("nanoGPT", theirs), ("ours", ours)):
         if res and not status(res):
             say(
-                f"  {name}: {fmt(res['ms_per_iter'], 2)} ms/iter "
-                f"(10th percentile {fmt(res['ms_per_iter_p10'], 2)}), "
-                f"{fmt(res['tokens_per_sec'], 0)} tokens/s, val loss "
+                f"  {name}: {speed_summary(res)}, val loss "
                 f"{fmt(res['final_val_loss'], 4)} @ {res['final_iter']}, "
                 f"val <= {TARGET_VAL_LOSS} at {fmt(res['seconds_to_target'])} s, "
                 f"{fmt(res['process_wall_seconds'])} s in all, "
@@ -1290,15 +1303,9 @@ def section_compile(
         theirs = nanogpt_train_compiled(nanogpt, work)
         print_errors("nanoGPT", theirs)
     say("ours:")
-    overrides = our_overrides(work, "shakespeare_char", {})
-    overrides["model"] = dict(MODEL_SHAPE)
-    overrides["train"] = {
-        **TRAIN_RECIPE,
-        "compile": True,
-        "max_iters": n,
-        "lr_decay_iters": n,
-        "eval_interval": n,
-    }
+    overrides = recipe_overrides(
+        work, "shakespeare_char", compile=True, max_iters=n, lr_decay_iters=n, eval_interval=n
+    )
     ours = (
         our_train(work, None, overrides, "compiled", cold_compile_cache(work, "ours"))
         if run_ours
@@ -1308,9 +1315,7 @@ def section_compile(
     for name, res in (("nanoGPT", theirs), ("ours", ours)):
         if res and not status(res):
             say(
-                f"  {name}: {fmt(res['ms_per_iter'], 2)} ms/iter "
-                f"(10th percentile {fmt(res['ms_per_iter_p10'], 2)}), "
-                f"{fmt(res['tokens_per_sec'], 0)} tokens/s, first step "
+                f"  {name}: {speed_summary(res)}, first step "
                 f"{fmt(res['first_step_seconds'])} s, {fmt(res['process_wall_seconds'])} s in all"
             )
     say(
@@ -1443,16 +1448,15 @@ def section_gpt2_vocab(
     (50,257 per position): ours as shipped, ours without huge pages, and nanoGPT."""
     n = GPT2_VOCAB_ITERS
     section_heading(f"GPT-2 vocabulary: the recipe's model on tiktoken tokens, {n} iterations")
-    overrides = our_overrides(work, "shakespeare", {})
-    overrides["model"] = dict(MODEL_SHAPE)
-    overrides["train"] = {
-        **TRAIN_RECIPE,
-        "max_iters": n,
-        "lr_decay_iters": n,
-        "warmup_iters": 4,
-        "eval_interval": n,
-        "eval_iters": 2,
-    }
+    overrides = recipe_overrides(
+        work,
+        "shakespeare",
+        max_iters=n,
+        lr_decay_iters=n,
+        warmup_iters=4,
+        eval_interval=n,
+        eval_iters=2,
+    )
     results: dict[str, Any] = {}
     runs = [("ours", {}), ("ours, no huge pages", {"THP_MEM_ALLOC_ENABLE": "0"})]
     for name, env in runs if run_ours else []:
