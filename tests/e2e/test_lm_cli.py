@@ -110,6 +110,21 @@ def test_train_without_prepared_data_fails_with_a_message(mlx: Mlx, lm_ws: Path)
     assert "mlx prepare" in result.stderr
 
 
+def test_compile_without_a_cpp_compiler_fails_with_a_message(mlx: Mlx, lm_ws: Path) -> None:
+    result = mlx(
+        "train",
+        "tiny",
+        "--config",
+        "tiny.toml",
+        "--set",
+        "train.compile=true",
+        env={"CXX": "no-such-c++-compiler"},
+        check=1,
+    )
+    assert result.stderr.startswith("Error: train.compile needs a C++ compiler")
+    assert "set train.compile = false" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_prepare_without_input_names_the_file(mlx: Mlx, ws: Path) -> None:
     result = mlx("prepare", "bundestag_char", check=1)
     assert "input.txt" in result.stderr and "--input" in result.stderr

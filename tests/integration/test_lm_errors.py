@@ -37,6 +37,16 @@ def test_accumulation_must_divide_among_processes(
         trainer.Trainer(cfg, progress=False)
 
 
+def test_compile_without_a_cpp_compiler_is_a_config_error(
+    tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    cfg = tiny_lm({"train": {"compile": True}})
+    with pytest.raises(ConfigError, match=r"'no-such-c\+\+-compiler' was not found: install one"):
+        trainer.Trainer(cfg, fresh=True, progress=False)
+    assert not (cfg.output_dir / cfg.experiment).exists()  # nothing started
+
+
 def test_a_run_still_in_progress_is_not_taken_over(tiny_lm: Any) -> None:
     cfg = tiny_lm({"train": {"max_iters": 5}})
     run = trainer.train(cfg, progress=False).run_dir

@@ -114,6 +114,17 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device(requested)
 
 
+def _check_cpp_compiler() -> None:
+    """torch.compile builds C++ kernels on the CPU: without a compiler it fails at the first
+    step with a long traceback, so say so before anything runs."""
+    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(compiler) is None:
+        raise ConfigError(
+            f"train.compile needs a C++ compiler on the CPU, and '{compiler}' was not found: "
+            "install one (or point CXX at it), or set train.compile = false."
+        )
+
+
 def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on CUDA by default; float32 (no autocast) elsewhere unless asked.
 
@@ -439,6 +450,8 @@ class Trainer:
             torch.set_num_threads(t.num_threads)
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults for each step's activations
+        if t.compile and self.device.type == "cpu":
+            _check_cpp_compiler()
         if t.grad_accum_steps % self.dist.world_size:
             raise ConfigError(
                 f"train.grad_accum_steps ({t.grad_accum_steps}) must be a multiple of the "
