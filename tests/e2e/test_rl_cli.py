@@ -612,8 +612,8 @@ def test_train_refuses_an_output_dir_outside_the_workspace(rl_ws: Path) -> None:
     assert not (rl_ws.parent / "elsewhere").exists()
 
 
-def test_the_guides_full_config_validates_strictly(ws: Path, rl: RL) -> None:
-    """docs/rl.md's annotated config, with its model and data in place, passes --strict."""
+def guide_config(ws: Path, rl: RL) -> Path:
+    """docs/rl.md's annotated config (code_execution among its rewards), ready to run."""
     text = (Path(__file__).parents[2] / "docs" / "rl.md").read_text(encoding="utf-8")
     start = text.index("```yaml\nkind: rl")
     block = text[start + len("```yaml\n") : text.index("```", start + 7)]
@@ -624,6 +624,25 @@ def test_the_guides_full_config_validates_strictly(ws: Path, rl: RL) -> None:
     write_prompts(ws)
     (ws / "prompts.jsonl").rename(ws / "data" / "train.jsonl")
     (ws / "val.jsonl").rename(ws / "data" / "val.jsonl")
+    return ws / "full.yaml"
+
+
+def test_without_bwrap_code_rewards_stop_before_training(ws: Path, rl: RL) -> None:
+    """No silent downgrade: the run refuses, says how to install bwrap or opt in to process."""
+    guide_config(ws, rl)
+    no_bwrap = {"PATH": str(ws / "no-bin")}
+    args = ["train", "--config", "full.yaml", "--dry-run"]
+    refused = run_mlx(args, workspace=ws, env=no_bwrap, check=1)
+    message = stderr_error(refused)
+    assert "Model-written code runs only inside bubblewrap, and bwrap is not installed" in message
+    assert "apt-get install bubblewrap" in message and 'sandbox.backend = "process"' in message
+    opted = run_mlx([*args, "--set", "sandbox.backend=process"], workspace=ws, env=no_bwrap)
+    assert opted.returncode == 0, show(args, opted)
+
+
+def test_the_guides_full_config_validates_strictly(ws: Path, rl: RL) -> None:
+    """docs/rl.md's annotated config, with its model and data in place, passes --strict."""
+    guide_config(ws, rl)
     result = run_mlx(["train", "--config", "full.yaml", "--dry-run", "--strict"], workspace=ws)
     assert result.returncode == 0, show(["train", "--dry-run"], result)
     assert result.stderr == ""  # no unknown-key warnings either
