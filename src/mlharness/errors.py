@@ -48,3 +48,32 @@ class EvaluationError(MlxError):
 
 class RunDirectoryError(MlxError):
     """A run directory or the run index cannot be created, found or written."""
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    r"""``text`` safe to show on a terminal: control, format (bidi) and lone surrogate
+    characters become ``\xNN``/``\uNNNN`` escapes, newlines and tabs stay; cut to ``limit``.
+
+    Config values reach error messages verbatim; a name holding ``\x1b[2J`` or U+202E must
+    not clear the screen or reverse the line it is shown on.
+    """
+    import unicodedata
+
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char in "\n\t" or unicodedata.category(char) not in UNSAFE_CATEGORIES:
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}")
+    return "".join(out)
+
+
+# Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width), surrogate, and
+# line/paragraph separator characters: invisible, or able to change how a line displays.
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})

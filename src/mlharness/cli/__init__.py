@@ -75,6 +75,10 @@ class _ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                from mlharness.errors import printable
+
+                msg = printable(msg)  # config values are quoted in warnings, never obeyed
             if record.levelno >= logging.ERROR:
                 print(f"Error: {msg}", file=sys.stderr, flush=True)
             elif record.levelno >= logging.WARNING:
@@ -111,7 +115,7 @@ def _usage_error_class() -> type[Exception]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlx`` console script; returns the process exit code."""
-    from mlharness.errors import MlxError
+    from mlharness.errors import MlxError, printable
 
     args = list(sys.argv[1:] if argv is None else argv)
     args = _spread_benchmarks(_hoist_log_level(_hoist_debug(args)))
@@ -124,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlxError as exc:
         if _state["debug"]:
             raise
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {printable(str(exc))}", file=sys.stderr)
         code = 1
     except usage_error as exc:
         ctx = getattr(exc, "ctx", None)
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # expected, a full disk, no permission): say which, without a traceback.
         if _state["debug"]:
             raise
-        print(f"Error: {_describe_os_error(exc)}", file=sys.stderr)
+        print(f"Error: {printable(_describe_os_error(exc))}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

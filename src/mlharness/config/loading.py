@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from mlharness.config import limits
 from mlharness.errors import ConfigError, ConfigValidationError
 
 if sys.version_info >= (3, 11):
@@ -56,31 +57,42 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
         raise ConfigError(
             f"Configuration file not found: {path}\nPlease provide a valid config file path."
         )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read configuration file {p}: {exc}.") from exc
-    if fmt == "JSON":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _syntax_error(p, fmt, exc.lineno, exc.colno, exc.msg) from exc
-    if fmt == "TOML":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            line, col, msg = _toml_position(exc, text)
-            raise _syntax_error(p, fmt, line, col, msg) from exc
-    import yaml
+    text = limits.read_text(p)
+    data = _parse(text, fmt, p)
+    limits.check_data(data, str(p))
+    return data
 
+
+def _parse(text: str, fmt: str, p: Path) -> Any:
+    """The data in ``text``; syntax errors, and limits crossed while parsing, as ConfigError."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise _syntax_error(p, fmt, line, col, problem) from exc
+        if fmt == "JSON":
+            try:
+                return json.loads(text, parse_int=limits.json_int)
+            except json.JSONDecodeError as exc:
+                raise _syntax_error(p, fmt, exc.lineno, exc.colno, exc.msg) from exc
+        if fmt == "TOML":
+            try:
+                return tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                line, col, msg = _toml_position(exc, text)
+                raise _syntax_error(p, fmt, line, col, msg) from exc
+            except ValueError as exc:  # an integer too long to convert
+                if not limits.is_long_int_error(exc):
+                    raise
+                raise limits.long_int_error(text, str(p), toml=True) from None
+        import yaml
+
+        try:
+            return limits.load_yaml(text, str(p))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            col = mark.column + 1 if mark is not None else None
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise _syntax_error(p, fmt, line, col, problem) from exc
+    except RecursionError:
+        raise limits.nesting_error(text, str(p), toml=fmt == "TOML") from None
 
 
 _TOML_AT = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)$")
@@ -140,7 +152,13 @@ def parse_set_items(items: Sequence[str]) -> dict[str, Any]:
                 f"Invalid override '{item}'. Use --set key.path=value, "
                 "for example --set training.epochs=5 (tabular) or --set train.max_iters=100 (lm)."
             )
-        value = _parse_value(raw)
+        if len(parts) > limits.MAX_DEPTH:
+            raise ConfigError(
+                f"Override '{limits.dotted(parts)}' is nested more than {limits.MAX_DEPTH} "
+                "levels deep; a config needs a handful of levels."
+            )
+        value = _parse_value(raw, parts)
+        limits.check_data(value, "--set", parts)
         node = result
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -158,7 +176,7 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _LEADING_ZERO_INT = re.compile(r"[-+]?0\d+")
 
 
-def _parse_value(raw: str) -> Any:
+def _parse_value(raw: str, key: Sequence[str] = ()) -> Any:
     """One ``--set`` value: a YAML scalar or flow collection, numbers as a person means them."""
     import yaml
 
@@ -166,9 +184,9 @@ def _parse_value(raw: str) -> Any:
     if not text:
         return ""
     if _LEADING_ZERO_INT.fullmatch(text):
-        return int(text, 10)
+        return limits.json_int(text)  # too long: refused by check_data, naming the key
     try:
-        value = yaml.safe_load(text)
+        value = limits.load_yaml(text, "--set", key)
     except yaml.YAMLError:
         return raw
     if isinstance(value, str) and _FLOAT.fullmatch(text):
@@ -182,14 +200,17 @@ def env_overrides(var: str = OVERRIDES_ENV) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_int=limits.json_int)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{var} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). "
             f"""Set it to a JSON object, for example {var}='{{"train": {{"max_iters": 100}}}}'."""
         ) from exc
+    except RecursionError:
+        raise limits.nesting_error(raw, var, toml=False) from None
     if not isinstance(value, dict):
         raise ConfigError(f"{var} must be a JSON object, got {type(value).__name__}.")
+    limits.check_data(value, var)
     return value
 
 
