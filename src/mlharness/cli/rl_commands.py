@@ -54,14 +54,19 @@ def check(cfg: RLConfig) -> None:
         ("model.model_path", m.model_path),
         ("model.ref_model_path", m.ref_model_path),
     ):
-        if path is not None and not path.exists():
+        problem = None if path is None else _model_dir_problem(path)
+        if problem is not None:
             raise ConfigError(
-                f"{field} {path} does not exist. Point it at an `mlx train` run directory, "
-                "one of its checkpoints, or a local Hugging Face model directory."
+                f"{field} {path} {problem}. Point it at an `mlx train` run directory, one of "
+                "its checkpoints, or a local Hugging Face model directory."
             )
     for name, path in (("train", d.train_path), ("val", d.val_path)):
         if path is None:
             continue
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise DatasetError(
+                f"data.{name}_path {path} is {_file_kind(path)}, not a data file or directory."
+            )
         if d.loader_type == "jsonl":
             _check_jsonl_path(path)
             continue
@@ -75,6 +80,44 @@ def check(cfg: RLConfig) -> None:
             )
     load_reward_sources(cfg.reward_sources, None)
     RewardSet(cfg.rewards)
+
+
+def _model_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot hold a policy model, without importing torch: the files that
+    ``rl.policy.describe`` looks for (checkpoint.json, config.json, checkpoints/, or runs
+    holding checkpoints/) must be there. None when they are."""
+    if not path.exists():
+        return "does not exist"
+    if not path.is_dir():
+        return f"is {_file_kind(path)}, not a model directory"
+    try:
+        markers = ("checkpoint.json", "config.json")
+        if any((path / m).is_file() for m in markers) or (path / "checkpoints").is_dir():
+            return None
+        if any((p / "checkpoints").is_dir() for p in path.iterdir() if p.is_dir()):
+            return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return (
+        "holds no model: no checkpoint.json (an mlx checkpoint), no config.json (a Hugging "
+        "Face model), no checkpoints/ directory (an mlx run) and no runs with checkpoints"
+    )
+
+
+def _file_kind(path: Path) -> str:
+    """``a character device``, ``a regular file``...: what ``path`` is, for messages."""
+    import stat
+
+    mode = path.stat().st_mode
+    kinds = {
+        stat.S_ISREG: "a regular file",
+        stat.S_ISDIR: "a directory",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISFIFO: "a named pipe",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def _quiet_hub() -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlharness.config.loading import deep_merge, load_raw, validate
-from mlharness.config.paths import workspace_root
+from mlharness.config.paths import SafeName, SafePath, check_path, workspace_root
 from mlharness.errors import ConfigError
 from mlharness.runs.heap import HEAP_BLOCK_LIMIT
 
@@ -24,7 +24,8 @@ Operation = Literal["+", "-", "*"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Every float field must be finite: inf and nan are refused naming the field.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ArithmeticConfig(_Strict):
@@ -46,12 +47,12 @@ class PrepareConfig(_Strict):
     preparer: str | None = Field(
         None, description="Registered preparer to use; default: the experiment's name."
     )
-    input: Path | None = Field(
+    input: SafePath | None = Field(
         None,
         description="Local source text file. Offline, or for experiments without a download, "
         "this is where the data comes from (also `mlx prepare --input PATH`).",
     )
-    data_dir: Path | None = Field(
+    data_dir: SafePath | None = Field(
         None, description="Where the prepared artifacts go; default: <workspace>/data/<experiment>."
     )
     tokenizer: str = Field(
@@ -196,9 +197,16 @@ class SampleConfig(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to sample.")
     use_ema: bool = Field(True, description="Sample from the EMA weights when the run kept them.")
 
+    @field_validator("start")
+    @classmethod
+    def _start_file(cls, start: str) -> str:
+        if start.startswith("FILE:"):
+            check_path(start[5:])
+        return start
+
 
 class OutputConfig(_Strict):
-    directory: Path | None = Field(
+    directory: SafePath | None = Field(
         None, description="Where runs go; default <workspace>/runs. Must be inside the workspace."
     )
 
@@ -207,7 +215,7 @@ class LMConfig(_Strict):
     """A language-model experiment: prepare the text, train a GPT, sample from it."""
 
     kind: Literal["lm"] = Field("lm", description="Experiment kind.")
-    name: str | None = Field(
+    name: SafeName | None = Field(
         None, description="Experiment name; default: the EXPERIMENT argument of the command."
     )
     description: str | None = Field(None, description="Human-readable description.")
@@ -216,15 +224,6 @@ class LMConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     sample: SampleConfig = Field(default_factory=SampleConfig, description="Sampling.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run directories.")
-
-    @field_validator("name")
-    @classmethod
-    def _directory_name(cls, name: str | None) -> str | None:
-        if name is not None and (
-            not name or name in (".", "..") or any(c in name for c in '/\\:*?"<>|\0')
-        ):
-            raise ValueError(f"name '{name}' must be usable as a directory name.")
-        return name
 
     # Resolved locations; the loader fills name, so these never see None there.
     @property
@@ -268,13 +267,13 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     out = deep_merge(data, {})
     for section, key in _PATH_FIELDS:
         value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
-        if isinstance(value, (str, os.PathLike)) and str(value):
+        if isinstance(value, (str, os.PathLike)) and str(value).strip():
             p = Path(value).expanduser()
             out[section][key] = str(p if p.is_absolute() else (base / p).resolve())
     sample = out.get("sample")
     if isinstance(sample, dict) and isinstance(sample.get("start"), str):
         start: str = sample["start"]
-        if start.startswith("FILE:"):
+        if start.startswith("FILE:") and start[5:].strip():
             p = Path(start[5:]).expanduser()
             sample["start"] = "FILE:" + str(p if p.is_absolute() else (base / p).resolve())
     return out

@@ -23,12 +23,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlharness.config.loading import deep_merge, load_raw, validate
-from mlharness.config.paths import workspace_root
+from mlharness.config.paths import SafeName, SafePath, workspace_root
 from mlharness.errors import ConfigError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Every float field must be finite: inf and nan are refused naming the field.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LRScheduleConfig(_Strict):
@@ -59,7 +60,7 @@ class TrainerConfig(_Strict):
     """The GRPO algorithm, its batching, optimizer, schedule and gradient routing."""
 
     algorithm: Literal["grpo"] = Field("grpo", description="The RL algorithm (GRPO).")
-    output_dir: Path | None = Field(
+    output_dir: SafePath | None = Field(
         None,
         description="Where runs go (`<output_dir>/<name>/<timestamp>/`); default "
         "<workspace>/runs. Must be inside the workspace.",
@@ -196,7 +197,7 @@ class TrainerConfig(_Strict):
 class ModelConfig(_Strict):
     """The policy, its reference, and LoRA."""
 
-    model_path: Path = Field(
+    model_path: SafePath = Field(
         ...,
         description="An `mlx train` run directory or checkpoint directory (our GPT), or a "
         "local Hugging Face causal-LM directory (config.json + weights).",
@@ -204,7 +205,7 @@ class ModelConfig(_Strict):
     checkpoint: Literal["best", "last"] = Field(
         "best", description="For an lm run directory: its best checkpoint, else the last."
     )
-    ref_model_path: Path | None = Field(
+    ref_model_path: SafePath | None = Field(
         None,
         description="Reference model for the KL penalty; default: a frozen copy of the initial "
         "policy (with LoRA: the base model with adapters disabled, no second copy).",
@@ -263,8 +264,8 @@ class GenerationConfig(_Strict):
 class DataConfig(_Strict):
     """Prompts and reference completions: JSONL or pre-tokenized NPY."""
 
-    train_path: Path = Field(..., description="JSONL file, or the NPY directory/prefix.")
-    val_path: Path | None = Field(
+    train_path: SafePath = Field(..., description="JSONL file, or the NPY directory/prefix.")
+    val_path: SafePath | None = Field(
         None, description="Held-out prompts, in the same format as train_path (loader_type)."
     )
     loader_type: Literal["jsonl", "npy"] = Field("jsonl", description="`jsonl` or `npy`.")
@@ -352,7 +353,9 @@ class RLConfig(_Strict):
     """A GRPO experiment: a policy, prompts, rewards, and how to train."""
 
     kind: Literal["rl"] = Field("rl", description="Experiment kind.")
-    name: str | None = Field(None, description="Experiment name; default: the config file's stem.")
+    name: SafeName | None = Field(
+        None, description="Experiment name; default: the config file's stem."
+    )
     description: str | None = Field(None, description="Human-readable description.")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="The algorithm.")
     model: ModelConfig = Field(..., description="Policy and reference models.")
@@ -411,7 +414,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for section, key in _PATH_FIELDS:
         part = out.get(section)
         value = part.get(key) if isinstance(part, dict) else None
-        if isinstance(value, (str, os.PathLike)) and str(value):
+        if isinstance(value, (str, os.PathLike)) and str(value).strip():
             p = Path(value).expanduser()
             part[key] = str(p if p.is_absolute() else (base / p).resolve())  # type: ignore[index]
     sources = out.get("reward_sources")

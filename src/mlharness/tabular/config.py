@@ -11,9 +11,12 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlharness.config.paths import SafePathText, check_name
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # Every float field must be finite: inf and nan are refused naming the field.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -63,7 +66,7 @@ class CsvParams(_Strict):
 
 
 class _DatasetBase(_Strict):
-    path: str | None = Field(
+    path: SafePathText | None = Field(
         None, description="Path to the dataset file (csv), relative to the workspace root."
     )
 
@@ -201,7 +204,7 @@ class TrainingConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    directory: str = Field(
+    directory: SafePathText = Field(
         "outputs", description="Output directory; must resolve within the workspace root."
     )
     save_checkpoints: bool = Field(True, description="Save model checkpoints.")
@@ -239,11 +242,7 @@ class ExperimentConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _directory_name(cls, name: str) -> str:
-        if name in (".", "..") or any(c in name for c in '/\\:*?"<>|\0'):
-            raise ValueError(
-                f"name '{name}' must be usable as a directory name: avoid / \\ : * ? \" < > |."
-            )
-        return name
+        return check_name(name)  # type: ignore[no-any-return]
 
     @model_validator(mode="after")
     def _model_fits_dataset(self) -> ExperimentConfig:
