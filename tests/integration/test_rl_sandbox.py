@@ -472,3 +472,29 @@ def test_the_process_backend_hook_cannot_be_switched_off(tmp_path: Path) -> None
     result = run_untrusted(program, LIMITS, "process")
     assert result.status == "failed" and "PermissionError" in result.stderr, result
     assert not target.exists()
+
+
+@needs_bwrap
+def test_the_working_directory_is_a_bounded_tmpfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many files below the per-file limit fill neither the host's disk nor its memory."""
+    program = (
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(100):\n"
+        "        with open(f'f{i}', 'wb') as f:\n"
+        "            f.write(b'0' * (4 * 1024 * 1024))\n"
+        "        written += 4\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "print(written)\n"
+    )
+    limits = SandboxLimits(timeout_s=5.0, total_memory_mb=128)
+    capped = run_untrusted(program, limits, "bwrap")
+    if capped.passed:  # no cgroup here: the tmpfs is full at its size
+        assert int(capped.stdout.split()[-1]) <= 128, capped  # 400 MB were asked for
+    else:  # the cgroup's memory cap, which counts tmpfs pages, stopped it first
+        assert capped.returncode == -9, capped
+    monkeypatch.setattr(sandbox, "_cgroup_parents", lambda: None)
+    full = run_untrusted(program, limits, "bwrap")
+    error, written = full.stdout.split()
+    assert full.passed and error == "OSError" and int(written) <= 128, full

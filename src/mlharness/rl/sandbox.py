@@ -164,6 +164,7 @@ class _Started:
 
     proc: subprocess.Popen[bytes]
     workdir: str
+    """The process backend's working directory on the host ("" for bwrap: a tmpfs)."""
     stdout: IO[bytes]
     stderr: IO[bytes]
     cgroup: list[str] = field(default_factory=list)
@@ -395,17 +396,17 @@ def _start(
     pass_fds: tuple[int, ...],
 ) -> _Started:
     """Launch the runner in ``mode`` under ``backend``, in a fresh empty working directory."""
-    workdir = tempfile.mkdtemp(prefix="mlx-sandbox-")
+    # bwrap's working directory is a tmpfs of its own: nothing lands on the host's disk.
+    workdir = tempfile.mkdtemp(prefix="mlx-sandbox-") if backend == "process" else ""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (the caller's)
     cgroup = _make_cgroup(limits)
     started = None
     try:
         root = hasattr(os, "geteuid") and os.geteuid() == 0
-        if root:
+        if root and workdir:
             os.chown(workdir, _NOBODY, _NOBODY)  # the program, as nobody, must write here
-            os.chmod(workdir, 0o711)  # and bwrap, root without capabilities, must enter it
         settings = {**settings, **_confinement(limits, backend, root, bool(cgroup))}
-        argv = _argv(mode, settings, backend, workdir, limits)
+        argv = _argv(mode, settings, backend, limits)
         if cgroup:  # joins the cgroup before bwrap starts, so every descendant is in it
             argv = ["/bin/sh", "-c", _JOIN_CGROUP, "sh", *cgroup, "--", *argv]
         proc = subprocess.Popen(
@@ -413,8 +414,8 @@ def _start(
             stdin=stdin,
             stdout=out,
             stderr=err,
-            cwd=workdir,
-            env=_scrubbed_env(workdir if backend == "process" else _INSIDE_WORKDIR),
+            cwd=workdir or "/",
+            env=_scrubbed_env(workdir or _INSIDE_WORKDIR),
             start_new_session=True,  # its own process group, killed as a whole
             close_fds=True,
             pass_fds=pass_fds,
@@ -426,7 +427,8 @@ def _start(
             out.close()
             err.close()
             _remove_cgroup(cgroup)
-            _remove_tree(workdir)
+            if workdir:
+                _remove_tree(workdir)
 
 
 _JOIN_CGROUP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
@@ -448,9 +450,7 @@ def _confinement(limits: SandboxLimits, backend: str, root: bool, cgroup: bool) 
     return settings
 
 
-def _argv(
-    mode: str, settings: dict[str, Any], backend: str, workdir: str, limits: SandboxLimits
-) -> list[str]:
+def _argv(mode: str, settings: dict[str, Any], backend: str, limits: SandboxLimits) -> list[str]:
     runner_args = [mode, json.dumps(settings)]
     if backend == "process":
         return [sys.executable, "-I", "-X", "utf8", RUNNER, *runner_args]
@@ -464,7 +464,7 @@ def _argv(
         "--proc", "/proc",
         "--dev", "/dev",
         "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp",
-        "--bind", workdir, _INSIDE_WORKDIR,
+        "--perms", "1777", "--size", tmp_bytes, "--tmpfs", _INSIDE_WORKDIR,
         "--chdir", _INSIDE_WORKDIR,
         "--ro-bind", RUNNER, _INSIDE_RUNNER,
         "--",
@@ -698,7 +698,8 @@ def _finish(started: _Started) -> tuple[int, str, str]:
     _remove_cgroup(started.cgroup)
     with started.stdout, started.stderr:
         stdout, stderr = _read_capped(started.stdout), _read_capped(started.stderr)
-    _remove_tree(started.workdir)
+    if started.workdir:
+        _remove_tree(started.workdir)
     return returncode, stdout, stderr
 
 
