@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mlharness.errors import CheckpointError
-from mlharness.runs.io import atomic_directory, atomic_write_json
+from mlharness.runs.io import atomic_directory, atomic_write_json, remove_directory
 
 SCHEMA = 1
 META_FILE = "checkpoint.json"
@@ -115,10 +114,11 @@ def rotate(directory: Path, kind: str, keep: int) -> None:
     """Delete the oldest checkpoints of ``kind`` beyond ``keep`` (for best: the worst ones).
 
     Best checkpoints are written only on improvement, so the newest are also the best.
+    A deletion cut short leaves a hidden leftover, never a half checkpoint under its name.
     """
     existing = list_checkpoints(directory, kind)
     for info in existing[: max(len(existing) - keep, 0)]:
-        shutil.rmtree(info.path, ignore_errors=True)
+        remove_directory(info.path)
 
 
 def read_meta(path: Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Several processes may start runs at once; each update takes an exclusive file lock, reads
 the index, changes it and writes it back atomically, so no entry is lost and readers never
-see a half-written file.
+see a half-written file. A temporary index a killed writer left is removed under the lock.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlharness.errors import RunDirectoryError
-from mlharness.runs.io import atomic_write_json, atomic_write_text
+from mlharness.runs.io import atomic_write_json, atomic_write_text, clean_leftovers
 
 INDEX_NAME = "index.json"
 
@@ -54,6 +54,7 @@ def update_index(index_path: Path, change: Callable[[list[dict[str, Any]]], None
     """Apply ``change`` to the list of runs under the lock and write the index atomically."""
     index_path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(index_path):
+        clean_leftovers(index_path.parent, name=index_path.name)  # no other writer: we lock
         data = _read(index_path)
         change(data["runs"])
         atomic_write_json(index_path, data)

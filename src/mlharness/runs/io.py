@@ -2,6 +2,9 @@
 
 Every file that matters is written to a temporary sibling, flushed, fsynced and renamed
 over the target, so a crash leaves either the old file or the new one, never half of one.
+What a crash can leave is a hidden sibling: ``.<name>.<8 random>.tmp`` (a write cut short,
+or a directory being deleted) or ``.<name>.old`` (a complete directory being replaced);
+:func:`clean_leftovers` removes the first and puts the second back where it belongs.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import contextlib
 import json
 import math
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -46,6 +51,11 @@ def to_jsonable(value: Any) -> Any:
 def dumps(value: Any, *, indent: int | None = 2) -> str:
     """Serialize ``value`` to strict JSON (``allow_nan=False``) after :func:`to_jsonable`."""
     return json.dumps(to_jsonable(value), indent=indent, allow_nan=False, ensure_ascii=False)
+
+
+# mkstemp/mkdtemp names: the prefix ".<name>.", 8 characters of [a-z0-9_], the suffix ".tmp".
+_TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+_TRASH = re.compile(r"^\.(?P<name>.+)\.old$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -92,6 +102,63 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     atomic_write_text(path, dumps(value) + "\n")
 
 
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy the file ``src`` to ``dst`` atomically (a killed copy leaves no half file)."""
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+def remove_directory(path: str | os.PathLike[str]) -> None:
+    """Delete a directory tree; a crash midway leaves a hidden leftover, never half a tree
+    under the directory's own name (where readers would take it for a whole one).
+
+    The tree is first renamed to ``.<name>.<random>.tmp`` (atomic), then deleted. A
+    directory that does not exist is not an error.
+    """
+    target = Path(path)
+    doomed = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.replace(target, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_leftovers(directory: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Undo what atomic writes killed midway left in ``directory`` (not its subdirectories).
+
+    Temporary files and directories (``.<name>.<random>.tmp``) are deleted. A directory
+    set aside while being replaced (``.<name>.old``, always complete) goes back to its name
+    if the replacement never arrived, and is deleted otherwise. ``name`` limits this to the
+    leftovers of that one file. Call it only where no writer is at work: a writer's
+    temporary file would go too. Returns the leftovers removed or restored.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    handled = []
+    for child in sorted(folder.iterdir()):
+        temp, trash = _TEMP.match(child.name), _TRASH.match(child.name)
+        match = temp or trash
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        is_tree = child.is_dir() and not child.is_symlink()
+        if temp and is_tree:
+            shutil.rmtree(child, ignore_errors=True)
+        elif temp:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+        elif is_tree and not child.with_name(match["name"]).exists():
+            os.replace(child, child.with_name(match["name"]))
+        elif is_tree:
+            remove_directory(child)
+        else:
+            continue  # a file named .x.old was not written by us
+        handled.append(child)
+    if handled:
+        _fsync_dir(folder)
+    return handled
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only if the block succeeds.
@@ -111,16 +178,18 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
                     os.fsync(f.fileno())
         _fsync_dir(tmp)
         if target.exists():
+            # Killed between the two renames, the complete old directory waits under the
+            # trash name, and clean_leftovers puts it back: so the trash is only ever
+            # deleted through remove_directory, never left half deleted under that name.
             trash = target.with_name(f".{target.name}.old")
-            if trash.exists():
-                shutil.rmtree(trash)
+            remove_directory(trash)
             os.replace(target, trash)
             try:
                 os.replace(tmp, target)
             except BaseException:
                 os.replace(trash, target)  # put the old directory back where readers look
                 raise
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_directory(trash)
         else:
             os.replace(tmp, target)
         _fsync_dir(target.parent)
