@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,38 @@ def test_compile_without_a_cpp_compiler_is_a_config_error(
 def test_a_run_still_in_progress_is_not_taken_over(tiny_lm: Any) -> None:
     cfg = tiny_lm({"train": {"max_iters": 5}})
     run = trainer.train(cfg, progress=False).run_dir
-    summary = json.loads((run / "summary.json").read_text())
-    # Pretend a live process (our parent) is still training it.
-    summary.update(status="running", pid=os.getppid(), host=platform.node())
-    (run / "summary.json").write_text(json.dumps(summary))
-    with pytest.raises(RunDirectoryError, match=r"is still being trained by process"):
-        trainer.train(cfg, progress=False)
-    assert trainer.train(cfg, fresh=True, progress=False).run_dir != run
+    # A live process holds the run's lock, as the process training it does.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        summary = json.loads((run / "summary.json").read_text())
+        summary.update(status="running", pid=holder.pid, host=platform.node())
+        (run / "summary.json").write_text(json.dumps(summary))
+        with pytest.raises(RunDirectoryError) as info:
+            trainer.train(cfg, progress=False)
+        assert str(info.value) == (
+            f"Run {run} is still being trained by process {holder.pid}. Wait for it or stop "
+            "it, or pass --fresh to start a separate run."
+        )
+        assert trainer.train(cfg, fresh=True, progress=False).run_dir != run
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    # Its owner gone (SIGKILL drops the lock), the run resumes.
+    result = trainer.train(cfg, progress=False)
+    assert result.run_dir == run and result.resumed_from is not None
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mlharness.runs import recovery
+assert recovery.hold_lock(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(120)
+"""
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:

@@ -237,7 +237,8 @@ def test_summary_status_must_be_known(workspace: Path, status: Any) -> None:
     with pytest.raises(ValueError) as info:
         manager.write_summary({"status": status})
     assert str(info.value) == (
-        f"status must be one of ('running', 'completed', 'failed', 'interrupted'), got {status!r}"
+        f"status must be one of ('running', 'completed', 'failed', 'interrupted', 'crashed'), "
+        f"got {status!r}"
     )
 
 

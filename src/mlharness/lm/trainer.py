@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -45,9 +44,10 @@ from mlharness.lm.config import LMConfig, config_snapshot
 from mlharness.lm.model import GPT, GPTConfig
 from mlharness.lm.optim import AdamW
 from mlharness.lm.prepare import load_meta
+from mlharness.runs import recovery
 from mlharness.runs.heap import keep_freed_memory
 from mlharness.runs.interrupt import GracefulInterrupt
-from mlharness.runs.io import atomic_write_text, dumps
+from mlharness.runs.io import atomic_copy, atomic_write_text, dumps
 from mlharness.runs.metrics import MetricsWriter
 from mlharness.runs.output import OutputManager
 
@@ -283,51 +283,22 @@ def learning_rate(it: int, config: LMConfig) -> float:
 # ----------------------------------------------------------------------------- runs
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def newest_checkpoint(run_dir: Path) -> ckpt.CheckpointInfo | None:
+    """A run's newest complete checkpoint (at one iteration, the last one over the best)."""
+    found = ckpt.list_checkpoints(run_dir / "checkpoints")
+    return found[-1] if found else None
 
 
 def find_resumable(
-    output_dir: Path, experiment: str, kind: str = "lm"
+    output_dir: Path, experiment: str, kind: str = "lm", *, fresh: bool = False
 ) -> tuple[Path, ckpt.CheckpointInfo] | None:
     """The latest unfinished run of ``experiment`` and its newest checkpoint, if any.
 
-    A run whose process is still alive on this host is not taken over: that is an error
-    the user resolves (wait, stop it, or ``--fresh``).
+    A run whose process is still alive is not taken over: that is an error the user
+    resolves (wait, stop it, or ``--fresh``). Dead runs are settled first, ``fresh`` or
+    not: see :func:`mlharness.runs.recovery.recover`.
     """
-    parent = output_dir / experiment
-    if not parent.is_dir():
-        return None
-    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
-        try:
-            summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if summary.get("kind") != kind or summary.get("status") == "completed":
-            continue
-        found = ckpt.list_checkpoints(run_dir / "checkpoints")
-        if not found:
-            continue
-        pid = summary.get("pid")
-        if (
-            summary.get("status") == "running"
-            and isinstance(pid, int)
-            and pid != os.getpid()
-            and summary.get("host") == platform.node()
-            and _pid_alive(pid)
-        ):
-            raise RunDirectoryError(
-                f"Run {run_dir} is still being trained by process {pid}. Wait for it or stop "
-                "it, or pass --fresh to start a separate run."
-            )
-        return run_dir, found[-1]
-    return None
+    return recovery.recover(output_dir, experiment, kind, newest_checkpoint, resume=not fresh)
 
 
 def _model_args(config: LMConfig, vocab_size: int) -> dict[str, Any]:
@@ -432,7 +403,7 @@ def _copy_tokenizer(data_dir: Path, run_dir: Path) -> None:
     depends on a data directory that may since have been prepared anew."""
     for name in ("meta.json", "tokenizer.json"):
         if (data_dir / name).is_file():
-            shutil.copyfile(data_dir / name, run_dir / name)
+            atomic_copy(data_dir / name, run_dir / name)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -465,8 +436,10 @@ class Trainer:
         self.meta = load_meta(config.data_dir)
         args = _model_args(config, int(self.meta["vocab_size"]))
 
-        # Resume: rank 0 decides, everyone follows the same checkpoint.
-        found = None if fresh else find_resumable(config.output_dir, config.experiment)
+        # Resume: rank 0 decides (and alone settles dead runs), everyone follows its checkpoint.
+        found = None
+        if self.dist.master:
+            found = find_resumable(config.output_dir, config.experiment, fresh=fresh)
         found = self._broadcast(found)
         self.resumed_from: Path | None = None
         state: dict[str, Any] | None = None
@@ -571,7 +544,9 @@ class Trainer:
 
     def _open_run(self, resume_dir: Path | None) -> None:
         c = self.config
-        self.output = OutputManager(c.experiment, c.output_dir, kind="lm", resume_dir=resume_dir)
+        self.output = OutputManager(
+            c.experiment, c.output_dir, kind="lm", resume_dir=resume_dir, lock=True
+        )
         run_dir = self.output.run_dir
         if resume_dir is None:
             self.output.write_config(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ from mlharness.rl.policy import (
 from mlharness.rl.rewards import RewardContext, RewardSet, load_reward_sources
 from mlharness.rl.rollout import Completion, ThinkRules, generate
 from mlharness.runs.interrupt import GracefulInterrupt
-from mlharness.runs.io import atomic_write_text, dumps
+from mlharness.runs.io import atomic_copy, atomic_write_text, dumps
 from mlharness.runs.metrics import MetricsWriter
 from mlharness.runs.output import OutputManager
 
@@ -203,7 +202,7 @@ class GRPOTrainer:
         self.rewards = RewardSet(config.rewards)
         if d.loader_type == "jsonl":
             self._load_data(None)
-        found = None if fresh else find_resumable(config.output_dir, config.experiment, "rl")
+        found = find_resumable(config.output_dir, config.experiment, "rl", fresh=fresh)
         self.resumed_from: Path | None = found[1].path if found else None
         resume_meta = rl_ckpt.read(found[1].path) if found else None
         self.seed = int(resume_meta["seed"]) if resume_meta else resolve_seed(t.seed)
@@ -251,7 +250,11 @@ class GRPOTrainer:
         if found is not None and resume_meta is not None:
             self._restore(found[1].path, resume_meta)
         self.output = OutputManager(
-            config.experiment, config.output_dir, kind="rl", resume_dir=found[0] if found else None
+            config.experiment,
+            config.output_dir,
+            kind="rl",
+            resume_dir=found[0] if found else None,
+            lock=True,
         )
         self.run_dir = self.output.run_dir
         self._open_run(resumed=found is not None)
@@ -314,7 +317,7 @@ class GRPOTrainer:
             tok_dir = Path(self.policy.info["tokenizer_dir"])
             for name in ("meta.json", "tokenizer.json"):
                 if (tok_dir / name).is_file():
-                    shutil.copyfile(tok_dir / name, self.run_dir / name)
+                    atomic_copy(tok_dir / name, self.run_dir / name)
         (self.run_dir / "samples").mkdir(exist_ok=True)
         self.metrics = MetricsWriter(
             self.run_dir / "metrics",

@@ -1,12 +1,12 @@
 """One run directory per run: ``<output_dir>/<experiment>/<YYYYmmdd_HHMMSS[_N]>/``.
 
 The directory is claimed with an atomic ``mkdir``, so two runs started in the same second,
-even in different processes, get ``..._1``, ``..._2`` instead of sharing a directory.
+even in different processes, get ``..._1``, ``..._2`` instead of sharing a directory. Runs
+that can resume also hold ``run.lock`` while they train (:mod:`mlharness.runs.recovery`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -19,10 +19,12 @@ from typing import Any
 from mlharness import __version__
 from mlharness.config.paths import workspace_root
 from mlharness.errors import RunDirectoryError
-from mlharness.runs import index
+from mlharness.runs import index, recovery
 from mlharness.runs.io import atomic_write_json
 
-STATUSES = ("running", "completed", "failed", "interrupted")
+# crashed: the process died (SIGKILL, power loss) and left nothing to resume from; set by the
+# next process that finds the run (runs.recovery), never by the run itself.
+STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 
 
 class OutputManager:
@@ -31,6 +33,11 @@ class OutputManager:
     The directory and its ``checkpoints/``, ``metrics/`` and ``logs/`` subdirectories exist
     as soon as the manager is constructed, so anything that fails later still leaves a
     run directory whose ``summary.json`` says what happened.
+
+    With ``lock``, the manager holds the run's lock from construction to :meth:`finish`, so
+    another process can tell whether the run's owner is alive; resuming a run whose lock
+    another process holds is an error, and a resumed run is cleared of the temporary files
+    its killed predecessor left.
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class OutputManager:
         maintain_index: bool = True,
         kind: str = "tabular",
         resume_dir: str | os.PathLike[str] | None = None,
+        lock: bool = False,
     ) -> None:
         self.experiment_name = experiment_name
         self.base_dir = Path(base_dir)
@@ -48,14 +56,20 @@ class OutputManager:
         self.created_at = datetime.now()
         self._started = time.monotonic()
         self.resumed = resume_dir is not None
+        self.locked = lock
         if resume_dir is not None:
             # Resuming continues in the run's own directory, so one run keeps one history.
             self.run_dir = Path(resume_dir)
-            previous = _read_summary(self.run_dir)
+            if lock:
+                self._lock()
+                recovery.clean_run(self.run_dir)
+            previous = recovery.read_summary(self.run_dir)
             if "created_at" in previous:
                 self.created_at = datetime.fromisoformat(previous["created_at"])
         else:
             self.run_dir = self._get_unique_run_dir()
+            if lock:
+                self._lock()
         for sub in ("checkpoints", "metrics", "logs"):
             (self.run_dir / sub).mkdir(exist_ok=True)
         self.write_summary({"status": "running", "pid": os.getpid(), "host": platform.node()})
@@ -67,7 +81,17 @@ class OutputManager:
             except RunDirectoryError as exc:
                 # Never leave a directory that claims to be running when nothing will run.
                 self.write_summary({"status": "failed", "error": str(exc)})
+                if lock:
+                    recovery.release_lock(self.run_dir)
                 raise
+
+    def _lock(self) -> None:
+        if not recovery.hold_lock(self.run_dir):
+            raise RunDirectoryError(
+                f"Run {self.run_dir} is being trained by another process (it holds "
+                f"{self.run_dir / recovery.LOCK_FILE}). Wait for it or stop it, or pass --fresh "
+                "to start a separate run."
+            )
 
     @property
     def index_path(self) -> Path:
@@ -160,24 +184,21 @@ class OutputManager:
         return path
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Write the final summary and update this run's index entry with its outcome."""
-        self.write_summary(summary)
-        if self.maintain_index:
-            index.update_run(
-                self.index_path,
-                self.relative_run_dir,
-                status=summary["status"],
-                final_metrics=summary.get("final_metrics") or {},
-                finished_at=datetime.now().isoformat(),
-            )
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        """Write the final summary and update this run's index entry with its outcome;
+        then the run's lock (if held) is let go."""
+        try:
+            self.write_summary(summary)
+            if self.maintain_index:
+                index.update_run(
+                    self.index_path,
+                    self.relative_run_dir,
+                    status=summary["status"],
+                    final_metrics=summary.get("final_metrics") or {},
+                    finished_at=datetime.now().isoformat(),
+                )
+        finally:
+            if self.locked:
+                recovery.release_lock(self.run_dir)
 
 
 def _check_writable(base_dir: Path, experiment_dir: Path) -> None:
