@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -121,6 +122,71 @@ class Mlx:
             text=True,
             umask=UMASK,
         )
+
+
+# ----------------------------------------------------------------------------- crashes
+
+
+_KILL_HOOK = """
+import functools, importlib, os, signal
+_module = importlib.import_module({module!r})
+_original = getattr(_module, {attr!r})
+_calls = [0]
+
+@functools.wraps(_original)
+def _hooked(*args, **kwargs):
+    _calls[0] += 1
+    n = _calls[0]
+    if {before!r} and ({when}):
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = _original(*args, **kwargs)
+    if not {before!r} and ({when}):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+setattr(_module, {attr!r}, _hooked)
+"""
+
+
+def kill_hook(target: str, when: str = "True", *, before: bool = False) -> str:
+    """Python source that makes the process SIGKILL itself around a call of ``target``.
+
+    ``target`` is ``"package.module.function"``, looked up through the module at call time
+    (so it must be called as ``module.function``, or imported by name into that module).
+    ``when`` is an expression over ``n`` (the call's number, from 1), ``args`` and ``kwargs``;
+    the kill comes right before the call that makes it true, or right after it.
+    """
+    module, attr = target.rsplit(".", 1)
+    return _KILL_HOOK.format(module=module, attr=attr, when=when, before=before)
+
+
+def run_mlx_killed(
+    args: Sequence[Any], *, workspace: Path, hook: str, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mlx ARGS`` with ``hook`` (see :func:`kill_hook`) installed first; assert that
+    the process died of SIGKILL, a real one, with no chance to clean up after itself."""
+    argv = [str(a) for a in args]
+    code = f"{hook}\nimport sys\nfrom mlharness.cli import main\nsys.exit(main())\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        cwd=workspace,
+        env=base_env(workspace),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        umask=UMASK,
+    )
+    assert result.returncode == -signal.SIGKILL, f"not killed\n{show(argv, result)}"
+    return result
+
+
+def leftovers(root: Path) -> list[str]:
+    """Hidden temporaries and set-aside directories of atomic writes anywhere under ``root``."""
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob(".*")
+        if p.name.endswith((".tmp", ".old"))
+    )
 
 
 # ----------------------------------------------------------------------------- configs

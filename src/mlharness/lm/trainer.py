@@ -442,6 +442,7 @@ class Trainer:
             found = find_resumable(config.output_dir, config.experiment, fresh=fresh)
         found = self._broadcast(found)
         self.resumed_from: Path | None = None
+        self.resumed_kind: str | None = None
         state: dict[str, Any] | None = None
         if found is not None:
             run_dir, info = found
@@ -450,6 +451,7 @@ class Trainer:
             _reconcile_model_args(args, meta["model_args"], info.path)
             state = {"meta": meta, "info": info, "run_dir": run_dir}
             self.resumed_from = info.path
+            self.resumed_kind = info.kind
 
         self.model_args = args
         torch.manual_seed(t.seed)  # identical initial weights in every process
@@ -557,6 +559,8 @@ class Trainer:
             history: list[dict[str, Any]] = []
         else:
             history = keep_history(run_dir / "metrics", self.iter)
+            evals = [r for r in history if "val_loss" in r]
+            self.last_eval = evals[-1] if evals else {}
         (run_dir / "samples").mkdir(exist_ok=True)
         self.metrics = MetricsWriter(
             run_dir / "metrics",
@@ -609,6 +613,21 @@ class Trainer:
             },
         )
         ckpt.rotate(directory, kind, keep)
+
+    def _complete_checkpoints(self, last_due: bool) -> None:
+        """On resume, finish the checkpointing a kill cut short at the resumed iteration.
+
+        Killed between a step's best and last checkpoint, the run resumes from the best (the
+        same state): the last one, if the schedule names it (``last_due``), is written now.
+        Killed before a rotation, the checkpoints it would have removed are removed now.
+        """
+        if self.resumed_kind == "best" and last_due:
+            self.save("last")
+        keep = self.config.train.checkpointing.keep
+        if self.dist.master:
+            for kind, n in (("last", keep.last), ("best", keep.best)):
+                if n > 0:
+                    ckpt.rotate(self.run_dir / "checkpoints", kind, n)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -704,6 +723,8 @@ class Trainer:
         ckpt_every = t.checkpointing.interval or t.eval_interval
         if self.resumed_from is None:
             self.save("last")  # the cold-start safety net: a checkpoint right after init
+        else:
+            self._complete_checkpoints(self.iter % ckpt_every == 0 or self.iter == t.max_iters)
         if t.compile and self.dist.master and self.iter < t.max_iters:
             log.info("torch.compile: the first step compiles the model (tens of seconds on a CPU)")
         step_times: list[float] = []

@@ -204,6 +204,7 @@ class GRPOTrainer:
             self._load_data(None)
         found = find_resumable(config.output_dir, config.experiment, "rl", fresh=fresh)
         self.resumed_from: Path | None = found[1].path if found else None
+        self.resumed_kind: str | None = found[1].kind if found else None
         resume_meta = rl_ckpt.read(found[1].path) if found else None
         self.seed = int(resume_meta["seed"]) if resume_meta else resolve_seed(t.seed)
 
@@ -313,6 +314,8 @@ class GRPOTrainer:
             history: list[dict[str, Any]] = []
         else:
             history = keep_history(self.run_dir / "metrics", self.step, key="step")
+            evals = [r for r in history if "val_reward" in r]
+            self.last_eval = evals[-1] if evals else {}
         if self.policy.kind == "gpt":  # `mlx sample --checkpoint` reads the run's tokenizer
             tok_dir = Path(self.policy.info["tokenizer_dir"])
             for name in ("meta.json", "tokenizer.json"):
@@ -369,6 +372,19 @@ class GRPOTrainer:
             },
         )
         lm_ckpt.rotate(directory, kind, max(keep, 1))
+
+    def _complete_checkpoints(self, last_due: bool) -> None:
+        """On resume, finish the checkpointing a kill cut short at the resumed step.
+
+        Killed between a step's best and last checkpoint, the run resumes from the best (the
+        same state): the last one, if the schedule names it (``last_due``), is written now.
+        Killed before a rotation, the checkpoints it would have removed are removed now.
+        """
+        if self.resumed_kind == "best" and last_due:
+            self.save("last")
+        directory = self.run_dir / self.config.checkpointing.checkpoint_dir
+        lm_ckpt.rotate(directory, "last", max(self.config.checkpointing.keep_last_n, 1))
+        lm_ckpt.rotate(directory, "best", 1)
 
     def _restore(self, path: Path, meta: dict[str, Any]) -> None:
         state = rl_ckpt.load_trainer_state(path)
@@ -740,6 +756,9 @@ class GRPOTrainer:
             if self.val:
                 self._evaluate_and_save()  # the baseline: step 0, before any update
             self.save("last")  # the cold-start safety net, right after init
+        else:
+            every = self.config.checkpointing.save_every
+            self._complete_checkpoints(self.step % every == 0 or self.step == t.num_training_steps)
         status = "completed"
         bar = TrainProgress(self.progress, t.num_training_steps, self.step, label="grpo")
         try:
