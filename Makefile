@@ -12,7 +12,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bwrap install dev demo test unit integration e2e format lint typecheck quality bench bench-lm \
+.PHONY: help bwrap install dev demo test unit integration e2e format lint typecheck quality bench bench-lm bench-sandbox \
 	bench-grpo grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
@@ -86,6 +86,9 @@ bench: dev ## Benchmark the tabular engine against scikit-learn
 
 bench-lm: dev ## Benchmark the lm engine (add NANOGPT=path to run nanoGPT side by side)
 	$(PY) bench/lm.py $(if $(NANOGPT),--nanogpt $(NANOGPT))
+
+bench-sandbox: dev ## Benchmark the code sandbox: bubblewrap against the process backend
+	$(PY) bench/sandbox.py $(BENCH_ARGS)
 
 bench-grpo: dev ## Benchmark GRPO against TRL's GRPOTrainer (TRL: pip install "mlharness[bench]")
 	$(PY) bench/grpo.py $(BENCH_ARGS)
