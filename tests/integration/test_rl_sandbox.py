@@ -498,3 +498,22 @@ def test_the_working_directory_is_a_bounded_tmpfs(monkeypatch: pytest.MonkeyPatc
     full = run_untrusted(program, limits, "bwrap")
     error, written = full.stdout.split()
     assert full.passed and error == "OSError" and int(written) <= 128, full
+
+
+def test_a_solution_cannot_rebind_the_tests_names(backend: str) -> None:
+    """It may say it defined anything: builtins, the setup's names and unexposed names stay."""
+    code = "import json, os, sys\ndef abs(x):\n    return 0\ndef f(x):\n    return 99\n"
+    tests = ["assert abs(f(1) - 5) < 1"]
+    assert run_tested(CodeWithTests(code, tests), LIMITS, backend).verdicts == [False]
+    forged = (
+        "import json, os, sys\n"
+        "fd = json.loads(sys.argv[2])['answers_fd']\n"
+        'os.write(fd, b\'{"names": {"check": {"value": 1}, "f": {"function": true}}}\\n\')\n'
+        "os._exit(0)\n"
+    )
+    job = CodeWithTests(forged, ["check(f)"], setup="def check(g):\n    assert g(2) == 4\n",
+                        expose=["f"])  # fmt: skip
+    result = run_tested(job, LIMITS, backend)
+    assert result.verdicts == [False]
+    error = result.errors[0] or ""
+    assert "ended" in error or "Broken pipe" in error, result  # the real check, a dead f

@@ -311,7 +311,8 @@ def _run_pair(job: CodeWithTests, limits: SandboxLimits, backend: str) -> Judged
     start = time.monotonic()
     to_candidate, from_tests = os.pipe()
     to_tests, from_candidate = os.pipe()
-    spec = {"setup": job.setup, "tests": list(job.tests)}
+    expose = None if job.expose is None else list(job.expose)
+    spec = {"setup": job.setup, "tests": list(job.tests), "expose": expose}
     with (
         tempfile.TemporaryFile() as code,
         tempfile.TemporaryFile() as tests_in,
@@ -321,7 +322,6 @@ def _run_pair(job: CodeWithTests, limits: SandboxLimits, backend: str) -> Judged
         tests_in.write(json.dumps(spec).encode())
         code.seek(0)
         tests_in.seek(0)
-        expose = None if job.expose is None else list(job.expose)
         candidate_fds = {"requests_fd": to_candidate, "answers_fd": from_candidate}
         tests_fds = {"requests_fd": from_tests, "answers_fd": to_tests}
         tests_fds["results_fd"] = verdicts.fileno()
@@ -367,7 +367,12 @@ def _tested_result(
     errors: list[str | None] = ["not run"] * n
     setup_error = None
     for line in lines:
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError:  # the last line of a test process killed while writing it
+            continue
+        if not isinstance(record, dict):
+            continue
         if "setup" in record:
             setup_error = str(record["setup"])
             errors = [f"the solution did not load: {setup_error}"] * n

@@ -367,11 +367,14 @@ def run_tests(spec: dict[str, Any], candidate: _Candidate, results: Any) -> None
         return
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile(spec.get("setup", ""), "<setup>", "exec"), namespace)
+    trusted = set(namespace)
     for name, entry in hello["names"].items():
-        if type(entry) is dict and entry.get("function") is True:
-            namespace[str(name)] = candidate.proxy(str(name))
-        elif type(entry) is dict and "value" in entry:
-            namespace[str(name)] = decode(entry["value"])
+        if not _may_bind(str(name), spec.get("expose"), trusted) or type(entry) is not dict:
+            continue
+        if entry.get("function") is True:
+            namespace[name] = candidate.proxy(name)
+        elif "value" in entry:
+            namespace[name] = decode(entry["value"])
     for i, test in enumerate(spec["tests"]):
         try:
             exec(compile(test, f"<test {i}>", "exec"), namespace)
@@ -379,6 +382,19 @@ def run_tests(spec: dict[str, Any], candidate: _Candidate, results: Any) -> None
             _send(results, {"test": i, "passed": False, "error": _error(exc)})
         else:
             _send(results, {"test": i, "passed": True})
+
+
+def _may_bind(name: str, expose: list[str] | None, trusted: set[str]) -> bool:
+    """Whether the solution's ``name`` may enter the tests' namespace.
+
+    The solution says what it defined, and it may lie: only the exposed names, or else
+    names that shadow neither a builtin (``abs``, ``len``) nor the trusted setup's own.
+    """
+    if not name.isidentifier() or name.startswith("__"):
+        return False
+    if expose is not None:
+        return name in expose
+    return name not in trusted and not hasattr(builtins, name)
 
 
 def _error(exc: BaseException) -> str:
