@@ -517,3 +517,15 @@ def test_a_solution_cannot_rebind_the_tests_names(backend: str) -> None:
     assert result.verdicts == [False]
     error = result.errors[0] or ""
     assert "ended" in error or "Broken pipe" in error, result  # the real check, a dead f
+
+
+@needs_bwrap
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = ("--ro-bind", "/nonexistent-mlx-path", "/nonexistent-mlx-path")
+    monkeypatch.setattr(sandbox, "_root_filesystem", lambda: broken)
+    result = run_untrusted("print('hi')", LIMITS, "bwrap")
+    assert result.status == "error" and result.stderr.startswith("bwrap: "), result
+    judged = run_tested(CodeWithTests("def f():\n    return 1", ["assert f() == 1"]), LIMITS)
+    assert judged.status == "error" and judged.verdicts == [False], judged

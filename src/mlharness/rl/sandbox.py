@@ -465,11 +465,12 @@ def _argv(mode: str, settings: dict[str, Any], backend: str, limits: SandboxLimi
         *_namespace_args(),
         "--die-with-parent",
         "--new-session",
-        *_root_filesystem(),
         "--proc", "/proc",
         "--dev", "/dev",
         "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp",
         "--perms", "1777", "--size", tmp_bytes, "--tmpfs", _INSIDE_WORKDIR,
+        # After the tmpfs: an interpreter under /tmp (a checkout there) must stay visible.
+        *_root_filesystem(),
         "--chdir", _INSIDE_WORKDIR,
         "--ro-bind", RUNNER, _INSIDE_RUNNER,
         "--",
@@ -703,6 +704,8 @@ def _finish(started: _Started) -> tuple[int, str, str]:
     _remove_cgroup(started.cgroup)
     with started.stdout, started.stderr:
         stdout, stderr = _read_capped(started.stdout), _read_capped(started.stderr)
+    if started.shell_status and returncode == 1 and stderr.startswith("bwrap: "):
+        returncode = sandbox_runner.SETUP_FAILED  # bwrap itself failed: the code never ran
     if started.workdir:
         _remove_tree(started.workdir)
     return returncode, stdout, stderr
