@@ -16,7 +16,7 @@ TORCH_INDEX ?=
 	bench-grpo grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,9 @@ demo: install ## Run the example experiment, evaluate it, and show where everyth
 	echo "Metrics:         $${run}metrics/metrics.md" && \
 	echo "Evaluation:      $${run}eval/" && \
 	echo "Checkpoints:     $${run}checkpoints/" && \
-	echo "Run history:     runs/index.json  (mlx history --output-dir runs)"
+	echo "Run history:     runs/index.json  (mlx history --output-dir runs)" && \
+	echo "" && echo "mlx lives in .venv/bin: run 'source .venv/bin/activate' to type plain 'mlx'," && \
+	echo "or call it as .venv/bin/mlx (for example: .venv/bin/mlx history --output-dir runs)."
 
 test: dev ## Run the whole test suite
 	$(BIN)/pytest -q
