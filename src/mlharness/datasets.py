@@ -1,8 +1,8 @@
 """Public dataset API: ``from mlharness.datasets import SyntheticRegressionDataset``.
 
 The implementations live in :mod:`mlharness.tabular.datasets` and
-:mod:`mlharness.tabular.csv_dataset`; this module keeps the short import path the
-documentation uses.
+:mod:`mlharness.tabular.csv_dataset`, built by name in :mod:`mlharness.tabular.factory`;
+this module keeps the short import path the documentation uses.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from mlharness.tabular.datasets import (
     BundledDataset,
     SyntheticClassificationDataset,
     SyntheticRegressionDataset,
-    make_dataset,
 )
+from mlharness.tabular.factory import make_dataset
 
 __all__ = [
     "SUPPORTED_DATASETS",

@@ -3,7 +3,8 @@ LinearRegression``. The code lives in :mod:`mlharness.tabular`."""
 
 from __future__ import annotations
 
-from mlharness.tabular.base import BaseModel, load_model
+from mlharness.tabular.base import BaseModel
+from mlharness.tabular.factory import load_model
 from mlharness.tabular.linear import LinearRegression
 from mlharness.tabular.mlp import MLP
 from mlharness.tabular.optim import make_optimizer

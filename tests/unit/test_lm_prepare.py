@@ -20,11 +20,11 @@ from mlharness.lm import prepare as prep
 from mlharness.lm.config import ArithmeticConfig, LMConfig, load_lm_config
 from mlharness.lm.experiments.arithmetic import generate_problems
 from mlharness.lm.experiments.shakespeare_char import TINY_SHAKESPEARE_URL
+from mlharness.lm.meta import load_meta
 from mlharness.lm.prepare import (
     artifacts_current,
     available,
     experiment_defaults,
-    load_meta,
     prepare_data,
     token_dtype,
 )

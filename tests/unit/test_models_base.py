@@ -12,7 +12,8 @@ import pytest
 from mlharness import models
 from mlharness.errors import CheckpointError, ModelError
 from mlharness.tabular import base
-from mlharness.tabular.base import BaseModel, load_model
+from mlharness.tabular.base import BaseModel
+from mlharness.tabular.factory import load_model
 from mlharness.tabular.linear import LinearRegression
 from mlharness.tabular.mlp import MLP
 

@@ -9,41 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mlharness.cli import app
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Experiment config file (.json, .yaml, .yml or .toml); may hold a list.",
-        metavar="PATH",
-        show_default=False,
-    ),
-]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help="Override a config field, e.g. --set training.epochs=5 or --set train.max_iters=100 "
-        "(repeatable). Applied after "
-        "the MLX_OVERRIDES environment variable (a JSON object).",
-        show_default=False,
-    ),
-]
-StrictOption = Annotated[
-    bool, typer.Option("--strict", help="Treat unknown config keys as errors, not warnings.")
-]
-DryRunOption = Annotated[
-    bool, typer.Option("--dry-run", help="Validate and show the plan without running anything.")
-]
-
-
-def _echo_json(title: str, data: Any) -> None:
-    from mlharness.runs.io import dumps
-
-    typer.echo(title)
-    typer.echo(dumps(data))
+from mlharness.cli.options import ConfigOption, DryRunOption, SetOption, StrictOption, echo_json
 
 
 def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> list[Any]:
@@ -139,7 +105,7 @@ def run_experiment(
     if dry_run:
         for i, cfg in enumerate(configs, start=1):
             header = f"[{i}/{total}] " if total > 1 else ""
-            _echo_json(f"{header}Configuration ({config}):", cfg.model_dump(mode="json"))
+            echo_json(f"{header}Configuration ({config}):", cfg.model_dump(mode="json"))
             typer.echo("Plan:")
             for line in _plan(cfg):
                 typer.echo(f"  {line}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlharness.cli import app
-from mlharness.cli.commands import DryRunOption, SetOption, StrictOption, _echo_json
+from mlharness.cli.options import DryRunOption, SetOption, StrictOption, echo_json
 
 if TYPE_CHECKING:
     from mlharness.lm.config import LMConfig
@@ -152,7 +152,7 @@ def train(
     cfg = _config(config, experiment, set_items, strict)
     runner.check_paths(cfg)
     if dry_run:
-        _echo_json("Configuration:", cfg.model_dump(mode="json"))
+        echo_json("Configuration:", cfg.model_dump(mode="json"))
         typer.echo("Plan:")
         for line in runner.plan(cfg, sample=False)[1:]:
             typer.echo(f"  {line}")

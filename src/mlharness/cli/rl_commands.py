@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlharness.cli import app
-from mlharness.cli.commands import SetOption, StrictOption, _echo_json
+from mlharness.cli.options import SetOption, StrictOption, echo_json
 
 if TYPE_CHECKING:
     from mlharness.rl.config import RLConfig
@@ -145,7 +145,7 @@ def run_train(cfg: RLConfig, *, fresh: bool = False, dry_run: bool = False) -> P
     """Train (or resume) a GRPO run and report it; exits 130 when interrupted."""
     check(cfg)
     if dry_run:
-        _echo_json("Configuration:", cfg.model_dump(mode="json"))
+        echo_json("Configuration:", cfg.model_dump(mode="json"))
         typer.echo("Plan:")
         for line in plan(cfg):
             typer.echo(f"  {line}")

@@ -16,7 +16,6 @@ import copy
 import hashlib
 import http.client
 import importlib
-import json
 import pkgutil
 import sys
 import time
@@ -30,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlharness.errors import ConfigError, DatasetError
+from mlharness.lm.meta import load_meta
 from mlharness.lm.tokenizers import (
     BPE_FILE,
-    PREPARE_HINT,
     BPETokenizer,
     CharTokenizer,
     TiktokenTokenizer,
@@ -441,17 +440,3 @@ def _file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def load_meta(data_dir: Path) -> dict[str, Any]:
-    """The prepared data's ``meta.json``; missing or unreadable is a ``DatasetError``."""
-    path = data_dir / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path} is missing: {PREPARE_HINT}.") from None
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise DatasetError(f"{path} cannot be read ({exc}): {PREPARE_HINT} anew.") from exc
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path} does not hold a JSON object: {PREPARE_HINT} anew.")
-    return meta

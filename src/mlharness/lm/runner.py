@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, TextIO
 from mlharness.config.paths import ensure_within_workspace
 from mlharness.errors import DatasetError
 from mlharness.lm.config import LMConfig
-from mlharness.lm.prepare import PrepareReport, artifacts_current, load_meta, prepare_data
+from mlharness.lm.meta import load_meta
+from mlharness.lm.prepare import PrepareReport, artifacts_current, prepare_data
 
 if TYPE_CHECKING:
     from mlharness.lm.sampler import SampleResult

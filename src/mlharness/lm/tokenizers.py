@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlharness.errors import DatasetError
+from mlharness.lm.meta import PREPARE_HINT, load_meta
 from mlharness.runs.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ TokenIds = npt.NDArray[np.uint32]
 
 BPE_FILE = "tokenizer.json"
 _UNKNOWN = 2**32 - 1  # CharTokenizer's id for characters outside its vocabulary
-PREPARE_HINT = "run `mlx prepare <experiment> --config ...` to create it"
 
 
 class Tokenizer(Protocol):
@@ -311,8 +311,6 @@ def split_for_batching(text: str, size: int = 1 << 16) -> list[str]:
 def load_tokenizer(data_dir: Path, meta: dict[str, Any] | None = None) -> Tokenizer:
     """Rebuild the tokenizer that prepared ``data_dir`` from its ``meta.json`` spec."""
     if meta is None:
-        from mlharness.lm.prepare import load_meta
-
         meta = load_meta(data_dir)
     spec = meta.get("tokenizer")
     kind = spec.get("type") if isinstance(spec, dict) else None

@@ -41,9 +41,9 @@ from torch.nn.parallel import DistributedDataParallel
 from mlharness.errors import CheckpointError, ConfigError, DatasetError, RunDirectoryError
 from mlharness.lm import checkpoints as ckpt
 from mlharness.lm.config import LMConfig, config_snapshot
+from mlharness.lm.meta import load_meta
 from mlharness.lm.model import GPT, GPTConfig
 from mlharness.lm.optim import AdamW
-from mlharness.lm.prepare import load_meta
 from mlharness.runs import recovery
 from mlharness.runs.heap import keep_freed_memory
 from mlharness.runs.interrupt import GracefulInterrupt

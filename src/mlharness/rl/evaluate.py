@@ -25,8 +25,8 @@ from mlharness.rl.data import load_examples
 from mlharness.rl.policy import Policy, load_policy
 from mlharness.rl.rewards import RewardSet, load_reward_sources
 from mlharness.rl.rollout import generate
+from mlharness.rl.sampling import Sampler, summarize_groups
 from mlharness.rl.sandbox import resolve_backend
-from mlharness.rl.trainer import Sampler, summarize_groups
 from mlharness.runs.io import atomic_write_json, atomic_write_text
 
 

@@ -3,7 +3,7 @@
 The training loop and the evaluator only ever talk to :class:`BaseModel`: ``train_step`` on
 batches, ``loss`` for validation, ``predict`` for metrics, ``save``/``load`` for checkpoints.
 The evaluator does not know the architecture in advance, so a checkpoint records enough to
-rebuild its model (:func:`load_model`):
+rebuild its model (:func:`mlharness.tabular.factory.load_model`):
 
     <checkpoint>/model.json      {"format_version": 1, "model": "mlp", "hyperparameters": {...},
                                   "optimizer_config": {...}, "shapes": {"W0": [20, 64], ...}}
@@ -293,31 +293,3 @@ def restore_optimizer(checkpoint: Checkpoint, optimizer: Optimizer) -> None:
     config = checkpoint.meta.get("optimizer_config") or {}
     if checkpoint.optimizer_state is not None and config.get("optimizer_type") == optimizer.name:
         optimizer.load_state_dict(checkpoint.optimizer_state)
-
-
-def load_model(path: str | os.PathLike[str]) -> BaseModel:
-    """Rebuild whichever model a checkpoint holds, with its weights and optimizer state."""
-    # Imported here because both modules import this one.
-    from mlharness.tabular.linear import LinearRegression
-    from mlharness.tabular.mlp import MLP
-
-    models: dict[str, type[LinearRegression] | type[MLP]] = {
-        "linear_regression": LinearRegression,
-        "mlp": MLP,
-    }
-    meta = read_model_json(path)
-    cls = models.get(meta["model"])
-    if cls is None:
-        raise CheckpointError(
-            f"Checkpoint '{path}' holds an unknown model '{meta['model']}'. Supported models: "
-            f"{', '.join(sorted(models))}."
-        )
-    try:
-        model = cls(**meta["hyperparameters"], optimizer_config=meta.get("optimizer_config"))
-    except TypeError as exc:
-        raise CheckpointError(
-            f"The hyperparameters in checkpoint '{path}' do not fit a {cls.__name__} ({exc}). "
-            "Save the checkpoint again with this version of mlharness."
-        ) from None
-    model.load(path)
-    return model

@@ -14,14 +14,11 @@ only when a bundled dataset is loaded, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 
@@ -463,69 +460,3 @@ class BundledDataset(BaseDataset):
             "feature_names": features,
             "classes": classes,
         }
-
-
-# --------------------------------------------------------------------------- factory
-
-
-def _supported() -> str:
-    return ", ".join(SUPPORTED_DATASETS)
-
-
-def make_dataset(name: str, params: Mapping[str, Any]) -> BaseDataset:
-    """Build the dataset a config names; ``params`` is its ``dataset.params`` mapping.
-
-    Unknown parameters are errors here rather than being dropped: by this point the config
-    layer has already reported unknown keys, so anything left is a real mismatch.
-    """
-    if name in PLANNED_DATASETS:
-        raise DatasetError(
-            f"Dataset '{name}' is not yet supported.\nCurrently supported: {_supported()}"
-        )
-    if name not in SUPPORTED_DATASETS:
-        message = f"Unknown dataset '{name}'. Currently supported: {_supported()}"
-        close = difflib.get_close_matches(str(name), SUPPORTED_DATASETS, n=1)
-        if close:
-            message += f"\nDid you mean '{close[0]}'?"
-        raise DatasetError(message)
-
-    factory: type[BaseDataset]
-    from mlharness.tabular.csv_dataset import CSVDataset  # it builds on BaseDataset
-
-    if name == "synthetic_regression":
-        factory = SyntheticRegressionDataset
-    elif name == "synthetic_classification":
-        factory = SyntheticClassificationDataset
-    elif name == "csv":
-        factory = CSVDataset
-    else:
-        factory = BundledDataset
-    accepted = [p for p in inspect.signature(factory.__init__).parameters if p != "self"]
-    if factory is BundledDataset:
-        accepted.remove("name")
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        hints = [
-            f"'{key}' -> '{match[0]}'"
-            for key in unknown
-            if (match := difflib.get_close_matches(str(key), accepted, n=1))
-        ]
-        raise DatasetError(
-            f"Unknown parameter(s) for dataset '{name}': {', '.join(map(str, unknown))}. "
-            f"Accepted dataset.params: {', '.join(accepted)}."
-            + (f" Did you mean {', '.join(hints)}?" if hints else "")
-        )
-    if factory is CSVDataset:
-        for required in ("path", "target"):
-            if params.get(required) is None:
-                raise DatasetError(
-                    f"Dataset 'csv' needs dataset.params.{required}: "
-                    + (
-                        "the path of the CSV file to read."
-                        if required == "path"
-                        else "the name of the target column in the CSV header."
-                    )
-                )
-    if factory is BundledDataset:
-        return BundledDataset(name, **params)
-    return cast(BaseDataset, factory(**params))

@@ -125,7 +125,7 @@ class Evaluator:
 
     def load_model(self, checkpoint_name: str = "checkpoint_final") -> BaseModel:
         """Load a checkpoint of this run; a missing one names the checkpoints that exist."""
-        from mlharness.tabular.base import load_model
+        from mlharness.tabular.factory import load_model
 
         if not self.run_dir.is_dir():
             raise EvaluationError(f"Run directory not found: {self.run_dir}")

@@ -47,7 +47,7 @@ def model_seed(cfg: ExperimentConfig) -> int:
 
 def build_dataset(cfg: ExperimentConfig) -> BaseDataset:
     """The dataset object of ``cfg`` (not yet generated); csv paths resolve in the workspace."""
-    from mlharness.tabular.datasets import make_dataset
+    from mlharness.tabular.factory import make_dataset
 
     params = cfg.dataset.params.model_dump(exclude={"standardize"})
     if isinstance(cfg.dataset, CsvConfig):
