@@ -948,10 +948,10 @@ def child_whole_val(spec: dict[str, Any]) -> None:
         model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
         iteration = int(ckpt["iter_num"])
     else:
-        from mlharness.lm import checkpoints
         from mlharness.lm.sampler import load_model
+        from mlharness.runs import checkpoints as run_ckpt
 
-        last = checkpoints.list_checkpoints(Path(spec["run_dir"]) / "checkpoints", "last")[-1]
+        last = run_ckpt.list_checkpoints(Path(spec["run_dir"]) / "checkpoints", "last")[-1]
         model, _ = load_model(last.path, torch.device("cpu"), use_ema=False)
         iteration = last.iter
     model.eval()

@@ -14,26 +14,27 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mlharness.errors import CheckpointError, ConfigError, RunDirectoryError  # noqa: E402
-from mlharness.lm import checkpoints as ckpt  # noqa: E402
 from mlharness.lm import sampler, trainer  # noqa: E402
 from mlharness.lm.model import GPT, GPTConfig  # noqa: E402
+from mlharness.runs import checkpoints as run_ckpt  # noqa: E402
+from mlharness.runs.device import Dist, resolve_device  # noqa: E402
 
 
 def test_unavailable_devices_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"train.device is 'cuda' but no CUDA device"):
-        trainer.resolve_device("cuda")
+        resolve_device("cuda")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"train.device is 'mps' but MPS is not available"):
-        trainer.resolve_device("mps")
-    assert trainer.resolve_device("auto").type == "cpu"
+        resolve_device("mps")
+    assert resolve_device("auto").type == "cpu"
 
 
 def test_accumulation_must_divide_among_processes(
     tiny_lm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tiny_lm({"train": {"grad_accum_steps": 3}})
-    monkeypatch.setattr(trainer, "init_distributed", lambda _: trainer.Dist(0, 0, 2))
+    monkeypatch.setattr(trainer, "init_distributed", lambda _: Dist(0, 0, 2))
     with pytest.raises(ConfigError, match=r"grad_accum_steps \(3\) must be a multiple of the"):
         trainer.Trainer(cfg, progress=False)
 
@@ -89,10 +90,10 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
     small = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=10))
     other = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=10))
     with pytest.raises(CheckpointError, match=r"has shape \(10, 32\) but the model expects"):
-        ckpt.load_into(small, other.state_dict())
+        run_ckpt.load_into(small, other.state_dict())
     deeper = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=10))
     with pytest.raises(CheckpointError, match=r"holds tensors this model does not have: h.1"):
-        ckpt.load_into(small, deeper.state_dict())
+        run_ckpt.load_into(small, deeper.state_dict())
 
 
 def test_sampling_inputs_are_checked(tiny_lm: Any, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from mlharness.config import deep_merge  # noqa: E402
 from mlharness.lm import checkpoints as ckpt  # noqa: E402
 from mlharness.lm.sampler import sample, sample_paths  # noqa: E402
 from mlharness.lm.trainer import train  # noqa: E402
+from mlharness.runs import checkpoints as run_ckpt  # noqa: E402
 
 SHORT = {"train": {"max_iters": 10}}
 
@@ -64,7 +65,7 @@ def test_mlx_sample_names_a_truncated_weights_file(
     tiny_lm: Any, workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = train(tiny_lm(SHORT), progress=False).run_dir
-    best = ckpt.pick_for_sampling(run / "checkpoints").path
+    best = run_ckpt.pick_for_sampling(run / "checkpoints").path
     weights = best / ckpt.WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:100])
     capsys.readouterr()
@@ -78,7 +79,7 @@ def test_mlx_train_names_an_empty_trainer_state_on_resume(
     run = train(tiny_lm(SHORT), progress=False).run_dir
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**summary, "status": "failed"}))
-    newest = ckpt.list_checkpoints(run / "checkpoints")[-1].path
+    newest = run_ckpt.list_checkpoints(run / "checkpoints")[-1].path
     trainer_state = newest / ckpt.TRAINER_FILE
     trainer_state.write_bytes(b"")  # torch raises EOFError, which click calls "Aborted."
     capsys.readouterr()

@@ -19,10 +19,11 @@ from mlharness.lm import checkpoints as ckpt  # noqa: E402
 from mlharness.lm import config as lm_config  # noqa: E402
 from mlharness.lm.sampler import sample  # noqa: E402
 from mlharness.lm.trainer import Trainer, iter_records, learning_rate, train  # noqa: E402
+from mlharness.runs import checkpoints as run_ckpt  # noqa: E402
 
 
 def _weights(run_dir: Path) -> dict[str, Any]:
-    last = ckpt.list_checkpoints(run_dir / "checkpoints", "last")[-1]
+    last = run_ckpt.list_checkpoints(run_dir / "checkpoints", "last")[-1]
     return ckpt.load_weights(last.path)
 
 
@@ -271,7 +272,7 @@ def test_missing_data_is_an_explicit_error(workspace: Path) -> None:
 
 def test_checkpoint_schema_is_checked(tiny_lm: Any, tmp_path: Path) -> None:
     run = train(tiny_lm({"train": {"max_iters": 5}}), progress=False).run_dir
-    good = ckpt.list_checkpoints(run / "checkpoints", "last")[-1].path
+    good = run_ckpt.list_checkpoints(run / "checkpoints", "last")[-1].path
     with pytest.raises(CheckpointError, match=r"is not a checkpoint: it has no checkpoint\.json"):
         ckpt.read_meta(tmp_path)
     (good / "trainer.pt").unlink()
@@ -309,7 +310,7 @@ def test_sample_without_a_run_is_an_explicit_error(tiny_lm: Any) -> None:
 def test_ema_weights_are_kept_and_sampled(tiny_lm: Any) -> None:
     cfg = tiny_lm({"train": {"ema_decay": 0.9}})
     result = train(cfg, progress=False)
-    last = ckpt.list_checkpoints(result.run_dir / "checkpoints", "last")[-1].path
+    last = run_ckpt.list_checkpoints(result.run_dir / "checkpoints", "last")[-1].path
     assert (last / "ema.safetensors").is_file()
     evals = [r for r in iter_records(result.run_dir) if "val_loss" in r]
     assert "val_ema_loss" in evals[-1]

@@ -29,6 +29,7 @@ from mlharness.rl import trainer as rl_trainer  # noqa: E402
 from mlharness.rl.config import RLConfig  # noqa: E402
 from mlharness.rl.tiny_models import build_tiny_model  # noqa: E402
 from mlharness.rl.trainer import GRPOTrainer, train  # noqa: E402
+from mlharness.runs import checkpoints as run_ckpt  # noqa: E402
 from mlharness.runs.metrics import MetricsWriter  # noqa: E402
 from rl_support import arithmetic_rows, rl_config, write_jsonl  # noqa: E402
 
@@ -346,7 +347,7 @@ def test_lora_on_our_gpt_adapts_c_attn(
     assert changed(before, trainer.policy.model) == set(before)  # every adapter weight
 
     # The base weights are bit for bit those of the lm checkpoint the run started from.
-    original = lm_ckpt.load_weights(lm_ckpt.pick_for_sampling(gpt_run / "checkpoints").path)
+    original = lm_ckpt.load_weights(run_ckpt.pick_for_sampling(gpt_run / "checkpoints").path)
     state = trainer.policy.core.state_dict()
     for name, value in original.items():
         key = name if name in state else name.replace(".weight", ".base_layer.weight")

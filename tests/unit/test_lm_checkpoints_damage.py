@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from mlharness.errors import CheckpointError  # noqa: E402
 from mlharness.lm import checkpoints as ckpt  # noqa: E402
+from mlharness.runs import checkpoints as run_ckpt  # noqa: E402
 
 Damage = Callable[[Path], None]
 
@@ -39,7 +40,7 @@ DAMAGES: dict[str, Damage] = {"truncated": _truncate, "empty": _empty, "garbage"
 LOADERS: dict[str, Callable[[Path], Any]] = {
     ckpt.WEIGHTS_FILE: ckpt.load_weights,
     ckpt.EMA_FILE: lambda path: ckpt.load_weights(path, ema=True),
-    ckpt.TRAINER_FILE: ckpt.load_trainer_state,
+    ckpt.TRAINER_FILE: run_ckpt.load_trainer_state,
     ckpt.META_FILE: ckpt.read_meta,
 }
 
@@ -50,7 +51,7 @@ def checkpoint(tmp_path: Path) -> Path:
     weights = {"w": torch.randn(64, 64), "b": torch.zeros(64)}
     return ckpt.save_checkpoint(
         tmp_path,
-        ckpt.checkpoint_name("best", 30, ("val_loss", 3.99581)),
+        run_ckpt.checkpoint_name("best", 30, ("val_loss", 3.99581)),
         kind="best",
         iteration=30,
         model_state=weights,
@@ -64,7 +65,7 @@ def test_an_intact_checkpoint_loads(checkpoint: Path) -> None:
     assert ckpt.read_meta(checkpoint)["iter"] == 30
     assert set(ckpt.load_weights(checkpoint)) == {"w", "b"}
     assert set(ckpt.load_weights(checkpoint, ema=True)) == {"w", "b"}
-    assert set(ckpt.load_trainer_state(checkpoint)) == {"optimizer", "rng"}
+    assert set(run_ckpt.load_trainer_state(checkpoint)) == {"optimizer", "rng"}
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
@@ -85,7 +86,7 @@ def test_a_damaged_file_is_named_with_what_to_do(checkpoint: Path, file: str, da
 def test_an_empty_trainer_state_is_not_an_eof_error(checkpoint: Path) -> None:
     (checkpoint / ckpt.TRAINER_FILE).write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"trainer\.pt is damaged or truncated \(EOFError\)"):
-        ckpt.load_trainer_state(checkpoint)
+        run_ckpt.load_trainer_state(checkpoint)
 
 
 def test_a_truncated_weights_file_names_the_safetensors_complaint(checkpoint: Path) -> None:
@@ -105,7 +106,7 @@ def test_checkpoint_json_that_is_not_an_object_is_damaged(checkpoint: Path) -> N
 def test_a_trainer_state_that_is_not_a_dict_is_damaged(checkpoint: Path) -> None:
     torch.save([1, 2, 3], checkpoint / ckpt.TRAINER_FILE)
     with pytest.raises(CheckpointError, match=r"trainer\.pt is damaged .*\(it holds a list, not"):
-        ckpt.load_trainer_state(checkpoint)
+        run_ckpt.load_trainer_state(checkpoint)
 
 
 @pytest.mark.parametrize("file", [ckpt.WEIGHTS_FILE, ckpt.EMA_FILE, ckpt.TRAINER_FILE])
@@ -140,8 +141,7 @@ def test_checkpoint_json_without_its_fields_says_what_to_do(checkpoint: Path) ->
 
 
 def test_an_rl_checkpoints_empty_trainer_state_is_named(tmp_path: Path) -> None:
-    from mlharness.rl import checkpoints as rl_ckpt
-
+    # rl checkpoints keep their trainer.pt in the shared layout, read by the same loader
     (tmp_path / ckpt.TRAINER_FILE).write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"trainer\.pt is damaged or truncated \(EOFError"):
-        rl_ckpt.load_trainer_state(tmp_path)
+        run_ckpt.load_trainer_state(tmp_path)

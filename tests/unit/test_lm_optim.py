@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mlharness.lm.model import GPT, GPTConfig  # noqa: E402
-from mlharness.lm.optim import AdamW  # noqa: E402
+from mlharness.runs.optim import AdamW  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -121,7 +121,7 @@ def test_training_does_not_import_the_compiler_stack() -> None:
     code = (
         "import sys, torch\n"
         "from mlharness.lm.model import GPT, GPTConfig\n"
-        "from mlharness.lm.optim import AdamW\n"
+        "from mlharness.runs.optim import AdamW\n"
         "m = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, bias=False,"
         " vocab_size=5, dropout=0.0))\n"
         "o = AdamW(m.optimizer_groups(0.1), lr=1e-3, fused=True)\n"

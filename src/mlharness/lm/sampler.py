@@ -21,7 +21,8 @@ from mlharness.lm import checkpoints as ckpt
 from mlharness.lm.config import LMConfig
 from mlharness.lm.model import GPT, GPTConfig
 from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
-from mlharness.lm.trainer import resolve_device
+from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs.device import resolve_device
 from mlharness.runs.io import atomic_write_json, atomic_write_text
 
 
@@ -41,7 +42,7 @@ def latest_run(config: LMConfig) -> Path:
         sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True) if parent.is_dir() else []
     )
     for run_dir in runs:
-        if ckpt.list_checkpoints(run_dir / "checkpoints"):
+        if run_ckpt.list_checkpoints(run_dir / "checkpoints"):
             return run_dir
     raise CheckpointError(
         f"No trained run of experiment '{config.experiment}' under {parent}: train one first "
@@ -60,7 +61,7 @@ def locate(
         run_dir = latest_run(config)
     elif not run_dir.is_dir():
         raise CheckpointError(f"Run directory {run_dir} does not exist.")
-    return run_dir, ckpt.pick_for_sampling(run_dir / "checkpoints").path
+    return run_dir, run_ckpt.pick_for_sampling(run_dir / "checkpoints").path
 
 
 def load_model(
@@ -68,7 +69,8 @@ def load_model(
 ) -> tuple[GPT, dict[str, Any]]:
     meta = ckpt.read_meta(checkpoint)
     model = GPT(GPTConfig.from_dict(meta["model_args"]))
-    ckpt.load_into(model, ckpt.load_weights(checkpoint, ema=use_ema and bool(meta.get("has_ema"))))
+    ema = use_ema and bool(meta.get("has_ema"))
+    run_ckpt.load_into(model, ckpt.load_weights(checkpoint, ema=ema))
     model.to(device).eval()
     return model, meta
 

@@ -43,13 +43,16 @@ from mlharness.lm import checkpoints as ckpt
 from mlharness.lm.config import LMConfig, config_snapshot
 from mlharness.lm.meta import load_meta
 from mlharness.lm.model import GPT, GPTConfig
-from mlharness.lm.optim import AdamW
-from mlharness.runs import recovery
+from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs.device import init_distributed, resolve_device
 from mlharness.runs.heap import keep_freed_memory
 from mlharness.runs.interrupt import GracefulInterrupt
-from mlharness.runs.io import atomic_copy, atomic_write_text, dumps
+from mlharness.runs.io import atomic_copy
+from mlharness.runs.lifecycle import find_resumable, keep_history, rng_state, set_rng_state
 from mlharness.runs.metrics import MetricsWriter
+from mlharness.runs.optim import AdamW
 from mlharness.runs.output import OutputManager
+from mlharness.runs.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -67,51 +70,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- environment
-
-
-@dataclass(frozen=True)
-class Dist:
-    """Where this process sits in a ``torchrun`` job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def master(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_type: str) -> Dist:
-    """Join the process group torchrun describes in the environment, if any."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
-
-
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            requested = "cuda"
-        elif torch.backends.mps.is_available():
-            requested = "mps"
-        else:
-            requested = "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "train.device is 'cuda' but no CUDA device is available: use 'auto' or 'cpu'."
-            )
-        return torch.device("cuda", local_rank)
-    if requested == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device is 'mps' but MPS is not available: use 'auto' or 'cpu'.")
-    return torch.device(requested)
 
 
 def _check_cpp_compiler() -> None:
@@ -283,24 +241,6 @@ def learning_rate(it: int, config: LMConfig) -> float:
 # ----------------------------------------------------------------------------- runs
 
 
-def newest_checkpoint(run_dir: Path) -> ckpt.CheckpointInfo | None:
-    """A run's newest complete checkpoint (at one iteration, the last one over the best)."""
-    found = ckpt.list_checkpoints(run_dir / "checkpoints")
-    return found[-1] if found else None
-
-
-def find_resumable(
-    output_dir: Path, experiment: str, kind: str = "lm", *, fresh: bool = False
-) -> tuple[Path, ckpt.CheckpointInfo] | None:
-    """The latest unfinished run of ``experiment`` and its newest checkpoint, if any.
-
-    A run whose process is still alive is not taken over: that is an error the user
-    resolves (wait, stop it, or ``--fresh``). Dead runs are settled first, ``fresh`` or
-    not: see :func:`mlharness.runs.recovery.recover`.
-    """
-    return recovery.recover(output_dir, experiment, kind, newest_checkpoint, resume=not fresh)
-
-
 def _model_args(config: LMConfig, vocab_size: int) -> dict[str, Any]:
     m = config.model
     return {
@@ -369,35 +309,6 @@ def _check_same_data(data_dir: Path, meta: dict[str, Any], run_dir: Path) -> Non
         )
 
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def keep_history(metrics_dir: Path, upto: int, key: str = "iter") -> list[dict[str, Any]]:
-    """On resume: the records the checkpoint covers (``key`` <= upto); later ones are redone."""
-    path = metrics_dir / "metrics.ndjson"
-    kept: list[dict[str, Any]] = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by the kill
-            if isinstance(record, dict) and record.get(key, 0) <= upto:
-                kept.append(record)
-    atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in kept))
-    return kept
-
-
 def _copy_tokenizer(data_dir: Path, run_dir: Path) -> None:
     """The run keeps its own copy of meta.json (and tokenizer.json), so sampling a run never
     depends on a data directory that may since have been prepared anew."""
@@ -439,7 +350,7 @@ class Trainer:
         # Resume: rank 0 decides (and alone settles dead runs), everyone follows its checkpoint.
         found = None
         if self.dist.master:
-            found = find_resumable(config.output_dir, config.experiment, fresh=fresh)
+            found = find_resumable(config.output_dir, config.experiment, "lm", fresh=fresh)
         found = self._broadcast(found)
         self.resumed_from: Path | None = None
         self.resumed_kind: str | None = None
@@ -525,8 +436,8 @@ class Trainer:
 
     def _restore(self, path: Path, meta: dict[str, Any]) -> None:
         try:
-            ckpt.load_into(self.model, ckpt.load_weights(path))
-            state = ckpt.load_trainer_state(path)
+            run_ckpt.load_into(self.model, ckpt.load_weights(path))
+            state = run_ckpt.load_trainer_state(path)
             self.optimizer.load_state_dict(state["optimizer"])
             if self.ema is not None and meta.get("has_ema"):
                 ema = ckpt.load_weights(path, ema=True)
@@ -592,7 +503,7 @@ class Trainer:
         metric = ("val_loss", val_loss) if kind == "best" and val_loss is not None else None
         ckpt.save_checkpoint(
             directory,
-            ckpt.checkpoint_name(kind, self.iter, metric),
+            run_ckpt.checkpoint_name(kind, self.iter, metric),
             kind=kind,
             iteration=self.iter,
             model_state=self.model.state_dict(),
@@ -612,7 +523,7 @@ class Trainer:
                 "world_size": self.dist.world_size,
             },
         )
-        ckpt.rotate(directory, kind, keep)
+        run_ckpt.rotate(directory, kind, keep)
 
     def _complete_checkpoints(self, last_due: bool) -> None:
         """On resume, finish the checkpointing a kill cut short at the resumed iteration.
@@ -627,7 +538,7 @@ class Trainer:
         if self.dist.master:
             for kind, n in (("last", keep.last), ("best", keep.best)):
                 if n > 0:
-                    ckpt.rotate(self.run_dir / "checkpoints", kind, n)
+                    run_ckpt.rotate(self.run_dir / "checkpoints", kind, n)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -730,10 +641,10 @@ class Trainer:
         step_times: list[float] = []
         started = time.perf_counter()
         status = "completed"
-        bar = TrainProgress(self.progress, t.max_iters, self.iter)
         try:
             threads = contextlib.nullcontext() if self.shards is None else self.shards
-            with GracefulInterrupt() as interrupt, bar, threads:
+            with GracefulInterrupt() as interrupt, ProgressBar(self.progress) as bar, threads:
+                task = bar.task("train", t.max_iters, self.iter)
                 while self.iter < t.max_iters:
                     if interrupt.requested:
                         status = "interrupted"
@@ -761,7 +672,9 @@ class Trainer:
                             },
                             sync=False,
                         )
-                        bar.update(self.iter, f"loss {loss:.4f}  {tokens_per_step / dt:,.0f} tok/s")
+                        task.update(
+                            self.iter, f"loss {loss:.4f}  {tokens_per_step / dt:,.0f} tok/s"
+                        )
                     if self.iter % t.eval_interval == 0 or self.iter == t.max_iters:
                         self._evaluate(time.perf_counter() - started)
                     if self.iter % ckpt_every == 0 or self.iter == t.max_iters:
@@ -840,46 +753,6 @@ class Trainer:
                 dist.barrier()
             dist.destroy_process_group()
         return final
-
-
-class TrainProgress:
-    """A rich progress bar (step, loss, tokens/s) when a person watches; nothing otherwise."""
-
-    def __init__(self, enabled: bool, total: int, start: int, label: str = "train") -> None:
-        self.enabled = enabled
-        self._progress: Any = None
-        self._task: Any = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn(f"[bold]{label}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self._task = self._progress.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self) -> TrainProgress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def update(self, step: int, info: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=step, info=info)
 
 
 def train(config: LMConfig, *, fresh: bool = False, progress: bool | None = None) -> TrainResult:

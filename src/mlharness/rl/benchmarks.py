@@ -32,6 +32,7 @@ from mlharness.rl.sandbox import (
     resolve_backend,
     run_tested_many,
 )
+from mlharness.runs.progress import ProgressBar
 
 Completer = Callable[[Sequence[str], int], list[list[str]]]
 """``complete(prompts, n)`` returns ``n`` completions (continuations) for each prompt."""
@@ -461,9 +462,9 @@ def run_benchmarks(
         data["gsm8k"] = load_gsm8k(gsm8k_path, limit)
     show = sys.stderr.isatty() if progress is None else progress
     results: dict[str, BenchmarkResult] = {}
-    with _Progress(show) as bar:
+    with ProgressBar(show) as bar:
         for name in wanted:
-            advance = bar.task(name, len(data[name]))
+            advance = bar.task(name, len(data[name])).advance
             if name == "human_eval":
                 results[name] = evaluate_human_eval(
                     complete,
@@ -479,44 +480,3 @@ def run_benchmarks(
                     complete, data[name], prompt_template, on_progress=advance
                 )
     return results
-
-
-class _Progress:
-    """A rich progress bar per benchmark on stderr when a person watches; nothing otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._bar: Any = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def task(self, name: str, total: int) -> ProgressCallback | None:
-        if self._bar is None:
-            return None
-        task_id = self._bar.add_task(name, total=total)
-        return lambda n: self._bar.update(task_id, advance=n)

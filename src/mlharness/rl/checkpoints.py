@@ -1,4 +1,5 @@
-"""Checkpoints of rl runs: lm's names and rotation, with a policy of either kind inside.
+"""Checkpoints of rl runs: the shared names and rotation (:mod:`mlharness.runs.checkpoints`),
+with a policy of either kind inside.
 
     ckpt_last_00000050/            (ckpt_best_00000050_val_reward_0.8125/ on improvement)
       checkpoint.json   schema, kind, step, model type, model args or base path, config
@@ -19,15 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import save_file
-
 from mlharness.errors import CheckpointError
-from mlharness.lm import checkpoints as lm_ckpt
 from mlharness.rl.policy import HF_DIR, Policy, export_plain_state
+from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs.checkpoints import META_FILE, SCHEMA, TRAINER_FILE, WEIGHTS_FILE
 from mlharness.runs.io import atomic_directory, atomic_write_json
-
-SCHEMA = lm_ckpt.SCHEMA
 
 
 def save(
@@ -44,9 +41,7 @@ def save(
     target = directory / name
     with atomic_directory(target) as tmp:
         if policy.kind == "gpt":
-            save_file(
-                lm_ckpt.unique_tensors(export_plain_state(policy)), str(tmp / lm_ckpt.WEIGHTS_FILE)
-            )
+            run_ckpt.save_weights(export_plain_state(policy), tmp / WEIGHTS_FILE)
             tok_dir = Path(policy.info["tokenizer_dir"])
             for file in ("meta.json", "tokenizer.json"):
                 if (tok_dir / file).is_file():
@@ -56,10 +51,10 @@ def save(
             tokenizer = policy.info.get("hf_tokenizer")
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(tmp / HF_DIR))
-        torch.save(trainer_state, tmp / lm_ckpt.TRAINER_FILE)
+        run_ckpt.save_trainer_state(trainer_state, tmp)
         info = {k: v for k, v in policy.info.items() if k not in ("hf_tokenizer", "tokenizer_dir")}
         atomic_write_json(
-            tmp / lm_ckpt.META_FILE,
+            tmp / META_FILE,
             {
                 "schema": SCHEMA,
                 "kind": kind,
@@ -78,13 +73,11 @@ def save(
 
 def read(path: Path) -> dict[str, Any]:
     """``checkpoint.json`` of an rl checkpoint, schema-checked, with its files present."""
-    meta_path = path / lm_ckpt.META_FILE
+    meta_path = path / META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(
-            f"'{path}' is not a checkpoint: it has no {lm_ckpt.META_FILE}."
-        ) from None
+        raise CheckpointError(f"'{path}' is not a checkpoint: it has no {META_FILE}.") from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"Cannot read {meta_path}: {exc}.") from exc
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or "step" not in meta:
@@ -92,14 +85,9 @@ def read(path: Path) -> dict[str, Any]:
             f"Checkpoint {path} is not an rl checkpoint of schema {SCHEMA}; use the mlharness "
             "version that wrote it, or start with --fresh."
         )
-    needed = [lm_ckpt.TRAINER_FILE]
-    needed.append(lm_ckpt.WEIGHTS_FILE if meta.get("model_type") == "gpt" else HF_DIR)
+    needed = [TRAINER_FILE]
+    needed.append(WEIGHTS_FILE if meta.get("model_type") == "gpt" else HF_DIR)
     for file in needed:
         if not (path / file).exists():
             raise CheckpointError(f"Checkpoint {path} is incomplete: {file} is missing.")
     return meta
-
-
-def load_trainer_state(path: Path) -> dict[str, Any]:
-    """The same trainer.pt as the lm engine's, damaged files reported the same way."""
-    return lm_ckpt.load_trainer_state(path)

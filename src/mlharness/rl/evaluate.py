@@ -16,8 +16,6 @@ from typing import Any
 import torch
 
 from mlharness.errors import EvaluationError
-from mlharness.lm import checkpoints as lm_ckpt
-from mlharness.lm.trainer import resolve_device
 from mlharness.rl import checkpoints as rl_ckpt
 from mlharness.rl.benchmarks import check_benchmark_names, load_gsm8k, run_benchmarks
 from mlharness.rl.config import RLConfig, rl_config_from_raw
@@ -27,6 +25,8 @@ from mlharness.rl.rewards import RewardSet, load_reward_sources
 from mlharness.rl.rollout import generate
 from mlharness.rl.sampling import Sampler, summarize_groups
 from mlharness.rl.sandbox import resolve_backend
+from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs.device import resolve_device
 from mlharness.runs.io import atomic_write_json, atomic_write_text
 
 
@@ -45,7 +45,7 @@ def locate(run_dir: Path | None, checkpoint: Path | None) -> tuple[Path, Path]:
         raise EvaluationError("Name what to evaluate: --run-dir RUN and/or --checkpoint PATH.")
     if not run_dir.is_dir():
         raise EvaluationError(f"Run directory not found: {run_dir}")
-    return run_dir, lm_ckpt.pick_for_sampling(run_dir / "checkpoints").path
+    return run_dir, run_ckpt.pick_for_sampling(run_dir / "checkpoints").path
 
 
 def _completer(

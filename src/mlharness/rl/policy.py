@@ -23,9 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from mlharness.errors import CheckpointError, ConfigError, ModelError
-from mlharness.lm import checkpoints as lm_ckpt
-from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.model import GPT
+from mlharness.lm.sampler import load_model
 from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
+from mlharness.runs import checkpoints as run_ckpt
 
 log = logging.getLogger(__name__)
 
@@ -311,20 +312,20 @@ def describe(path: Path, prefer: str = "best") -> tuple[Kind, Path]:
             f"model.model_path {path} does not exist. Point it at an `mlx train` run "
             "directory, one of its checkpoints, or a local Hugging Face model directory."
         )
-    if (path / lm_ckpt.META_FILE).is_file():
-        meta = _read_json(path / lm_ckpt.META_FILE)
+    if (path / run_ckpt.META_FILE).is_file():
+        meta = _read_json(path / run_ckpt.META_FILE)
         if meta.get("model_type") == "hf":
             return "hf", path / HF_DIR
         return "gpt", path
     if (path / "config.json").is_file() and not (path / "summary.json").is_file():
         return "hf", path
     if (path / "checkpoints").is_dir():
-        last = lm_ckpt.list_checkpoints(path / "checkpoints", "last")
+        last = run_ckpt.list_checkpoints(path / "checkpoints", "last")
         if prefer == "last" and last:
             return describe(last[-1].path)
-        return describe(lm_ckpt.pick_for_sampling(path / "checkpoints").path)
+        return describe(run_ckpt.pick_for_sampling(path / "checkpoints").path)
     runs = sorted(
-        p for p in path.iterdir() if p.is_dir() and lm_ckpt.list_checkpoints(p / "checkpoints")
+        p for p in path.iterdir() if p.is_dir() and run_ckpt.list_checkpoints(p / "checkpoints")
     )
     if runs:  # an experiment's directory of runs: its newest run
         return describe(runs[-1], prefer)
@@ -365,9 +366,8 @@ def load_policy(
     """Load a GPT checkpoint/run or a local Hugging Face model (and any LoRA adapter in it)."""
     kind, where = describe(path, prefer)
     if kind == "gpt":
-        meta = lm_ckpt.read_meta(where)
-        model: nn.Module = GPT(GPTConfig.from_dict(meta["model_args"]))
-        lm_ckpt.load_into(model, lm_ckpt.load_weights(where))
+        gpt, meta = load_model(where, torch.device("cpu"), use_ema=False)
+        model: nn.Module = gpt
         disable_dropout(model)
         tok_dir = _gpt_tokenizer_dir(where)
         tokenizer = _lm_tokenizer(load_tokenizer(tok_dir), use_chat_template)
@@ -525,7 +525,7 @@ def load_policy_state(policy: Policy, state: dict[str, Tensor]) -> None:
         set_peft_model_state_dict(policy.model, state)
         return
     if policy.kind == "gpt":
-        lm_ckpt.load_into(policy.model, state)
+        run_ckpt.load_into(policy.model, state)
     else:
         policy.model.load_state_dict(state, strict=False)
 

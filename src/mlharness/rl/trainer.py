@@ -32,16 +32,6 @@ import torch
 from torch import Tensor
 
 from mlharness.errors import CheckpointError, ConfigError
-from mlharness.lm import checkpoints as lm_ckpt
-from mlharness.lm.optim import AdamW
-from mlharness.lm.trainer import (
-    TrainProgress,
-    find_resumable,
-    keep_history,
-    resolve_device,
-    rng_state,
-    set_rng_state,
-)
 from mlharness.rl import checkpoints as rl_ckpt
 from mlharness.rl import grpo
 from mlharness.rl.config import RLConfig, config_snapshot
@@ -57,10 +47,15 @@ from mlharness.rl.policy import (
 )
 from mlharness.rl.rewards import RewardSet, load_reward_sources
 from mlharness.rl.sampling import Group, Sampler, summarize_groups
+from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs.device import resolve_device
 from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_copy, atomic_write_text, dumps
+from mlharness.runs.lifecycle import find_resumable, keep_history, rng_state, set_rng_state
 from mlharness.runs.metrics import MetricsWriter
+from mlharness.runs.optim import AdamW
 from mlharness.runs.output import OutputManager
+from mlharness.runs.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +251,7 @@ class GRPOTrainer:
         metric = ("val_reward", val_reward) if kind == "best" and val_reward is not None else None
         rl_ckpt.save(
             directory,
-            lm_ckpt.checkpoint_name(kind, self.step, metric),
+            run_ckpt.checkpoint_name(kind, self.step, metric),
             kind=kind,
             step=self.step,
             policy=self.policy,
@@ -269,7 +264,7 @@ class GRPOTrainer:
                 "config": config_snapshot(self.config),
             },
         )
-        lm_ckpt.rotate(directory, kind, max(keep, 1))
+        run_ckpt.rotate(directory, kind, max(keep, 1))
 
     def _complete_checkpoints(self, last_due: bool) -> None:
         """On resume, finish the checkpointing a kill cut short at the resumed step.
@@ -281,16 +276,16 @@ class GRPOTrainer:
         if self.resumed_kind == "best" and last_due:
             self.save("last")
         directory = self.run_dir / self.config.checkpointing.checkpoint_dir
-        lm_ckpt.rotate(directory, "last", max(self.config.checkpointing.keep_last_n, 1))
-        lm_ckpt.rotate(directory, "best", 1)
+        run_ckpt.rotate(directory, "last", max(self.config.checkpointing.keep_last_n, 1))
+        run_ckpt.rotate(directory, "best", 1)
 
     def _restore(self, path: Path, meta: dict[str, Any]) -> None:
-        state = rl_ckpt.load_trainer_state(path)
+        state = run_ckpt.load_trainer_state(path)
         try:
             if self.policy.uses_lora or self.config.model.use_lora:
                 load_policy_state(self.policy, state["adapter"])
             elif self.policy.kind == "gpt":
-                load_policy_state(self.policy, lm_ckpt.load_weights(path))
+                load_policy_state(self.policy, run_ckpt.load_weights(path))
             else:
                 from safetensors.torch import load_file
 
@@ -658,9 +653,9 @@ class GRPOTrainer:
             every = self.config.checkpointing.save_every
             self._complete_checkpoints(self.step % every == 0 or self.step == t.num_training_steps)
         status = "completed"
-        bar = TrainProgress(self.progress, t.num_training_steps, self.step, label="grpo")
         try:
-            with GracefulInterrupt() as interrupt, bar:
+            with GracefulInterrupt() as interrupt, ProgressBar(self.progress) as bar:
+                task = bar.task("grpo", t.num_training_steps, self.step)
                 while self.step < t.num_training_steps:
                     if interrupt.requested:
                         status = "interrupted"
@@ -669,7 +664,7 @@ class GRPOTrainer:
                     last = self.step == t.num_training_steps
                     if self.step % self.config.monitoring.log_every == 0 or last:
                         self._log(record)
-                        bar.update(
+                        task.update(
                             self.step,
                             f"reward {record['reward']:.3f}  kl {record.get('kl', 0):.4f}  "
                             f"{record['tokens_per_sec']:,.0f} tok/s",

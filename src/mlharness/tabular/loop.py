@@ -17,6 +17,7 @@ import numpy as np
 
 from mlharness.errors import ConfigError
 from mlharness.runs.io import atomic_write_json
+from mlharness.runs.progress import ProgressBar
 from mlharness.tabular.evaluation import (
     PREPROCESSING_FILE,
     accuracy,
@@ -184,7 +185,9 @@ class TrainingLoop:
         status = "completed"
         epochs = self.epochs if self.model.is_iterative else 1
         rng = np.random.default_rng(self.seed)
-        with _Progress(epochs, enabled=self.progress) as bar:
+        # One epoch is no progress to watch: a closed-form fit shows no bar.
+        with ProgressBar(self.progress and epochs > 1, transient=True) as bar:
+            task = bar.task("Training", epochs)
             for epoch in range(1, epochs + 1):
                 if self.model.is_iterative:
                     train_loss = self._run_epoch(X_train, y_train, rng)
@@ -200,7 +203,7 @@ class TrainingLoop:
                     self.metrics_writer.log(record)
                 if epoch % self.checkpoint_frequency == 0:
                     self.save_checkpoint(f"checkpoint_epoch_{epoch}")
-                bar.update(record)
+                task.advance(1, _bar_info(record))
                 if _should_print(epoch, epochs):
                     log.info(_format_record(record, epochs))
                 if self.stop is not None and self.stop.requested:
@@ -239,6 +242,12 @@ def _should_print(epoch: int, epochs: int) -> bool:
     return epoch == 1 or epoch == epochs or epoch % every == 0
 
 
+def _bar_info(record: dict[str, Any]) -> str:
+    return "  ".join(
+        f"{k} {record[k]:.4g}" for k in ("loss", "val_loss") if record.get(k) is not None
+    )
+
+
 def _format_record(record: dict[str, Any], epochs: int) -> str:
     parts = [f"Epoch {record['epoch']}/{epochs}"]
     for key, value in record.items():
@@ -246,47 +255,3 @@ def _format_record(record: dict[str, Any], epochs: int) -> str:
             continue
         parts.append(f"{key} {value:.6g}")
     return "  ".join(parts)
-
-
-class _Progress:
-    """A rich progress bar over epochs on a terminal; nothing when output is redirected."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total = total
-        self.enabled = enabled and total > 1
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]Training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("train", total=self.total, info="")
-        return self
-
-    def update(self, record: dict[str, Any]) -> None:
-        if self._bar is None:
-            return
-        info = "  ".join(
-            f"{k} {record[k]:.4g}" for k in ("loss", "val_loss") if record.get(k) is not None
-        )
-        self._bar.update(self._task, advance=1, info=info)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -1,4 +1,4 @@
-"""AdamW for the lm trainer: torch's own update kernel without ``torch.optim.Optimizer``.
+"""AdamW for the lm and rl trainers: torch's own update kernel without ``torch.optim.Optimizer``.
 
 Constructing any ``torch.optim`` optimizer imports the whole ``torch._dynamo`` compiler
 stack (``add_param_group`` is wrapped in ``torch._disable_dynamo``), which costs a
