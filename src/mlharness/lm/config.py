@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlharness.config.loading import deep_merge, load_raw, validate
 from mlharness.config.paths import SafeName, SafePath, check_path, workspace_root
 from mlharness.errors import ConfigError
+from mlharness.runs.describe import Headline, RunMetrics
 from mlharness.runs.heap import HEAP_BLOCK_LIMIT
 
 Operation = Literal["+", "-", "*"]
@@ -340,3 +341,12 @@ def lm_config_from_raw(
 def config_snapshot(config: LMConfig) -> dict[str, Any]:
     """The resolved config as plain JSON data (paths as strings)."""
     return config.model_dump(mode="json")
+
+
+# What `mlx history`, `mlx compare` and the curves show of an lm run: records are logged
+# against the iteration; each evaluation logs val_loss and the train split's loss.
+LM_METRICS = RunMetrics(
+    kind="lm",
+    step_key="iter",
+    headline=(Headline("val_loss", "min"), Headline("eval/train_loss", "min")),
+)

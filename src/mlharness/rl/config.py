@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlharness.config.loading import deep_merge, load_raw, validate
 from mlharness.config.paths import SafeName, SafePath, workspace_root
 from mlharness.errors import ConfigError
+from mlharness.runs.describe import Headline, RunMetrics
 
 
 class _Strict(BaseModel):
@@ -459,3 +460,13 @@ def load_rl_config(
 def config_snapshot(config: RLConfig) -> dict[str, Any]:
     """The resolved config as plain JSON data (paths as strings)."""
     return config.model_dump(mode="json")
+
+
+# What `mlx history`, `mlx compare` and the curves show of a GRPO run: records are logged
+# against the optimizer step; val_reward is greedy on the validation prompts, reward is the
+# mean over the step's sampled completions.
+RL_METRICS = RunMetrics(
+    kind="rl",
+    step_key="step",
+    headline=(Headline("val_reward", "max"), Headline("reward", "max")),
+)

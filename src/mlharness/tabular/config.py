@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlharness.config.paths import SafePathText, check_name
+from mlharness.runs.describe import Headline, RunMetrics
 
 
 class _Strict(BaseModel):
@@ -312,3 +313,17 @@ def compatibility_problems(
                 f"with a last layer of {n_classes} otherwise."
             )
     return problems
+
+
+# What `mlx history`, `mlx compare` and the curves show of a tabular run: one record per
+# epoch; classifiers log accuracy, regressors r2 (a column nobody logged is left out).
+TABULAR_METRICS = RunMetrics(
+    kind="tabular",
+    step_key="epoch",
+    headline=(
+        Headline("val_loss", "min"),
+        Headline("loss", "min"),
+        Headline("val_accuracy", "max"),
+        Headline("val_r2", "max"),
+    ),
+)
