@@ -213,9 +213,23 @@ def test_custom_step_key_and_missing_step(tmp_path: Path) -> None:
     assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def _history_rows(md: str) -> list[list[str]]:
-    body = md.split("## History", 1)[1].splitlines()[4:]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in body if line]
+def _tables(md: str, section: str = "History") -> list[list[list[str]]]:
+    """The tables of one ``## section`` of metrics.md, each a list of rows of cells."""
+    body = md.split(f"## {section} (", 1)[1].split("\n## ", 1)[0]
+    tables: list[list[list[str]]] = []
+    for block in body.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        if rows:
+            assert set(rows[1]) <= {"|", "-"}, rows[1]
+            tables.append(
+                [[c.strip() for c in r.strip("|").split(" | ")] for r in [rows[0], *rows[2:]]]
+            )
+    return tables
+
+
+def _history_rows(md: str, section: str = "History") -> list[list[str]]:
+    [only] = _tables(md, section)
+    return only[1:]
 
 
 def test_markdown_keeps_short_histories_whole(tmp_path: Path) -> None:
@@ -224,6 +238,7 @@ def test_markdown_keeps_short_histories_whole(tmp_path: Path) -> None:
     md = writer.markdown(writer.final_metrics())
     assert "## History (100 records)" in md
     assert [int(r[0]) for r in _history_rows(md)] == list(range(1, 101))
+    assert "records shown" not in md
     writer.close()
 
 
@@ -234,6 +249,10 @@ def test_markdown_samples_long_histories(tmp_path: Path, n: int, stride: int) ->
     md = writer.markdown(writer.final_metrics())
     assert f"## History ({n} records)" in md
     epochs = [int(r[0]) for r in _history_rows(md)]
+    assert (
+        f"{len(epochs)} of {n} records shown: one in every {stride}, and the last. "
+        "The full history is in metrics.json and metrics.ndjson beside this file."
+    ) in md
     assert epochs[0] == 1
     assert epochs[-1] == n  # the last record is always shown
     assert len(epochs) <= 101

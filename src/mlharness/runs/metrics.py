@@ -2,6 +2,11 @@
 
 The NDJSON line is flushed and fsynced per record, so a run killed at any moment keeps
 every epoch it finished; the whole-history files are written atomically on close.
+
+``metrics.md`` gives each shape of record its own section (an lm or GRPO run logs training
+steps and evaluations with different keys): every evaluation is shown, a long training log is
+thinned to about 100 rows with a line that says so, and a table wider than 8 columns is split
+into several, each led by the step.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from typing import IO, Any
 from mlharness.runs.index import format_value
 from mlharness.runs.io import atomic_write_json, atomic_write_text, dumps, to_jsonable
 from mlharness.runs.plots import plot_curves
+from mlharness.runs.tables import column_groups, table
+
+MAX_ROWS = 100  # training-log rows in metrics.md; the full history is in metrics.json
+MAX_EVAL_ROWS = 1000  # evaluation rows: all of them in any run people read
 
 
 def tensorboard_tag(key: str) -> str:
@@ -95,17 +104,7 @@ class MetricsWriter:
             lines += ["## Final metrics", "", "| Metric | Value |", "|---|---|"]
             lines += [f"| {k} | {format_value(v)} |" for k, v in final.items()]
             lines.append("")
-        if self.history:
-            keys: list[str] = []
-            for record in self.history:
-                keys.extend(k for k in record if k not in keys)
-            rows = self.history
-            if len(rows) > 100:  # keep the file readable: every k-th row and the last
-                stride = -(-len(rows) // 100)
-                rows = rows[::stride] + ([rows[-1]] if (len(rows) - 1) % stride else [])
-            lines += [f"## History ({len(self.history)} records)", ""]
-            lines += ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
-            lines += ["| " + " | ".join(format_value(r.get(k)) for k in keys) + " |" for r in rows]
+        lines += history_sections(self.history, self.step_key)
         return "\n".join(lines) + "\n"
 
     def close(self, final_metrics: Mapping[str, Any] | None = None) -> None:
@@ -131,3 +130,76 @@ class MetricsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def record_shapes(
+    history: Sequence[Mapping[str, Any]], step_key: str
+) -> list[tuple[list[str], list[Mapping[str, Any]]]]:
+    """Split ``history`` into runs of records of one shape: (keys, records) in order.
+
+    A record joins the first shape whose keys hold all of its keys or are all among its
+    keys (an epoch that adds ``val_loss`` stays in the table of the epochs); records whose
+    keys overlap only partly (an lm run's training steps and evaluations) go apart.
+    """
+    shapes: list[tuple[list[str], list[Mapping[str, Any]]]] = []
+    for record in history:
+        keys = [k for k in record if k != step_key]
+        for shape_keys, records in shapes:
+            if set(keys) <= set(shape_keys) or set(shape_keys) <= set(keys):
+                shape_keys.extend(k for k in keys if k not in shape_keys)
+                records.append(record)
+                break
+        else:
+            shapes.append((keys, [record]))
+    if any(step_key in r for r in history):
+        for shape_keys, _ in shapes:
+            shape_keys.insert(0, step_key)
+    return shapes
+
+
+def _is_evaluation(keys: Sequence[str]) -> bool:
+    return any(k.startswith(("val_", "val/")) for k in keys)
+
+
+def _thin(
+    rows: Sequence[Mapping[str, Any]], limit: int
+) -> tuple[Sequence[Mapping[str, Any]], str | None]:
+    """Every k-th row and the last when there are more than ``limit``, and a line saying so."""
+    if len(rows) <= limit:
+        return rows, None
+    stride = -(-len(rows) // limit)
+    kept = list(rows[::stride]) + ([rows[-1]] if (len(rows) - 1) % stride else [])
+    note = (
+        f"{len(kept)} of {len(rows)} records shown: one in every {stride}, and the last. "
+        "The full history is in metrics.json and metrics.ndjson beside this file."
+    )
+    return kept, note
+
+
+def _section(
+    title: str, keys: list[str], rows: Sequence[Mapping[str, Any]], step_key: str, limit: int
+) -> list[str]:
+    shown, note = _thin(rows, limit)
+    lines = [f"## {title} ({len(rows)} records)", ""]
+    if note:
+        lines += [note, ""]
+    for columns in column_groups(keys, step_key):
+        lines += table(columns, [[format_value(r.get(k)) for k in columns] for r in shown])
+        lines.append("")
+    return lines
+
+
+def history_sections(history: Sequence[Mapping[str, Any]], step_key: str) -> list[str]:
+    """The History part of metrics.md: one section per shape of record, evaluations first."""
+    shapes = record_shapes(history, step_key)
+    if len(shapes) == 1:
+        keys, rows = shapes[0]
+        return _section("History", keys, rows, step_key, MAX_ROWS)[:-1]
+    lines: list[str] = []
+    ordered = sorted(shapes, key=lambda shape: not _is_evaluation(shape[0]))
+    for keys, rows in ordered:
+        if _is_evaluation(keys):
+            lines += _section("Evaluations", keys, rows, step_key, MAX_EVAL_ROWS)
+        else:
+            lines += _section("Training log", keys, rows, step_key, MAX_ROWS)
+    return lines[:-1]
