@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -340,6 +339,15 @@ def _default_output_dir() -> Path:
     )
 
 
+def _metrics_by_kind() -> dict[str, Any]:
+    """Each kind's description of its metrics (step key, headline metrics), by kind name."""
+    from mlharness.lm.config import LM_METRICS
+    from mlharness.rl.config import RL_METRICS
+    from mlharness.tabular.config import TABULAR_METRICS
+
+    return {m.kind: m for m in (TABULAR_METRICS, LM_METRICS, RL_METRICS)}
+
+
 @app.command("history", short_help="List past runs from the run index.")
 def history(
     output_dir: Annotated[
@@ -370,9 +378,11 @@ def history(
         ),
     ] = None,
 ) -> None:
-    """List past runs from the run index (oldest first)."""
+    """List past runs from the run index (oldest first), one table per kind of run."""
     from mlharness.errors import RunDirectoryError
-    from mlharness.runs.index import INDEX_NAME, generate_markdown_summary, list_all_runs
+    from mlharness.runs.history_report import history_markdown
+    from mlharness.runs.index import INDEX_NAME, list_all_runs
+    from mlharness.runs.io import atomic_write_text
 
     if markdown is not None:
         _check_output_file(markdown, "--markdown")
@@ -394,9 +404,10 @@ def history(
             )
     if limit:
         runs = runs[-limit:]
-    text = generate_markdown_summary(runs, output_path=markdown)
+    text = history_markdown(runs, base, _metrics_by_kind())
     typer.echo(text)
     if markdown:
+        atomic_write_text(markdown, text)
         typer.echo(f"Written: {markdown}")
 
 
@@ -416,53 +427,32 @@ def compare(
         ),
     ] = None,
 ) -> None:
-    """Compare runs: final metrics side by side, curves overlaid in one PNG."""
-    from mlharness.errors import RunDirectoryError
-    from mlharness.runs.index import format_value
+    """Compare runs of any kind: best and final metrics, differing config, curves by step.
+
+    Runs are grouped by kind (from each run's config.json); each kind gets its own table and
+    row of panels, its curves drawn against its own step.
+    """
+    from mlharness.runs.compare import compare_markdown, group_by_kind, panel_rows
     from mlharness.runs.io import atomic_write_text
     from mlharness.runs.plots import plot_comparison
+    from mlharness.runs.rundata import load_run
 
     _check_output_file(output, "--output")
     if markdown is not None:
         _check_output_file(markdown, "--markdown")
-    histories: dict[str, list[dict[str, Any]]] = {}
-    finals: dict[str, dict[str, Any]] = {}
-    statuses: dict[str, str] = {}
+    runs = []
+    labels: set[str] = set()
     for run_dir in run_dirs:
-        metrics_file = run_dir / "metrics" / "metrics.json"
-        if not run_dir.is_dir():
-            raise RunDirectoryError(f"Run directory not found: {run_dir}")
-        if not metrics_file.is_file():
-            raise RunDirectoryError(
-                f"{run_dir} has no metrics/metrics.json: is it a run directory of a finished "
-                "or interrupted run?"
-            )
         label = f"{run_dir.parent.name}/{run_dir.name}"
-        if label in histories:
-            label = str(run_dir)
-        data = json.loads(metrics_file.read_text(encoding="utf-8"))
-        histories[label] = data.get("metrics", [])
-        finals[label] = data.get("final_metrics", {})
-        summary_file = run_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-        statuses[label] = str(summary.get("status", "unknown"))
-    keys: list[str] = []
-    for final in finals.values():
-        keys.extend(k for k in final if k not in keys)
-    labels = list(finals)
-    lines = [
-        "| Metric | " + " | ".join(labels) + " |",
-        "|---" * (len(labels) + 1) + "|",
-        "| status | " + " | ".join(statuses[label] for label in labels) + " |",
-    ]
-    for key in keys:
-        lines.append(
-            f"| {key} | " + " | ".join(format_value(finals[lb].get(key)) for lb in labels) + " |"
-        )
-    table = "\n".join(lines) + "\n"
-    typer.echo(table)
+        label = str(run_dir) if label in labels else label
+        labels.add(label)
+        runs.append(load_run(run_dir, label))
+    described = _metrics_by_kind()
+    groups = group_by_kind(runs, described)
+    text = compare_markdown(groups, described)
+    typer.echo(text)
     if markdown:
-        atomic_write_text(markdown, "# Run comparison\n\n" + table)
+        atomic_write_text(markdown, text)
         typer.echo(f"Written: {markdown}")
-    if plot_comparison(histories, output) is not None:
+    if plot_comparison(panel_rows(groups, described), output) is not None:
         typer.echo(f"Curves: {output}")
