@@ -27,3 +27,28 @@ def load_meta(data_dir: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise DatasetError(f"{path} does not hold a JSON object: {PREPARE_HINT} anew.")
     return meta
+
+
+DATA_IDENTITY = ("tokenizer", "vocab_size", "dtype", "train_tokens", "val_tokens")
+"""The fields of meta.json that change when the same ids come to mean other tokens."""
+
+
+def data_changes(
+    run_meta: dict[str, Any], run_dir: Path, meta: dict[str, Any], data_dir: Path
+) -> list[str]:
+    """What differs between the data a run started from and the data prepared now.
+
+    The run keeps the meta.json (and tokenizer.json) it started from. Data prepared anew with
+    another tokenizer or text has ids that mean other tokens, or point past the model's
+    embedding table; preparing the same text again changes nothing here.
+    """
+    changed = [k for k in DATA_IDENTITY if run_meta.get(k) != meta.get(k)]
+    if (run_meta.get("source") or {}).get("sha256") != (meta.get("source") or {}).get("sha256"):
+        changed.append("source text")
+    tokenizer = (run_dir / "tokenizer.json", data_dir / "tokenizer.json")
+    if any(f.is_file() for f in tokenizer) and not (
+        all(f.is_file() for f in tokenizer)
+        and tokenizer[0].read_bytes() == tokenizer[1].read_bytes()
+    ):
+        changed.append("tokenizer.json")
+    return changed
