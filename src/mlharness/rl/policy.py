@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,7 +434,8 @@ def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+        with _peft_quietly():
+            model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
         info["lora"] = True
     vocab = int(model.get_output_embeddings().weight.shape[0])
     ctx = getattr(model.config, "max_position_embeddings", None) or getattr(
@@ -441,6 +443,17 @@ def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -
     )
     tokenizer = _hf_tokenizer(tok, vocab, use_chat_template)
     return Policy("hf", model.to(device), tokenizer, path, int(ctx) if ctx else None, info)
+
+
+@contextlib.contextmanager
+def _peft_quietly() -> Iterator[None]:
+    """PEFT still asks transformers for ``is_gradient_checkpointing``, which transformers 5
+    deprecates with a FutureWarning on every wrap: PEFT's to fix, nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
+        yield
 
 
 def add_lora(
@@ -465,7 +478,8 @@ def add_lora(
         fan_in_fan_out=getattr(getattr(policy.model, "config", None), "model_type", "") == "gpt2",
     )
     try:
-        model = get_peft_model(policy.model, config)
+        with _peft_quietly():
+            model = get_peft_model(policy.model, config)
     except ValueError as exc:
         raise ConfigError(
             f"LoRA cannot adapt model.lora_target_modules {targets}: {exc}. Name Linear "
