@@ -415,6 +415,13 @@ def test_generate_config_errors(ws: Path, rl: RL) -> None:
     result = run_script(ws, "mlx-generate-config", *common, check=1)
     assert "Missing option '--model-path'" in result.stderr
     assert snapshot(ws) == before
+    (ws / "mine.yaml").write_text("# my edited config\n", encoding="utf-8")
+    args = ["generate-config", "--model-path", rl.model, *common, "--output", "mine.yaml"]
+    refused = run_mlx(args, workspace=ws, check=1)
+    assert "--output mine.yaml exists already: pass --force" in stderr_error(refused)
+    assert (ws / "mine.yaml").read_text(encoding="utf-8") == "# my edited config\n"
+    run_mlx([*args, "--force"], workspace=ws, check=0)
+    assert "model_path" in (ws / "mine.yaml").read_text(encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- preprocess

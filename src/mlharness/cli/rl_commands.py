@@ -256,12 +256,15 @@ def generate_config(
         str,
         typer.Option("--template", help="minimal, standard or advanced.", metavar="NAME"),
     ] = "standard",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --output if it exists already.")
+    ] = False,
 ) -> None:
     """Write a valid, runnable GRPO config for the model and data: commented YAML, or JSON
     for a .json --output."""
     from mlharness.rl.templates import write_config
 
-    path = write_config(model_path, data_path, output, template)
+    path = write_config(model_path, data_path, output, template, force=force)
     typer.echo(f"Wrote {template} config: {path}")
     typer.echo(f"Train with: mlx train --config {path}")
 

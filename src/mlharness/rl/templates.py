@@ -182,11 +182,25 @@ def to_yaml(config: dict[str, Any], template: str) -> str:
 
 
 def write_config(
-    model_path: Path, data_path: Path, output: Path, template: str = "standard"
+    model_path: Path,
+    data_path: Path,
+    output: Path,
+    template: str = "standard",
+    *,
+    force: bool = False,
 ) -> Path:
-    """Write the template as commented YAML (or JSON for a .json output), atomically."""
+    """Write the template as commented YAML (or JSON for a .json output), atomically.
+
+    An existing file is someone's edited config more often than not: it is replaced only
+    with ``force``.
+    """
     if output.is_dir():
         raise ConfigError(f"--output {output} is a directory: give a file name, e.g. config.yaml.")
+    if output.exists() and not force:
+        raise ConfigError(
+            f"--output {output} exists already: pass --force to replace it, or give another "
+            "file name with --output."
+        )
     suffix = output.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
         raise ConfigError(
