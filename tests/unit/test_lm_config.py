@@ -70,12 +70,15 @@ def test_invalid_values_are_reported(
     assert message in str(info.value)
 
 
-def test_unknown_keys_warn_with_a_suggestion_and_fail_when_strict(workspace: Path) -> None:
+def test_unknown_keys_are_errors_with_a_suggestion(workspace: Path) -> None:
+    """Seeds 001/004: strict. A typo'd key or section never trains on the defaults."""
     cfg_file = _write(workspace / "c.toml", "[train]\nmax_iter = 5\n")
-    with pytest.warns(UserWarning, match="max_iters"):
-        load_lm_config(cfg_file, "shakespeare_char")
-    with pytest.raises(ConfigValidationError, match="max_iter"):
-        load_lm_config(cfg_file, "shakespeare_char", strict=True)
+    for strict in (False, True):
+        with pytest.raises(ConfigValidationError, match="'max_iter' in 'train' .* 'max_iters'"):
+            load_lm_config(cfg_file, "shakespeare_char", strict=strict)
+    section = _write(workspace / "s.toml", "[trian]\nmax_iters = 5\n")
+    with pytest.raises(ConfigValidationError, match="'trian' \\(did you mean 'train'\\?\\)"):
+        load_lm_config(section, "shakespeare_char")
 
 
 def test_name_rules(workspace: Path) -> None:

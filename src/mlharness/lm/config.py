@@ -335,7 +335,10 @@ def lm_config_from_raw(
     prepare = data.get("prepare")
     preparer = (prepare.get("preparer") if isinstance(prepare, dict) else None) or name
     merged = deep_merge(experiment_defaults(str(preparer)), data)
-    return validate(LMConfig, merged, strict=strict)
+    # Seeds 001/004: lm configs are strict. An unknown key is an error (with a did-you-mean),
+    # never a warning: a typo'd [trian] section trained 2000 iterations with the defaults.
+    del strict  # accepted for the shared --strict flag; lm configs are always strict
+    return validate(LMConfig, merged, strict=True)
 
 
 def config_snapshot(config: LMConfig) -> dict[str, Any]:

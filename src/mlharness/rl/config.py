@@ -435,7 +435,8 @@ def rl_config_from_raw(
     if data.get("name") is None and name is not None:
         data["name"] = name
     data["kind"] = "rl"
-    return validate(RLConfig, data, strict=strict)
+    del strict  # rl configs are always strict, like lm's: an unknown key is an error
+    return validate(RLConfig, data, strict=True)
 
 
 def load_rl_config(
