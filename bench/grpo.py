@@ -708,6 +708,7 @@ def child_profile(spec: dict[str, Any]) -> None:
     import torch
 
     from mlharness.rl import grpo as grpo_mod
+    from mlharness.rl import sampling as sampling_mod
     from mlharness.rl import trainer as trainer_mod
     from mlharness.rl.config import load_rl_config
 
@@ -732,7 +733,7 @@ def child_profile(spec: dict[str, Any]) -> None:
     decode_calls = {"n": 0}
 
     # Generation: the rollout call, and inside it every model step (prefill or one token).
-    timers.wrap(trainer_mod, "generate", "generation")
+    timers.wrap(sampling_mod, "generate", "generation")
     make_decoder = policy.decoder
 
     def timed_decoder(batch_size: int) -> Callable[[Any], Any]:
@@ -753,12 +754,12 @@ def child_profile(spec: dict[str, Any]) -> None:
     policy.decoder = timed_decoder  # type: ignore[method-assign]
     timers.wrap(trainer.sampler.rewards, "score", "rewards")
     timers.wrap(trainer.tokenizer, "decode", "decode completions to text")
-    timers.wrap(trainer, "_advantages", "advantages")
-    timers.wrap(trainer, "_update", "update")
+    timers.wrap(trainer.update, "advantages", "advantages")
+    timers.wrap(trainer.update, "apply", "update")
     timers.wrap(policy, "logits", "  training forward (logits)")
     timers.wrap(grpo_mod, "token_logprobs", "  token log-probs")
     timers.wrap(grpo_mod, "grpo_loss", "  GRPO loss")
-    timers.wrap(trainer, "_backward", "  backward")
+    timers.wrap(trainer.update, "_backward", "  backward")
     timers.wrap(torch.nn.utils, "clip_grad_norm_", "  clip grad norm")
     timers.wrap(trainer.optimizer, "step", "  AdamW step")
     timers.wrap(trainer, "_log", "metrics logging")

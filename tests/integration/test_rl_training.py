@@ -29,6 +29,7 @@ from mlharness.rl import trainer as rl_trainer  # noqa: E402
 from mlharness.rl.config import RLConfig  # noqa: E402
 from mlharness.rl.tiny_models import build_tiny_model  # noqa: E402
 from mlharness.rl.trainer import GRPOTrainer, train  # noqa: E402
+from mlharness.rl.update import GRPOUpdate  # noqa: E402
 from mlharness.runs import checkpoints as run_ckpt  # noqa: E402
 from mlharness.runs.metrics import MetricsWriter  # noqa: E402
 from rl_support import arithmetic_rows, rl_config, write_jsonl  # noqa: E402
@@ -193,9 +194,9 @@ def fit(config: RLConfig, **kwargs: Any) -> tuple[GRPOTrainer, Tensors]:
 def grads_at_update(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """Every optimizer update's gradients by parameter name, recorded as it happens."""
     seen: list[dict[str, Any]] = []
-    original = GRPOTrainer._update
+    original = GRPOUpdate.apply
 
-    def recording(self: GRPOTrainer, groups: Any, lr: float) -> dict[str, float]:
+    def recording(self: GRPOUpdate, groups: Any, lr: float) -> dict[str, float]:
         step = self.optimizer.step
 
         def record(*args: Any, **kwargs: Any) -> Any:
@@ -214,7 +215,7 @@ def grads_at_update(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, 
         finally:
             del self.optimizer.step
 
-    monkeypatch.setattr(GRPOTrainer, "_update", recording)
+    monkeypatch.setattr(GRPOUpdate, "apply", recording)
     yield seen
 
 

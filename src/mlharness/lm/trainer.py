@@ -44,15 +44,15 @@ from mlharness.lm.config import LMConfig, config_snapshot
 from mlharness.lm.meta import load_meta
 from mlharness.lm.model import GPT, GPTConfig
 from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs import lifecycle
+from mlharness.runs.checkpoints import CheckpointInfo
 from mlharness.runs.device import init_distributed, resolve_device
 from mlharness.runs.heap import keep_freed_memory
-from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_copy
-from mlharness.runs.lifecycle import find_resumable, keep_history, rng_state, set_rng_state
 from mlharness.runs.metrics import MetricsWriter
 from mlharness.runs.optim import AdamW
 from mlharness.runs.output import OutputManager
-from mlharness.runs.progress import ProgressBar
+from mlharness.runs.progress import ProgressBar, ProgressTask
 
 log = logging.getLogger(__name__)
 
@@ -326,44 +326,14 @@ class Trainer:
     def __init__(self, config: LMConfig, *, fresh: bool = False, progress: bool | None = None):
         self.config = config
         t = config.train
-        self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
-        self.dist = init_distributed(self.device.type)
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # no page faults for each step's activations
-        if t.compile and self.device.type == "cpu":
-            _check_cpp_compiler()
-        if t.grad_accum_steps % self.dist.world_size:
-            raise ConfigError(
-                f"train.grad_accum_steps ({t.grad_accum_steps}) must be a multiple of the "
-                f"number of processes ({self.dist.world_size}): each process takes an equal share."
-            )
-        self.accum_local = t.grad_accum_steps // self.dist.world_size
+        self._setup_device()
         self.progress = (
             progress if progress is not None else sys.stderr.isatty()
         ) and self.dist.master
 
         self.meta = load_meta(config.data_dir)
         args = _model_args(config, int(self.meta["vocab_size"]))
-
-        # Resume: rank 0 decides (and alone settles dead runs), everyone follows its checkpoint.
-        found = None
-        if self.dist.master:
-            found = find_resumable(config.output_dir, config.experiment, "lm", fresh=fresh)
-        found = self._broadcast(found)
-        self.resumed_from: Path | None = None
-        self.resumed_kind: str | None = None
-        state: dict[str, Any] | None = None
-        if found is not None:
-            run_dir, info = found
-            _check_same_data(config.data_dir, self.meta, run_dir)
-            meta = ckpt.read_meta(info.path)
-            _reconcile_model_args(args, meta["model_args"], info.path)
-            state = {"meta": meta, "info": info, "run_dir": run_dir}
-            self.resumed_from = info.path
-            self.resumed_kind = info.kind
-
+        resume = self._find_resumable(args, fresh)
         self.model_args = args
         torch.manual_seed(t.seed)  # identical initial weights in every process
         self.model = GPT(GPTConfig(**args)).to(self.device)
@@ -382,9 +352,60 @@ class Trainer:
         self.iter = 0
         self.best_val_loss: float | None = None
         self.last_eval: dict[str, Any] = {}
-        if state is not None:
-            self._restore(state["info"].path, state["meta"])
+        self.step_times: list[float] = []
+        if resume is not None:
+            self._restore(resume[1].path, resume[2])
+        self._wrap_model()
+        self.output: OutputManager | None = None
+        self.metrics: MetricsWriter | None = None
+        if self.dist.master:
+            self._open_run(resume[0] if resume else None)
 
+    def _setup_device(self) -> None:
+        """Device, process group and CPU threads; what the hardware cannot do fails here."""
+        t = self.config.train
+        self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = init_distributed(self.device.type)
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults for each step's activations
+        if t.compile and self.device.type == "cpu":
+            _check_cpp_compiler()
+        if t.grad_accum_steps % self.dist.world_size:
+            raise ConfigError(
+                f"train.grad_accum_steps ({t.grad_accum_steps}) must be a multiple of the "
+                f"number of processes ({self.dist.world_size}): each process takes an equal share."
+            )
+        self.accum_local = t.grad_accum_steps // self.dist.world_size
+
+    def _find_resumable(
+        self, args: dict[str, Any], fresh: bool
+    ) -> tuple[Path, CheckpointInfo, dict[str, Any]] | None:
+        """(run, checkpoint, its meta) to resume; ``args`` take the checkpoint's architecture.
+
+        Rank 0 decides (and alone settles dead runs), everyone follows its checkpoint.
+        """
+        c = self.config
+        found = None
+        if self.dist.master:
+            found = lifecycle.find_resumable(c.output_dir, c.experiment, "lm", fresh=fresh)
+        found = self._broadcast(found)
+        self.resumed_from: Path | None = None
+        self.resumed_kind: str | None = None
+        if found is None:
+            return None
+        run_dir, info = found
+        _check_same_data(c.data_dir, self.meta, run_dir)
+        meta = ckpt.read_meta(info.path)
+        _reconcile_model_args(args, meta["model_args"], info.path)
+        self.resumed_from = info.path
+        self.resumed_kind = info.kind
+        return run_dir, info, meta
+
+    def _wrap_model(self) -> None:
+        """What runs the forward: compiled, under DDP, or split across CPU threads."""
+        t, args = self.config.train, self.model_args
         self.run_model: torch.nn.Module = self.model
         if t.compile:
             self.run_model = torch.compile(self.model)  # type: ignore[assignment]
@@ -402,14 +423,9 @@ class Trainer:
             and args["dropout"] == 0
             and not t.compile
             and not self.dist.enabled
-            and not config.logits_outgrow_heap(args["vocab_size"])
+            and not self.config.logits_outgrow_heap(args["vocab_size"])
         ):
             self.shards = ThreadShards(self.model, threads, self.autocast)
-
-        self.output: OutputManager | None = None
-        self.metrics: MetricsWriter | None = None
-        if self.dist.master:
-            self._open_run(state["run_dir"] if state else None)
 
     # -- setup helpers ---------------------------------------------------------------------
 
@@ -448,7 +464,7 @@ class Trainer:
                 self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.batch_gen.set_state(state["batch_generator"])
             rngs = state["rng"]
-            set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+            lifecycle.set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"Cannot resume from {path}: {exc}") from exc
         self.iter = int(meta["iter"])
@@ -457,19 +473,20 @@ class Trainer:
 
     def _open_run(self, resume_dir: Path | None) -> None:
         c = self.config
-        self.output = OutputManager(
-            c.experiment, c.output_dir, kind="lm", resume_dir=resume_dir, lock=True
+        self.output = lifecycle.open_run(
+            c.experiment,
+            c.output_dir,
+            "lm",
+            resume_dir=resume_dir,
+            config={**config_snapshot(c), "model_args": self.model_args},
+            seeds={"train": c.train.seed},
         )
         run_dir = self.output.run_dir
         if resume_dir is None:
-            self.output.write_config(
-                {**config_snapshot(c), "model_args": self.model_args},
-                seeds={"train": c.train.seed},
-            )
             _copy_tokenizer(c.data_dir, run_dir)
             history: list[dict[str, Any]] = []
         else:
-            history = keep_history(run_dir / "metrics", self.iter)
+            history = lifecycle.keep_history(run_dir / "metrics", self.iter)
             evals = [r for r in history if "val_loss" in r]
             self.last_eval = evals[-1] if evals else {}
         (run_dir / "samples").mkdir(exist_ok=True)
@@ -493,10 +510,10 @@ class Trainer:
         """Write a checkpoint (all ranks hand in their RNG state; rank 0 writes)."""
         t = self.config.train
         keep = t.checkpointing.keep.last if kind == "last" else t.checkpointing.keep.best
-        rng = [rng_state()]
+        rng = [lifecycle.rng_state()]
         if self.dist.enabled:
             rng = [None] * self.dist.world_size  # type: ignore[list-item]
-            dist.all_gather_object(rng, rng_state())
+            dist.all_gather_object(rng, lifecycle.rng_state())
         if not self.dist.master or keep == 0:
             return
         directory = self.run_dir / "checkpoints"
@@ -630,7 +647,6 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         t = self.config.train
-        tokens_per_step = t.batch_size * self.model_args["block_size"] * t.grad_accum_steps
         ckpt_every = t.checkpointing.interval or t.eval_interval
         if self.resumed_from is None:
             self.save("last")  # the cold-start safety net: a checkpoint right after init
@@ -638,57 +654,25 @@ class Trainer:
             self._complete_checkpoints(self.iter % ckpt_every == 0 or self.iter == t.max_iters)
         if t.compile and self.dist.master and self.iter < t.max_iters:
             log.info("torch.compile: the first step compiles the model (tens of seconds on a CPU)")
-        step_times: list[float] = []
-        started = time.perf_counter()
-        status = "completed"
-        try:
-            threads = contextlib.nullcontext() if self.shards is None else self.shards
-            with GracefulInterrupt() as interrupt, ProgressBar(self.progress) as bar, threads:
-                task = bar.task("train", t.max_iters, self.iter)
-                while self.iter < t.max_iters:
-                    if interrupt.requested:
-                        status = "interrupted"
-                        break
-                    lr = learning_rate(self.iter, self.config)
-                    t0 = time.perf_counter()
-                    loss_t = self._step(lr)
-                    self.iter += 1
-                    logging_now = self.iter % t.log_interval == 0 or self.iter == t.max_iters
-                    if logging_now:
-                        if self.dist.enabled:
-                            dist.all_reduce(loss_t)
-                            loss_t /= self.dist.world_size
-                        loss = float(loss_t)
-                        dt = time.perf_counter() - t0
-                        step_times.append(dt)
-                        self._log(
-                            {
-                                "iter": self.iter,
-                                "loss": loss,
-                                "lr": lr,
-                                "tokens_per_sec": tokens_per_step / dt,
-                                "step_time_ms": dt * 1000.0,
-                                "elapsed_s": time.perf_counter() - started,
-                            },
-                            sync=False,
-                        )
-                        task.update(
-                            self.iter, f"loss {loss:.4f}  {tokens_per_step / dt:,.0f} tok/s"
-                        )
-                    if self.iter % t.eval_interval == 0 or self.iter == t.max_iters:
-                        self._evaluate(time.perf_counter() - started)
-                    if self.iter % ckpt_every == 0 or self.iter == t.max_iters:
-                        self.save("last")
-                if status == "interrupted":
+        self.started = time.perf_counter()
+        status = lifecycle.COMPLETED
+        threads = contextlib.nullcontext() if self.shards is None else self.shards
+
+        def failed(status: str, error: str) -> None:
+            self._finish(status, error=error)
+
+        with lifecycle.guarded(failed) as stop, ProgressBar(self.progress) as bar, threads:
+            task = bar.task("train", t.max_iters, self.iter)
+            while self.iter < t.max_iters:
+                if stop.requested:
+                    status = lifecycle.INTERRUPTED
+                    break
+                self._iteration(task)
+                if self.iter % ckpt_every == 0 or self.iter == t.max_iters:
                     self.save("last")
-        except BaseException as exc:
-            self._finish(
-                "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                step_times,
-                error=str(exc) or type(exc).__name__,
-            )
-            raise
-        final = self._finish(status, step_times)
+            if status == lifecycle.INTERRUPTED:
+                self.save("last")
+        final = self._finish(status)
         return TrainResult(
             run_dir=self.output.run_dir if self.output else Path(),
             status=status,
@@ -697,6 +681,38 @@ class Trainer:
             final_metrics=final,
             resumed_from=self.resumed_from,
         )
+
+    def _iteration(self, task: ProgressTask) -> None:
+        """One optimizer step, its log record when due, and an evaluation when due."""
+        t = self.config.train
+        lr = learning_rate(self.iter, self.config)
+        t0 = time.perf_counter()
+        loss_t = self._step(lr)
+        self.iter += 1
+        if self.iter % t.log_interval == 0 or self.iter == t.max_iters:
+            if self.dist.enabled:
+                dist.all_reduce(loss_t)
+                loss_t /= self.dist.world_size
+            loss = float(loss_t)
+            dt = time.perf_counter() - t0
+            self.step_times.append(dt)
+            tokens_per_sec = self._tokens_per_step() / dt
+            record = {
+                "iter": self.iter,
+                "loss": loss,
+                "lr": lr,
+                "tokens_per_sec": tokens_per_sec,
+                "step_time_ms": dt * 1000.0,
+                "elapsed_s": time.perf_counter() - self.started,
+            }
+            self._log(record, sync=False)
+            task.update(self.iter, f"loss {loss:.4f}  {tokens_per_sec:,.0f} tok/s")
+        if self.iter % t.eval_interval == 0 or self.iter == t.max_iters:
+            self._evaluate(time.perf_counter() - self.started)
+
+    def _tokens_per_step(self) -> int:
+        t = self.config.train
+        return int(t.batch_size * self.model_args["block_size"] * t.grad_accum_steps)
 
     def _evaluate(self, elapsed: float) -> None:
         losses = self.estimate_loss()
@@ -722,27 +738,20 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.log(record, sync=sync)
 
-    def _finish(
-        self, status: str, step_times: list[float], error: str | None = None
-    ) -> dict[str, Any]:
+    def _finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         final: dict[str, Any] = {"iter": self.iter}
         if self.last_eval:
             final["val_loss"] = self.last_eval["val_loss"]
             final["train_loss"] = self.last_eval["eval/train_loss"]
         final["best_val_loss"] = self.best_val_loss
-        if step_times:
-            tokens = self.config.train.batch_size * self.model_args["block_size"]
-            tokens *= self.config.train.grad_accum_steps
-            final["tokens_per_sec"] = tokens / statistics.median(step_times)
+        if self.step_times:
+            final["tokens_per_sec"] = self._tokens_per_step() / statistics.median(self.step_times)
         if self.metrics is not None:
             self.metrics.close(final)
         if self.output is not None:
-            summary: dict[str, Any] = {"status": status, "final_metrics": final}
-            if error:
-                summary["error"] = error
-            if self.resumed_from is not None:
-                summary["resumed_from"] = str(self.resumed_from)
-            self.output.finish(summary)
+            lifecycle.finish(
+                self.output, status, final, error=error, resumed_from=self.resumed_from
+            )
         if self.shards is not None:
             self.shards.close()
         if self.dist.enabled and dist.is_initialized():

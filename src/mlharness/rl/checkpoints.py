@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlharness.errors import CheckpointError
-from mlharness.rl.policy import HF_DIR, Policy, export_plain_state
+from mlharness.rl.policy import HF_DIR, Policy, export_plain_state, load_policy_state
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs.checkpoints import META_FILE, SCHEMA, TRAINER_FILE, WEIGHTS_FILE
 from mlharness.runs.io import atomic_directory, atomic_write_json
@@ -91,3 +91,19 @@ def read(path: Path) -> dict[str, Any]:
         if not (path / file).exists():
             raise CheckpointError(f"Checkpoint {path} is incomplete: {file} is missing.")
     return meta
+
+
+def load_policy_weights(path: Path, policy: Policy, adapters: bool) -> None:
+    """Put a checkpoint's trained weights into ``policy``: its LoRA adapters (kept in
+    trainer.pt), our GPT's model.safetensors, or a Hugging Face policy's hf/ shards."""
+    if adapters:
+        load_policy_state(policy, run_ckpt.load_trainer_state(path)["adapter"])
+    elif policy.kind == "gpt":
+        load_policy_state(policy, run_ckpt.load_weights(path))
+    else:
+        from safetensors.torch import load_file
+
+        merged: dict[str, Any] = {}
+        for file in sorted((path / HF_DIR).glob("*.safetensors")):
+            merged.update(load_file(str(file)))
+        policy.model.load_state_dict(merged, strict=False)

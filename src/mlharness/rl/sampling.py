@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from mlharness.rl.config import RLConfig
-from mlharness.rl.data import Example, encode_prompt
+from mlharness.rl.data import Example, PromptStream, encode_prompt
 from mlharness.rl.policy import Policy
 from mlharness.rl.rewards import RewardContext, RewardSet
 from mlharness.rl.rollout import Completion, ThinkRules, generate
@@ -121,3 +122,67 @@ def summarize_groups(groups: Sequence[Group], prefix: str = "") -> dict[str, flo
             np.concatenate([g.per_reward[name] for g in groups]).mean()
         )
     return out
+
+
+def sample_lines(groups: Sequence[Group], step: int, limit: int, prompts: bool) -> list[str]:
+    """JSON lines of a step's first ``limit`` completions with their scores (samples/)."""
+    from mlharness.runs.io import dumps
+
+    lines: list[str] = []
+    for g in groups:
+        for i, text in enumerate(g.texts):
+            item: dict[str, Any] = {"step": step, "completion": text}
+            if prompts:
+                item["prompt"] = g.example.prompt
+            item["reference"] = g.example.completion
+            item["reward"] = float(g.rewards[i])
+            item["rewards"] = {k: float(v[i]) for k, v in g.per_reward.items()}
+            item["advantage"] = float(g.advantages[i]) if g.advantages is not None else None
+            item["truncated"] = g.completions[i].truncated
+            lines.append(dumps(item, indent=None))
+            if len(lines) >= limit:
+                return lines
+    return lines
+
+
+def step_record(groups: Sequence[Group], step: int) -> dict[str, Any]:
+    """A training step's reward statistics over all its completions, for metrics.ndjson."""
+    rewards = np.concatenate([g.rewards for g in groups])
+    record: dict[str, Any] = {
+        "step": step,
+        "reward": float(rewards.mean()),
+        "reward_std": float(rewards.std()),
+    }
+    for name in groups[0].per_reward:
+        values = np.concatenate([g.per_reward[name] for g in groups])
+        record[f"rewards/{name}"] = float(values.mean())
+        record[f"rewards/{name}_std"] = float(values.std())
+    record["frac_reward_zero_std"] = sum(not g.spread for g in groups) / len(groups)
+    return record
+
+
+def collect_groups(
+    sampler: Sampler, stream: PromptStream, config: RLConfig
+) -> tuple[list[Group], int, int]:
+    """A step's groups, how many were generated and how many are flat.
+
+    With dynamic sampling, groups whose rewards are all equal are dropped and refilled
+    from the next prompts, up to ``max_resample_rounds`` times.
+    """
+    t = config.trainer
+    want = t.prompts_per_step
+    groups = sampler.run(stream.take(want), t.num_rollout_samples)
+    generated = len(groups)
+    if not t.dynamic_sampling:
+        return groups, generated, 0
+    kept = [g for g in groups if g.spread]
+    dropped = [g for g in groups if not g.spread]
+    rounds = 0
+    while len(kept) < want and rounds < t.max_resample_rounds:
+        rounds += 1
+        more = sampler.run(stream.take(want - len(kept)), t.num_rollout_samples)
+        generated += len(more)
+        kept += [g for g in more if g.spread]
+        dropped += [g for g in more if not g.spread]
+    # Out of rounds: top up with flat groups (no policy gradient, KL and SFT still act).
+    return (kept + dropped)[:want], generated, len(dropped)

@@ -22,40 +22,41 @@ import os
 import secrets
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from mlharness.errors import CheckpointError, ConfigError
 from mlharness.rl import checkpoints as rl_ckpt
-from mlharness.rl import grpo
 from mlharness.rl.config import RLConfig, config_snapshot
 from mlharness.rl.data import Example, PromptStream, load_examples
 from mlharness.rl.policy import (
-    HF_DIR,
     Policy,
     add_lora,
     frozen_copy,
     load_policy,
-    load_policy_state,
     policy_state,
 )
 from mlharness.rl.rewards import RewardSet, load_reward_sources
-from mlharness.rl.sampling import Group, Sampler, summarize_groups
+from mlharness.rl.sampling import (
+    Group,
+    Sampler,
+    collect_groups,
+    sample_lines,
+    step_record,
+    summarize_groups,
+)
+from mlharness.rl.update import GRPOUpdate
 from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs import lifecycle
 from mlharness.runs.device import resolve_device
-from mlharness.runs.interrupt import GracefulInterrupt
-from mlharness.runs.io import atomic_copy, atomic_write_text, dumps
-from mlharness.runs.lifecycle import find_resumable, keep_history, rng_state, set_rng_state
+from mlharness.runs.io import atomic_copy, atomic_write_text
 from mlharness.runs.metrics import MetricsWriter
-from mlharness.runs.optim import AdamW
-from mlharness.runs.output import OutputManager
-from mlharness.runs.progress import ProgressBar
+from mlharness.runs.progress import ProgressBar, ProgressTask
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,12 @@ def resolve_seed(seed: int) -> int:
 
 
 class GRPOTrainer:
-    """Holds the state of one GRPO run; :meth:`fit` runs it to num_training_steps."""
+    """Holds the state of one GRPO run; :meth:`fit` runs it to num_training_steps.
+
+    Sampling and scoring are :class:`~mlharness.rl.sampling.Sampler`'s, the loss and the
+    optimizer :class:`~mlharness.rl.update.GRPOUpdate`'s; the trainer keeps the run: data,
+    checkpoints, metrics, and the loop between them.
+    """
 
     def __init__(
         self, config: RLConfig, *, fresh: bool = False, progress: bool | None = None
@@ -95,43 +101,14 @@ class GRPOTrainer:
         self.rewards = RewardSet(config.rewards)
         if d.loader_type == "jsonl":
             self._load_data(None)
-        found = find_resumable(config.output_dir, config.experiment, "rl", fresh=fresh)
+        found = lifecycle.find_resumable(config.output_dir, config.experiment, "rl", fresh=fresh)
         self.resumed_from: Path | None = found[1].path if found else None
         self.resumed_kind: str | None = found[1].kind if found else None
         resume_meta = rl_ckpt.read(found[1].path) if found else None
         self.seed = int(resume_meta["seed"]) if resume_meta else resolve_seed(t.seed)
 
         torch.manual_seed(self.seed)
-        self.policy = load_policy(
-            config.model.model_path,
-            device=self.device,
-            use_chat_template=d.use_chat_template,
-            prefer=config.model.checkpoint,
-        )
-        self.tokenizer = self.policy.tokenizer
-        self._check_lengths()
-        self.reference = self._reference()
-        m = config.model
-        if m.use_lora:
-            add_lora(
-                self.policy,
-                rank=m.lora_rank,
-                alpha=m.lora_alpha,
-                dropout=m.lora_dropout,
-                targets=m.lora_target_modules,
-            )
-        self.layers = self._layer_ranges()
-        self.params = [p for p in self.policy.model.parameters() if p.requires_grad]
-        # lm's AdamW: torch.optim.AdamW's arithmetic and state format without its import of
-        # torch._dynamo. Fused: one kernel for every parameter (CUDA, and CPU since torch
-        # 2.4), 1.7 ms against 5.8 ms per step for the bench's 4-layer model.
-        self.optimizer = AdamW(
-            [{"params": self.params, "weight_decay": t.optimizer_weight_decay}],
-            lr=t.learning_rate,
-            betas=(t.optimizer_beta1, t.optimizer_beta2),
-            fused=self.device.type in ("cuda", "cpu"),
-        )
-
+        self._setup_policy()
         if d.loader_type == "npy":
             self._load_data(self.tokenizer)
         self.stream = PromptStream(self.train_examples, shuffle=d.shuffle_data, seed=self.seed)
@@ -143,17 +120,32 @@ class GRPOTrainer:
         self.step_times: list[float] = []
         if found is not None and resume_meta is not None:
             self._restore(found[1].path, resume_meta)
-        self.output = OutputManager(
-            config.experiment,
-            config.output_dir,
-            kind="rl",
-            resume_dir=found[0] if found else None,
-            lock=True,
-        )
-        self.run_dir = self.output.run_dir
-        self._open_run(resumed=found is not None)
+        self._open_run(found[0] if found else None)
 
     # -- setup -------------------------------------------------------------------------------
+
+    def _setup_policy(self) -> None:
+        """The policy (with LoRA when asked), its reference, and the update that trains it."""
+        c, m = self.config, self.config.model
+        self.policy = load_policy(
+            m.model_path,
+            device=self.device,
+            use_chat_template=c.data.use_chat_template,
+            prefer=m.checkpoint,
+        )
+        self.tokenizer = self.policy.tokenizer
+        check_lengths(c, self.policy)
+        self.reference = reference_policy(c, self.policy, self.device)
+        if m.use_lora:
+            add_lora(
+                self.policy,
+                rank=m.lora_rank,
+                alpha=m.lora_alpha,
+                dropout=m.lora_dropout,
+                targets=m.lora_target_modules,
+            )
+        self.update = GRPOUpdate(c, self.policy, self.reference, self.device)
+        self.optimizer = self.update.optimizer
 
     def _load_data(self, tokenizer: Any) -> None:
         d = self.config.data
@@ -164,49 +156,21 @@ class GRPOTrainer:
         if d.val_path is not None:
             self.val, _ = load_examples(d.val_path, d.loader_type, tokenizer, d.on_invalid, "val")
 
-    def _check_lengths(self) -> None:
-        d, ctx = self.config.data, self.policy.context_len
-        if ctx is not None and d.max_prompt_len + d.max_gen_len > ctx:
-            raise ConfigError(
-                f"data.max_prompt_len ({d.max_prompt_len}) + data.max_gen_len ({d.max_gen_len}) "
-                f"exceeds the policy's context length ({ctx}). Lower one of them."
-            )
-
-    def _reference(self) -> Policy | None:
-        """No reference at grpo_beta 0; the given one; LoRA's base; else a frozen copy."""
-        t, m = self.config.trainer, self.config.model
-        if t.grpo_beta == 0:
-            return None
-        if m.ref_model_path is not None:
-            return load_policy(m.ref_model_path, device=self.device, trainable=False)
-        if m.use_lora:
-            return None  # adapters disabled on the policy itself: see _ref_logits
-        return frozen_copy(self.policy)
-
-    def _layer_ranges(self) -> dict[str, int | None]:
-        t = self.config.trainer
-        n = self.policy.num_layers()
-        for name in ("thinking", "answer"):
-            start = getattr(t, f"{name}_layer_start")
-            if (t.use_dual_gradients or t.use_sft_on_answer) and n and start >= n:
-                raise ConfigError(
-                    f"trainer.{name}_layer_start ({start}) is past the policy's {n} layers: "
-                    f"choose a value below {n}."
-                )
-        self.n_layers = n
-        return self.policy.layer_of()
-
-    def _open_run(self, resumed: bool) -> None:
+    def _open_run(self, resume_dir: Path | None) -> None:
         c = self.config
-        if not resumed:
-            info = {k: v for k, v in self.policy.info.items() if k != "hf_tokenizer"}
-            self.output.write_config(
-                {**config_snapshot(c), "policy": info, "resolved_seed": self.seed},
-                seeds={"train": self.seed},
-            )
-            history: list[dict[str, Any]] = []
-        else:
-            history = keep_history(self.run_dir / "metrics", self.step, key="step")
+        info = {k: v for k, v in self.policy.info.items() if k != "hf_tokenizer"}
+        self.output = lifecycle.open_run(
+            c.experiment,
+            c.output_dir,
+            "rl",
+            resume_dir=resume_dir,
+            config={**config_snapshot(c), "policy": info, "resolved_seed": self.seed},
+            seeds={"train": self.seed},
+        )
+        self.run_dir = self.output.run_dir
+        history: list[dict[str, Any]] = []
+        if resume_dir is not None:
+            history = lifecycle.keep_history(self.run_dir / "metrics", self.step, key="step")
             evals = [r for r in history if "val_reward" in r]
             self.last_eval = evals[-1] if evals else {}
         if self.policy.kind == "gpt":  # `mlx sample --checkpoint` reads the run's tokenizer
@@ -240,7 +204,7 @@ class GRPOTrainer:
             return  # keep_last_n = 0: only the final checkpoint is written
         trainer_state: dict[str, Any] = {
             "generator": self.generator.get_state(),
-            "rng": rng_state(),
+            "rng": lifecycle.rng_state(),
             "stream": self.stream.state_dict(),
         }
         if c.save_optimizer_state:
@@ -282,18 +246,8 @@ class GRPOTrainer:
     def _restore(self, path: Path, meta: dict[str, Any]) -> None:
         state = run_ckpt.load_trainer_state(path)
         try:
-            if self.policy.uses_lora or self.config.model.use_lora:
-                load_policy_state(self.policy, state["adapter"])
-            elif self.policy.kind == "gpt":
-                load_policy_state(self.policy, run_ckpt.load_weights(path))
-            else:
-                from safetensors.torch import load_file
-
-                weights = sorted((path / HF_DIR).glob("*.safetensors"))
-                merged: dict[str, Tensor] = {}
-                for file in weights:
-                    merged.update(load_file(str(file)))
-                self.policy.model.load_state_dict(merged, strict=False)
+            adapters = self.policy.uses_lora or self.config.model.use_lora
+            rl_ckpt.load_policy_weights(path, self.policy, adapters)
             if "optimizer" in state:
                 self.optimizer.load_state_dict(state["optimizer"])
             else:
@@ -303,7 +257,7 @@ class GRPOTrainer:
                     path,
                 )
             self.generator.set_state(state["generator"])
-            set_rng_state(state["rng"])
+            lifecycle.set_rng_state(state["rng"])
             self.stream.load_state_dict(state["stream"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"Cannot resume from {path}: {exc}") from exc
@@ -319,228 +273,6 @@ class GRPOTrainer:
         """Generate and score ``group_size`` completions per example."""
         return self.sampler.run(examples, group_size, greedy=greedy)
 
-    def _collect(self) -> tuple[list[Group], int, int]:
-        """The step's groups; with dynamic sampling only those with a reward spread."""
-        t = self.config.trainer
-        want = t.prompts_per_step
-        groups = self.rollout(self.stream.take(want), t.num_rollout_samples)
-        generated = len(groups)
-        if not t.dynamic_sampling:
-            return groups, generated, 0
-        kept = [g for g in groups if g.spread]
-        dropped = [g for g in groups if not g.spread]
-        rounds = 0
-        while len(kept) < want and rounds < t.max_resample_rounds:
-            rounds += 1
-            more = self.rollout(self.stream.take(want - len(kept)), t.num_rollout_samples)
-            generated += len(more)
-            kept += [g for g in more if g.spread]
-            dropped += [g for g in more if not g.spread]
-        # Out of rounds: top up with flat groups (no policy gradient, KL and SFT still act).
-        return (kept + dropped)[:want], generated, len(dropped)
-
-    # -- the update --------------------------------------------------------------------------
-
-    def _advantages(self, groups: list[Group]) -> None:
-        t = self.config.trainer
-        rewards = torch.tensor(np.concatenate([g.rewards for g in groups]), dtype=torch.float32)
-        adv = grpo.group_advantages(rewards, t.num_rollout_samples, t.scale_rewards)
-        for i, g in enumerate(groups):
-            g.advantages = adv[i * t.num_rollout_samples : (i + 1) * t.num_rollout_samples]
-
-    def _batch(self, groups: list[Group]) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
-        """Right-padded prompt+completion rows: (ids (B, T), targets, completion mask, spans)."""
-        rows, spans = [], []
-        mask_trunc = self.config.trainer.mask_truncated_completions
-        for g in groups:
-            for c in g.completions:
-                rows.append(g.prompt_ids + c.ids)
-                keep = not (mask_trunc and c.truncated)
-                spans.append([len(g.prompt_ids) - 1, len(c.ids) if keep else 0])
-        return (*_pad(rows, spans, self.tokenizer.pad_id, self.device), spans)
-
-    def _logp(self, model_policy: Policy, ids: Tensor, targets: Tensor) -> Tensor:
-        return grpo.token_logprobs(model_policy.logits(ids), targets)
-
-    @torch.no_grad()
-    def _ref_logp(self, ids: Tensor, targets: Tensor) -> Tensor | None:
-        if self.config.trainer.grpo_beta == 0:
-            return None
-        if self.reference is not None:
-            return self._logp(self.reference, ids, targets)
-        with self.policy.adapters_disabled():
-            return self._logp(self.policy, ids, targets)
-
-    def _regions(
-        self, groups: list[Group], spans: list[list[int]], shape: torch.Size
-    ) -> tuple[Tensor, Tensor]:
-        g = self.config.generation
-        think = torch.zeros(shape, device=self.device)
-        answer = torch.zeros(shape, device=self.device)
-        row = 0
-        for group in groups:
-            opened = bool(g.think_start_tag) and self.tokenizer.decode(
-                group.prompt_ids
-            ).rstrip().endswith(g.think_start_tag)
-            for c in group.completions:
-                pieces = [self.tokenizer.decode([i]) for i in c.ids]
-                t_flags, a_flags = grpo.token_regions(
-                    pieces, g.think_start_tag, g.think_end_tag, opened
-                )
-                start = spans[row][0]
-                think[row, start : start + len(c.ids)] = torch.tensor(t_flags, dtype=torch.float32)
-                answer[row, start : start + len(c.ids)] = torch.tensor(a_flags, dtype=torch.float32)
-                row += 1
-        return think, answer
-
-    def _backward(self, loss: Tensor, allow: Callable[[int | None], bool] | None) -> None:
-        """Backpropagate ``loss`` into .grad, only into parameters whose layer ``allow``s."""
-        if allow is None:
-            loss.backward()  # type: ignore[no-untyped-call]
-            return
-        named = [
-            (p, self.layers.get(n))
-            for n, p in self.policy.model.named_parameters()
-            if p.requires_grad
-        ]
-        chosen = [p for p, layer in named if allow(layer)]
-        if not chosen or not loss.requires_grad:
-            return
-        grads = torch.autograd.grad(loss, chosen, retain_graph=True, allow_unused=True)
-        for p, gr in zip(chosen, grads, strict=True):
-            if gr is not None:
-                p.grad = gr if p.grad is None else p.grad + gr
-
-    def _range(self, name: str) -> tuple[int, int]:
-        t = self.config.trainer
-        end = getattr(t, f"{name}_layer_end")
-        return getattr(t, f"{name}_layer_start"), self.n_layers if end is None else end
-
-    def _policy_backward(
-        self, groups: list[Group], step_tokens: int, accum: int, old: bool
-    ) -> grpo.LossParts:
-        t = self.config.trainer
-        ids, targets, mask, spans = self._batch(groups)
-        logp = self._logp(self.policy, ids, targets)
-        if old:
-            old_logp = torch.cat([lp for g in groups for lp in g.old_logp])
-        else:
-            old_logp = logp.detach()
-        adv = torch.cat([g.advantages for g in groups if g.advantages is not None]).to(self.device)
-        ref = self._ref_logp(ids, targets)
-        kwargs: dict[str, Any] = {
-            "beta": t.grpo_beta,
-            "eps_low": t.epsilon,
-            "eps_high": t.epsilon_high,
-            "loss_type": t.loss_type,
-            "max_gen_len": self.config.data.max_gen_len,
-            "step_tokens": step_tokens,
-            "accum": accum,
-        }
-        parts = grpo.grpo_loss(logp, old_logp, adv, mask, ref, **kwargs)
-        if not t.use_dual_gradients:
-            self._backward(parts.loss, None)
-            return parts
-        think, answer = self._regions(groups, spans, mask.shape)
-        t0, t1 = self._range("thinking")
-        a0, a1 = self._range("answer")
-        loss_t, *_ = grpo.per_token_loss(
-            logp,
-            old_logp,
-            adv,
-            ref,
-            beta=t.grpo_beta,
-            eps_low=t.epsilon,
-            eps_high=t.epsilon_high or t.epsilon,
-        )
-        shared = {k: v for k, v in kwargs.items() if k not in ("beta", "eps_low", "eps_high")}
-        think_loss = grpo.reduce_loss(loss_t * think, mask, **shared)
-        answer_loss = grpo.reduce_loss(loss_t * answer, mask, **shared)
-        self._backward(think_loss, lambda layer: grpo.layer_filter(layer, t0, t1))
-        self._backward(
-            t.answer_gradient_weight * answer_loss, lambda layer: grpo.layer_filter(layer, a0, a1)
-        )
-        return parts
-
-    def _sft_backward(self, groups: list[Group], accum: int) -> float:
-        """Supervised loss on each prompt's reference completion, routed by sft_mode."""
-        t = self.config.trainer
-        rows, spans, refs = [], [], []
-        for g in groups:
-            if not g.example.completion:
-                continue
-            ref_ids = self.tokenizer.encode(g.example.completion)[: self.config.data.max_gen_len]
-            if not ref_ids:
-                continue
-            rows.append(g.prompt_ids + ref_ids)
-            spans.append([len(g.prompt_ids) - 1, len(ref_ids)])
-            refs.append(ref_ids)
-        if not rows:
-            return 0.0
-        ids, targets, weights = _pad(rows, spans, self.tokenizer.pad_id, self.device)
-        logp = self._logp(self.policy, ids, targets)
-        allow: Callable[[int | None], bool] | None = None
-        if t.sft_mode == "weighted":
-            gen = self.config.generation
-            weights = torch.zeros_like(weights)
-            for r, (span, ref_ids) in enumerate(zip(spans, refs, strict=True)):
-                pieces = [self.tokenizer.decode([i]) for i in ref_ids]
-                th, an = grpo.token_regions(pieces, gen.think_start_tag, gen.think_end_tag)
-                w = [
-                    t.sft_thinking_weight if a else (t.sft_answer_weight if b else 0.0)
-                    for a, b in zip(th, an, strict=True)
-                ]
-                weights[r, span[0] : span[0] + len(ref_ids)] = torch.tensor(w)
-        elif t.sft_mode == "answer_only":
-            a0, a1 = self._range("answer")
-            allow = lambda layer: grpo.layer_filter(layer, a0, a1, include_shared=False)  # noqa: E731
-        elif t.sft_mode == "exclude_thinking":
-            t0, t1 = self._range("thinking")
-            allow = lambda layer: not grpo.layer_filter(layer, t0, t1, include_shared=False)  # noqa: E731
-        loss = grpo.sft_loss(logp, weights)
-        self._backward(t.sft_weight * loss / accum, allow)
-        return float(loss.detach())
-
-    def _update(self, groups: list[Group], lr: float) -> dict[str, float]:
-        """num_iterations optimizer passes over the step's groups, in micro-batches."""
-        t = self.config.trainer
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        micro = [groups[i : i + t.ppo_batch_size] for i in range(0, len(groups), t.ppo_batch_size)]
-        step_tokens = sum(
-            len(c.ids)
-            for g in groups
-            for c in g.completions
-            if not (t.mask_truncated_completions and c.truncated)
-        )
-        if t.num_iterations > 1:  # the behaviour policy's log-probs, before any update
-            with torch.no_grad():
-                for mb in micro:
-                    ids, targets, _, _ = self._batch(mb)
-                    logp = self._logp(self.policy, ids, targets)
-                    row = 0
-                    for g in mb:
-                        g.old_logp = [logp[row : row + len(g.completions)]]
-                        row += len(g.completions)
-        stats: dict[str, list[float]] = {
-            k: [] for k in ("policy_loss", "kl", "clip_low", "clip_high", "sft_loss")
-        }
-        for _ in range(t.num_iterations):
-            for mb in micro:
-                parts = self._policy_backward(mb, step_tokens, len(micro), t.num_iterations > 1)
-                for k in ("policy_loss", "kl", "clip_low", "clip_high"):
-                    stats[k].append(getattr(parts, k))
-                if t.use_sft_on_answer:
-                    stats["sft_loss"].append(self._sft_backward(mb, len(micro)))
-            grad_norm = 0.0
-            if t.max_grad_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm))
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        out = {k: float(np.mean(v)) for k, v in stats.items() if v}
-        out["grad_norm"] = grad_norm
-        return out
-
     # -- the loop ----------------------------------------------------------------------------
 
     def learning_rate(self, step: int) -> float:
@@ -549,29 +281,19 @@ class GRPOTrainer:
     def train_step(self) -> dict[str, Any]:
         t = self.config.trainer
         t0 = time.perf_counter()
-        groups, generated, flat = self._collect()
+        groups, generated, flat = collect_groups(self.sampler, self.stream, self.config)
         t_gen = time.perf_counter() - t0
-        self._advantages(groups)
+        self.update.advantages(groups)
         lr = self.learning_rate(self.step)
-        losses = self._update(groups, lr)
+        losses = self.update.apply(groups, lr)
         self.step += 1
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
         comps = [c for g in groups for c in g.completions]
         n_tokens = sum(len(c.ids) for c in comps)
-        rewards = np.concatenate([g.rewards for g in groups])
-        record: dict[str, Any] = {
-            "step": self.step,
-            "reward": float(rewards.mean()),
-            "reward_std": float(rewards.std()),
-        }
-        for name in groups[0].per_reward:
-            values = np.concatenate([g.per_reward[name] for g in groups])
-            record[f"rewards/{name}"] = float(values.mean())
-            record[f"rewards/{name}_std"] = float(values.std())
+        record = step_record(groups, self.step)
         record.update(
             {
-                "frac_reward_zero_std": sum(not g.spread for g in groups) / len(groups),
                 **losses,
                 "completion_length": n_tokens / len(comps),
                 "truncation_rate": sum(c.truncated for c in comps) / len(comps),
@@ -595,22 +317,7 @@ class GRPOTrainer:
             or not mon.max_logged_samples
         ):
             return
-        lines = []
-        for g in groups:
-            for i, text in enumerate(g.texts):
-                item: dict[str, Any] = {"step": self.step, "completion": text}
-                if mon.log_prompts:
-                    item["prompt"] = g.example.prompt
-                item["reference"] = g.example.completion
-                item["reward"] = float(g.rewards[i])
-                item["rewards"] = {k: float(v[i]) for k, v in g.per_reward.items()}
-                item["advantage"] = float(g.advantages[i]) if g.advantages is not None else None
-                item["truncated"] = g.completions[i].truncated
-                lines.append(dumps(item, indent=None))
-                if len(lines) >= mon.max_logged_samples:
-                    break
-            if len(lines) >= mon.max_logged_samples:
-                break
+        lines = sample_lines(groups, self.step, mon.max_logged_samples, mon.log_prompts)
         atomic_write_text(
             self.run_dir / "samples" / f"step_{self.step:08d}.jsonl", "\n".join(lines) + "\n"
         )
@@ -652,67 +359,109 @@ class GRPOTrainer:
         else:
             every = self.config.checkpointing.save_every
             self._complete_checkpoints(self.step % every == 0 or self.step == t.num_training_steps)
-        status = "completed"
-        try:
-            with GracefulInterrupt() as interrupt, ProgressBar(self.progress) as bar:
-                task = bar.task("grpo", t.num_training_steps, self.step)
-                while self.step < t.num_training_steps:
-                    if interrupt.requested:
-                        status = "interrupted"
-                        break
-                    record = self.train_step()
-                    last = self.step == t.num_training_steps
-                    if self.step % self.config.monitoring.log_every == 0 or last:
-                        self._log(record)
-                        task.update(
-                            self.step,
-                            f"reward {record['reward']:.3f}  kl {record.get('kl', 0):.4f}  "
-                            f"{record['tokens_per_sec']:,.0f} tok/s",
-                        )
-                        if not self.progress:
-                            log.info(
-                                "step %d: reward %.4f, kl %.4f, %.0f tok/s",
-                                self.step,
-                                record["reward"],
-                                record.get("kl", 0.0),
-                                record["tokens_per_sec"],
-                            )
-                    if self.val and ((t.eval_every and self.step % t.eval_every == 0) or last):
-                        self._evaluate_and_save()
-                    if self.step % self.config.checkpointing.save_every == 0 or last:
-                        self.save("last")
-                if status == "interrupted":
-                    self.save("last")
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self._finish(status, error=str(exc) or type(exc).__name__)
-            raise
+        status = lifecycle.COMPLETED
+
+        def failed(status: str, error: str) -> None:
+            self._finish(status, error=error)
+
+        with lifecycle.guarded(failed) as stop, ProgressBar(self.progress) as bar:
+            task = bar.task("grpo", t.num_training_steps, self.step)
+            while self.step < t.num_training_steps:
+                if stop.requested:
+                    status = lifecycle.INTERRUPTED
+                    break
+                self._step_and_report(task)
+            if status == lifecycle.INTERRUPTED:
+                self.save("last")
         final = self._finish(status)
         return RLResult(self.run_dir, status, self.step, final, self.resumed_from)
 
+    def _step_and_report(self, task: ProgressTask) -> None:
+        """One training step; its record, evaluation and checkpoint when they are due."""
+        t = self.config.trainer
+        record = self.train_step()
+        last = self.step == t.num_training_steps
+        if self.step % self.config.monitoring.log_every == 0 or last:
+            self._log(record)
+            task.update(
+                self.step,
+                f"reward {record['reward']:.3f}  kl {record.get('kl', 0):.4f}  "
+                f"{record['tokens_per_sec']:,.0f} tok/s",
+            )
+            if not self.progress:
+                log.info(
+                    "step %d: reward %.4f, kl %.4f, %.0f tok/s",
+                    self.step,
+                    record["reward"],
+                    record.get("kl", 0.0),
+                    record["tokens_per_sec"],
+                )
+        if self.val and ((t.eval_every and self.step % t.eval_every == 0) or last):
+            self._evaluate_and_save()
+        if self.step % self.config.checkpointing.save_every == 0 or last:
+            self.save("last")
+
     def _finish(self, status: str, error: str | None = None) -> dict[str, Any]:
-        final: dict[str, Any] = {"step": self.step}
-        hist = [r for r in self.metrics.history if "reward" in r]
-        if hist:
-            final["reward"] = hist[-1]["reward"]
-        evals = [r for r in self.metrics.history if "val_reward" in r]
-        if evals:
-            final["val_reward_initial"] = evals[0]["val_reward"]
-        if self.last_eval:
-            final["val_reward"] = self.last_eval["val_reward"]
-        final["best_val_reward"] = self.best_val_reward
-        if self.step_times:
-            final["step_time_s"] = statistics.median(self.step_times)
+        final = final_metrics(
+            self.step, self.metrics.history, self.last_eval, self.best_val_reward, self.step_times
+        )
         self.metrics.close(final)
         if self.wandb is not None:
             self.wandb.finish()
-        summary: dict[str, Any] = {"status": status, "final_metrics": final, "seed": self.seed}
-        if error:
-            summary["error"] = error
-        if self.resumed_from is not None:
-            summary["resumed_from"] = str(self.resumed_from)
-        self.output.finish(summary)
+        lifecycle.finish(
+            self.output,
+            status,
+            final,
+            error=error,
+            resumed_from=self.resumed_from,
+            seed=self.seed,
+        )
         return final
+
+
+def check_lengths(config: RLConfig, policy: Policy) -> None:
+    """A prompt and its completion must fit the policy's context."""
+    d, ctx = config.data, policy.context_len
+    if ctx is not None and d.max_prompt_len + d.max_gen_len > ctx:
+        raise ConfigError(
+            f"data.max_prompt_len ({d.max_prompt_len}) + data.max_gen_len ({d.max_gen_len}) "
+            f"exceeds the policy's context length ({ctx}). Lower one of them."
+        )
+
+
+def reference_policy(config: RLConfig, policy: Policy, device: torch.device) -> Policy | None:
+    """No reference at grpo_beta 0; the given one; LoRA's base; else a frozen copy."""
+    t, m = config.trainer, config.model
+    if t.grpo_beta == 0:
+        return None
+    if m.ref_model_path is not None:
+        return load_policy(m.ref_model_path, device=device, trainable=False)
+    if m.use_lora:
+        return None  # adapters disabled on the policy itself: see GRPOUpdate._ref_logp
+    return frozen_copy(policy)
+
+
+def final_metrics(
+    step: int,
+    history: list[dict[str, Any]],
+    last_eval: dict[str, Any],
+    best_val_reward: float | None,
+    step_times: list[float],
+) -> dict[str, Any]:
+    """summary.json's final metrics: the last reward, the first, last and best val reward."""
+    final: dict[str, Any] = {"step": step}
+    hist = [r for r in history if "reward" in r]
+    if hist:
+        final["reward"] = hist[-1]["reward"]
+    evals = [r for r in history if "val_reward" in r]
+    if evals:
+        final["val_reward_initial"] = evals[0]["val_reward"]
+    if last_eval:
+        final["val_reward"] = last_eval["val_reward"]
+    final["best_val_reward"] = best_val_reward
+    if step_times:
+        final["step_time_s"] = statistics.median(step_times)
+    return final
 
 
 def learning_rate(step: int, config: RLConfig) -> float:
@@ -734,20 +483,6 @@ def learning_rate(step: int, config: RLConfig) -> float:
         return peak
     progress = min((step - warmup) / max(decay_steps, 1), 1.0)
     return end + 0.5 * (1 + float(np.cos(np.pi * progress))) * (peak - end)
-
-
-def _pad(
-    rows: list[list[int]], spans: list[list[int]], pad_id: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(inputs (B, T-1), targets (B, T-1), mask (B, T-1)) from ragged rows and target spans."""
-    width = max(len(r) for r in rows)
-    full = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width - 1))
-    for i, (row, (start, length)) in enumerate(zip(rows, spans, strict=True)):
-        full[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, start : start + length] = 1.0
-    full = full.to(device)
-    return full[:, :-1], full[:, 1:], mask.to(device)
 
 
 def train(config: RLConfig, *, fresh: bool = False, progress: bool | None = None) -> RLResult:

@@ -1,20 +1,114 @@
-"""The life of a run, the same for every engine: found again, resumed, ended.
+"""The life of a run, the same for every engine: opened, found again, stopped, ended.
 
-Engines call these instead of each writing its own: which unfinished run to resume (and
-whether its process is alive, see :mod:`mlharness.runs.recovery`), the metric records a
-resumed run keeps, and the random state a checkpoint carries so a resumed run repeats
-exactly. torch is imported only by the functions that touch its RNG.
+Engines call these instead of each writing its own:
+
+* :func:`find_resumable`: which unfinished run to resume, after settling those whose
+  process is gone (:mod:`mlharness.runs.recovery`);
+* :func:`open_run`: claim the run directory (or reclaim it on resume) and snapshot the
+  resolved config of a new run;
+* :func:`guarded`: Ctrl+C and SIGTERM ask the loop to stop at a safe point; an exception,
+  a second Ctrl+C included, ends the run ``interrupted`` or ``failed`` and propagates;
+* :func:`finish`: the summary every kind writes, with one set of statuses;
+* :func:`keep_history`, :func:`rng_state`, :func:`set_rng_state`: what a resumed run keeps
+  of its metrics, and the random state a checkpoint carries so it repeats exactly.
+
+torch is imported only by the functions that touch its RNG.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mlharness.runs import recovery
 from mlharness.runs.checkpoints import CheckpointInfo, newest_checkpoint
+from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_write_text, dumps
+from mlharness.runs.output import OutputManager
+
+# The statuses a run gives itself in summary.json; "running" is written when it opens, and
+# "crashed" only ever by the next process that finds it dead (runs.recovery).
+COMPLETED = "completed"
+INTERRUPTED = "interrupted"
+FAILED = "failed"
+
+Failure = Callable[[str, str], object]
+"""What an engine does when its run ends in an exception: called with (status, error)."""
+
+
+def open_run(
+    experiment: str,
+    output_dir: Path,
+    kind: str,
+    *,
+    resume_dir: Path | None = None,
+    config: dict[str, Any] | None = None,
+    seeds: dict[str, Any] | None = None,
+    lock: bool = True,
+) -> OutputManager:
+    """The run directory (a new one, or ``resume_dir``), marked running in the index.
+
+    A new run records ``config``, the resolved config, with ``seeds`` and the provenance
+    :meth:`OutputManager.write_config` adds; a resumed run keeps the one it started with.
+    With ``lock`` the process holds ``run.lock`` until :func:`finish`.
+    """
+    output = OutputManager(experiment, output_dir, kind=kind, resume_dir=resume_dir, lock=lock)
+    if resume_dir is None and config is not None:
+        output.write_config(config, seeds=seeds)
+    return output
+
+
+def describe_error(exc: BaseException) -> str:
+    """``RuntimeError: disk full``; a bare ``KeyboardInterrupt`` for an empty message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def guarded(on_failure: Failure) -> Iterator[GracefulInterrupt]:
+    """The block trains; ``stop.requested`` turns true on the first Ctrl+C or SIGTERM.
+
+    The loop checks the flag at safe points, saves and returns normally (the engine then
+    finishes the run as :data:`INTERRUPTED`). Any exception, a second signal's
+    ``KeyboardInterrupt`` included, calls ``on_failure(status, error)`` with
+    :data:`INTERRUPTED` or :data:`FAILED` and propagates.
+    """
+    try:
+        with GracefulInterrupt() as stop:
+            yield stop
+    except BaseException as exc:
+        status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+        on_failure(status, describe_error(exc))
+        raise
+
+
+def finish(
+    output: OutputManager,
+    status: str,
+    final_metrics: dict[str, Any] | None = None,
+    *,
+    error: str | None = None,
+    resumed_from: Path | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write the run's final summary (and index entry) and let go of its lock.
+
+    ``extra`` holds what a kind adds (epochs completed, the resolved seed); ``error`` and
+    ``resumed_from`` are recorded when given.
+    """
+    summary: dict[str, Any] = {"status": status}
+    if final_metrics is not None:
+        summary["final_metrics"] = final_metrics
+    summary.update(extra)
+    if error:
+        summary["error"] = error
+    if resumed_from is not None:
+        summary["resumed_from"] = str(resumed_from)
+    output.finish(summary)
+    return summary
 
 
 def find_resumable(

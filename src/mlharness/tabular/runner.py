@@ -20,8 +20,12 @@ from mlharness.tabular.config import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from mlharness.runs.interrupt import GracefulInterrupt
+    from mlharness.runs.metrics import MetricsWriter
+    from mlharness.runs.output import OutputManager
     from mlharness.tabular.base import BaseModel
     from mlharness.tabular.datasets import BaseDataset
+    from mlharness.tabular.loop import TrainingLoop
 
 log = logging.getLogger("mlharness")
 
@@ -162,72 +166,80 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> Ru
 
     Any exception marks the run failed (with the error in ``summary.json``) and propagates.
     """
-    from mlharness.runs.interrupt import GracefulInterrupt
+    from mlharness.runs import lifecycle
     from mlharness.runs.metrics import MetricsWriter
-    from mlharness.runs.output import OutputManager
-    from mlharness.tabular.loop import TrainingLoop
 
     base = output_base(cfg)
     dataset = build_dataset(cfg)
     model = build_model(cfg, dataset)
-    output = OutputManager(cfg.name, base, maintain_index=True, kind="tabular")
-    run_dir = output.get_run_dir()
-    output.write_config(
-        cfg.model_dump(mode="json"),
-        seeds={
-            "dataset": dataset_seed(cfg),
-            "model": model_seed(cfg),
-            "training": cfg.training.seed,
-        },
+    seeds = {"dataset": dataset_seed(cfg), "model": model_seed(cfg), "training": cfg.training.seed}
+    output = lifecycle.open_run(
+        cfg.name, base, "tabular", config=cfg.model_dump(mode="json"), seeds=seeds, lock=False
     )
     log_path = output.get_logs_dir() / "console.log" if cfg.output.save_logs else None
     with _console_log(log_path):
-        log.info("Run directory: %s", run_dir)
+        log.info("Run directory: %s", output.run_dir)
         writer = MetricsWriter(
             output.get_metrics_dir(),
             cfg.name,
             tensorboard_dir=output.get_logs_dir() / "tb" if cfg.output.tensorboard else None,
         )
-        try:
-            with GracefulInterrupt() as stop:
-                loop = TrainingLoop(
-                    model=model,
-                    dataset=dataset,
-                    metrics_writer=writer,
-                    epochs=cfg.training.epochs,
-                    batch_size=cfg.training.batch_size,
-                    seed=cfg.training.seed,
-                    checkpoint_dir=output.get_checkpoint_dir()
-                    if cfg.output.save_checkpoints
-                    else None,
-                    checkpoint_frequency=cfg.output.checkpoint_frequency,
-                    validation_fraction=cfg.training.validation_fraction,
-                    shuffle=cfg.training.shuffle,
-                    standardize=cfg.dataset.params.standardize,
-                    stop=stop,
-                    progress=progress,
-                )
-                summary = loop.train()
-                output.finish(summary)
-        except BaseException as exc:
+
+        def failed(status: str, error: str) -> None:
             writer.close()  # the loop closes it too; closing twice is harmless
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            output.finish({"status": status, "error": f"{type(exc).__name__}: {exc}"})
-            raise
-        if summary["status"] == "interrupted":
-            log.warning(
-                "Interrupted after %d completed epoch(s); metrics and checkpoints so far are "
-                "kept in %s.",
-                summary["epochs_completed"],
-                run_dir,
-            )
-        else:
-            log.info("Final metrics: %s", _short(summary["final_metrics"]))
-            log.info("Metrics:       %s", output.get_metrics_dir() / "metrics.md")
-            if cfg.output.save_checkpoints:
-                log.info("Checkpoints:   %s", output.get_checkpoint_dir())
-            log.info("Run directory: %s", run_dir)
-    return RunResult(run_dir, summary)
+            lifecycle.finish(output, status, error=error)
+
+        with lifecycle.guarded(failed) as stop:
+            loop = _training_loop(cfg, model, dataset, writer, output, stop, progress)
+            summary = loop.train()
+            lifecycle.finish(output, **summary)
+        _report(cfg, output, summary)
+    return RunResult(output.run_dir, summary)
+
+
+def _training_loop(
+    cfg: ExperimentConfig,
+    model: BaseModel,
+    dataset: BaseDataset,
+    writer: MetricsWriter,
+    output: OutputManager,
+    stop: GracefulInterrupt,
+    progress: bool | None,
+) -> TrainingLoop:
+    from mlharness.tabular.loop import TrainingLoop
+
+    return TrainingLoop(
+        model=model,
+        dataset=dataset,
+        metrics_writer=writer,
+        epochs=cfg.training.epochs,
+        batch_size=cfg.training.batch_size,
+        seed=cfg.training.seed,
+        checkpoint_dir=output.get_checkpoint_dir() if cfg.output.save_checkpoints else None,
+        checkpoint_frequency=cfg.output.checkpoint_frequency,
+        validation_fraction=cfg.training.validation_fraction,
+        shuffle=cfg.training.shuffle,
+        standardize=cfg.dataset.params.standardize,
+        stop=stop,
+        progress=progress,
+    )
+
+
+def _report(cfg: ExperimentConfig, output: OutputManager, summary: dict[str, Any]) -> None:
+    """The lines a finished (or interrupted) run leaves in the console and its log."""
+    if summary["status"] == "interrupted":
+        log.warning(
+            "Interrupted after %d completed epoch(s); metrics and checkpoints so far are "
+            "kept in %s.",
+            summary["epochs_completed"],
+            output.run_dir,
+        )
+        return
+    log.info("Final metrics: %s", _short(summary["final_metrics"]))
+    log.info("Metrics:       %s", output.get_metrics_dir() / "metrics.md")
+    if cfg.output.save_checkpoints:
+        log.info("Checkpoints:   %s", output.get_checkpoint_dir())
+    log.info("Run directory: %s", output.run_dir)
 
 
 def _short(metrics: dict[str, Any]) -> str:
