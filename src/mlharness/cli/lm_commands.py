@@ -16,6 +16,7 @@ import typer
 
 from mlharness.cli import app
 from mlharness.cli.options import DryRunOption, SetOption, StrictOption, echo_json
+from mlharness.errors import ConfigValidationError
 
 if TYPE_CHECKING:
     from mlharness.lm.config import LMConfig
@@ -226,11 +227,24 @@ def sample(
         "start": start,
         "seed": seed,
     }
-    extra = [f"sample.{k}={v}" for k, v in options.items() if v is not None and k != "start"]
-    cfg = _config(config, experiment, [*(set_items or []), *extra], strict)
+    given = {k: v for k, v in options.items() if v is not None and k != "start"}
+    extra = [f"sample.{k}={v}" for k, v in given.items()]
+    try:
+        cfg = _config(config, experiment, [*(set_items or []), *extra], strict)
+    except ConfigValidationError as exc:  # name the flag the user typed, not only the key
+        flags = {f"'sample.{k}'": f"--{k.replace('_', '-')} {v}" for k, v in given.items()}
+        raise ConfigValidationError([_typed(p, flags) for p in exc.problems]) from None
     if start is not None:
         cfg.sample.start = start
     _sample(cfg, run_dir, checkpoint)
+
+
+def _typed(problem: str, flags: dict[str, str]) -> str:
+    """``Invalid value for 'sample.temperature' (--temperature 0): ...`` for a flag's value."""
+    for key, flag in flags.items():
+        if key in problem:
+            return problem.replace(key, f"{key} ({flag})", 1)
+    return problem
 
 
 @app.command("loop", short_help="Prepare (if needed), train, then sample.")

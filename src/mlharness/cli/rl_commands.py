@@ -91,6 +91,8 @@ def _model_dir_problem(path: Path) -> str | None:
     if not path.is_dir():
         return f"is {_file_kind(path)}, not a model directory"
     try:
+        if (path / "config.json").is_file() and not (path / "checkpoint.json").is_file():
+            return _hf_config_problem(path / "config.json")
         markers = ("checkpoint.json", "config.json")
         if any((path / m).is_file() for m in markers) or (path / "checkpoints").is_dir():
             return None
@@ -102,6 +104,23 @@ def _model_dir_problem(path: Path) -> str | None:
         "holds no model: no checkpoint.json (an mlx checkpoint), no config.json (a Hugging "
         "Face model), no checkpoints/ directory (an mlx run) and no runs with checkpoints"
     )
+
+
+def _hf_config_problem(config: Path) -> str | None:
+    """A Hugging Face config.json must say its ``model_type``; an empty one made the
+    tokenizer library print a paragraph about sentencepiece instead of the real problem."""
+    import json
+
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"has a config.json that cannot be read as JSON ({exc})"
+    if not isinstance(data, dict) or not data.get("model_type"):
+        return (
+            "has a config.json without a model_type, so it is not a Hugging Face model: "
+            "save the model there with save_pretrained"
+        )
+    return None
 
 
 def _file_kind(path: Path) -> str:

@@ -15,6 +15,7 @@ from mlharness.config.paths import ensure_within_workspace
 from mlharness.errors import DatasetError
 from mlharness.lm.config import LMConfig
 from mlharness.lm.meta import load_meta
+from mlharness.lm.pick import latest_run
 from mlharness.lm.prepare import PrepareReport, artifacts_current, prepare_data
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ def sample(
     checkpoint: Path | None = None,
     out: TextIO | None = None,
 ) -> SampleResult:
+    if run_dir is None and checkpoint is None:
+        run_dir = latest_run(config)  # before the model code loads: nothing trained fails fast
     from mlharness.lm.sampler import sample as run_sampling
 
     return run_sampling(config, run_dir=run_dir, checkpoint=checkpoint, out=out)

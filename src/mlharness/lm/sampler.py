@@ -20,6 +20,7 @@ from mlharness.errors import CheckpointError, ConfigError
 from mlharness.lm import checkpoints as ckpt
 from mlharness.lm.config import LMConfig
 from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.pick import latest_run
 from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs.device import resolve_device
@@ -33,21 +34,6 @@ class SampleResult:
     text_path: Path
     json_path: Path
     tokens_per_sec: float
-
-
-def latest_run(config: LMConfig) -> Path:
-    """The newest run directory of the experiment that holds a checkpoint."""
-    parent = config.output_dir / config.experiment
-    runs = (
-        sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True) if parent.is_dir() else []
-    )
-    for run_dir in runs:
-        if run_ckpt.list_checkpoints(run_dir / "checkpoints"):
-            return run_dir
-    raise CheckpointError(
-        f"No trained run of experiment '{config.experiment}' under {parent}: train one first "
-        f"with 'mlx train {config.experiment} --config FILE', or pass --run-dir."
-    )
 
 
 def locate(

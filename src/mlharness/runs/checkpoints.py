@@ -70,6 +70,20 @@ def newest_checkpoint(run_dir: Path) -> CheckpointInfo | None:
     return found[-1] if found else None
 
 
+def newest_trained_run(parent: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest run under ``parent`` with a checkpoint past step 0, and the newer runs
+    passed over with why: a run holding only its initial checkpoint is untrained noise."""
+    runs = sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+    skipped: list[tuple[Path, str]] = []
+    for run_dir in reversed(runs):
+        found = list_checkpoints(run_dir / "checkpoints")
+        if any(c.iter > 0 for c in found):
+            return run_dir, skipped
+        why = "it holds only its initial checkpoint (step 0)" if found else "it has no checkpoint"
+        skipped.append((run_dir, why))
+    return None, skipped
+
+
 def pick_for_sampling(directory: Path) -> CheckpointInfo:
     """The best checkpoint (most recent improvement), else the latest last one (seed 001)."""
     best = list_checkpoints(directory, "best")
