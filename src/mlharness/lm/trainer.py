@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mlharness.errors import CheckpointError, ConfigError, DatasetError, RunDirectoryError
 from mlharness.lm import checkpoints as ckpt
 from mlharness.lm.config import LMConfig, config_snapshot
-from mlharness.lm.meta import load_meta
+from mlharness.lm.meta import data_changes, load_meta
 from mlharness.lm.model import GPT, GPTConfig
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs import lifecycle
@@ -272,16 +272,9 @@ def _reconcile_model_args(ours: dict[str, Any], theirs: dict[str, Any], where: P
 
 
 # What a run's tokens mean and which tokens it trains on: a resumed run must find the same.
-DATA_IDENTITY = ("tokenizer", "vocab_size", "dtype", "train_tokens", "val_tokens")
-
-
 def _check_same_data(data_dir: Path, meta: dict[str, Any], run_dir: Path) -> None:
-    """Refuse to resume a run on data prepared anew since it started.
-
-    The run keeps the meta.json (and tokenizer.json) it started from. A re-prepare with
-    another tokenizer or text gives ids that mean other tokens, or point past the model's
-    embedding table, and the checkpointed batch position would index another file.
-    """
+    """Refuse to resume a run on data prepared anew since it started: a checkpointed batch
+    position would index another file, and the ids would mean other tokens."""
     path = run_dir / "meta.json"
     if not path.is_file():
         return  # a run from before runs kept their meta.json: nothing to compare with
@@ -292,15 +285,7 @@ def _check_same_data(data_dir: Path, meta: dict[str, Any], run_dir: Path) -> Non
             f"{path} cannot be read ({exc}), so the run's data cannot be checked before it "
             "resumes: start a new run with --fresh."
         ) from exc
-    changed = [k for k in DATA_IDENTITY if started.get(k) != meta.get(k)]
-    if (started.get("source") or {}).get("sha256") != (meta.get("source") or {}).get("sha256"):
-        changed.append("source text")
-    tokenizer = (run_dir / "tokenizer.json", data_dir / "tokenizer.json")
-    if any(f.is_file() for f in tokenizer) and not (
-        all(f.is_file() for f in tokenizer)
-        and tokenizer[0].read_bytes() == tokenizer[1].read_bytes()
-    ):
-        changed.append("tokenizer.json")
+    changed = data_changes(started, run_dir, meta, data_dir)
     if changed:
         raise DatasetError(
             f"The data in {data_dir} was prepared anew since the run {run_dir} started "
