@@ -446,3 +446,21 @@ def test_index_without_a_runs_list(tmp_path: Path, content: str) -> None:
     with pytest.raises(RunDirectoryError) as info:
         list_all_runs(index)
     assert str(info.value) == f"The run index {index} has no 'runs' list. Move it aside."
+
+
+def test_elapsed_time_adds_up_across_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(output_module.time, "monotonic", lambda: now[0])
+    first = OutputManager("exp", base_dir=tmp_path)
+    now[0] = 160.0
+    first.finish({"status": "interrupted"})
+    summary = json.loads((first.run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["elapsed_seconds"] == 60.0
+    now[0] = 500.0  # the machine's clock went on while nothing ran
+    again = OutputManager("exp", base_dir=tmp_path, resume_dir=first.run_dir)
+    now[0] = 530.0
+    again.finish({"status": "completed"})
+    summary = json.loads((first.run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["elapsed_seconds"] == 90.0  # 60 s before the stop, 30 s after the resume

@@ -55,6 +55,7 @@ class OutputManager:
         self.kind = kind
         self.created_at = datetime.now()
         self._started = time.monotonic()
+        self._elapsed_before = 0.0  # a resumed run's time until it stopped: the total goes on
         self.resumed = resume_dir is not None
         self.locked = lock
         if resume_dir is not None:
@@ -66,6 +67,9 @@ class OutputManager:
             previous = recovery.read_summary(self.run_dir)
             if "created_at" in previous:
                 self.created_at = datetime.fromisoformat(previous["created_at"])
+            elapsed = previous.get("elapsed_seconds")
+            if isinstance(elapsed, (int, float)) and elapsed >= 0:
+                self._elapsed_before = float(elapsed)
         else:
             self.run_dir = self._get_unique_run_dir()
             if lock:
@@ -177,7 +181,9 @@ class OutputManager:
                 "kind": self.kind,
                 "run_dir": str(self.run_dir),
                 "created_at": self.created_at.isoformat(),
-                "elapsed_seconds": round(time.monotonic() - self._started, 3),
+                "elapsed_seconds": round(
+                    self._elapsed_before + time.monotonic() - self._started, 3
+                ),
                 **summary,
             },
         )
