@@ -100,6 +100,13 @@ def test_sampling_inputs_are_checked(tiny_lm: Any, tmp_path: Path) -> None:
     cfg = tiny_lm({"train": {"max_iters": 5}})
     with pytest.raises(ConfigError, match=r"names .*missing.txt, which does not exist"):
         sampler.start_text(f"FILE:{tmp_path / 'missing.txt'}")
+    with pytest.raises(ConfigError) as info:  # the point once: not the path twice
+        sampler.start_text(f"FILE:{tmp_path}")
+    assert (
+        str(info.value) == f"sample.start names {tmp_path}, which cannot be read (is a directory)."
+    )
+    with pytest.raises(ConfigError, match="'FILE:' without a path"):
+        sampler.start_text("FILE:")
     with pytest.raises(CheckpointError, match=r"Run directory .*nowhere does not exist"):
         sampler.sample(cfg, run_dir=tmp_path / "nowhere")
     run = trainer.train(cfg, progress=False).run_dir

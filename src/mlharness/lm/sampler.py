@@ -74,13 +74,18 @@ def start_text(spec: str) -> str:
     """``FILE:path`` reads the prompt from a file; anything else is the prompt itself."""
     if not spec.startswith("FILE:"):
         return spec
+    if not spec[5:].strip():
+        raise ConfigError("sample.start is 'FILE:' without a path: write FILE:path/to/prompt.txt.")
     path = Path(spec[5:])
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"sample.start names {path}, which does not exist.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read the start text from {path}: {exc}.") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"sample.start names {path}, which is not UTF-8 text.") from None
+    except OSError as exc:  # its strerror only: the exception's text repeats the path
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise ConfigError(f"sample.start names {path}, which cannot be read ({reason}).") from None
 
 
 class _Stream:
