@@ -3,12 +3,93 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mlharness.cli import app
 from mlharness.cli.options import ConfigOption, DryRunOption, SetOption, StrictOption, echo_json
+
+if TYPE_CHECKING:
+    from mlharness.runs.engine import EvalRequest
+
+
+# The options of `mlx eval`; GRPO runs read the benchmark ones.
+RunDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-dir",
+        help="Run directory containing checkpoints/.",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+EvalConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Experiment config to rebuild the dataset from (default: the run's config.json).",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+CheckpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="Checkpoint to evaluate: a name in the run's checkpoints/ or a path "
+        "(default: checkpoint_final; lm and GRPO runs: the best, else the last).",
+        metavar="NAME",
+        show_default=False,
+    ),
+]
+MetricsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics",
+        metavar="LIST",
+        help="Comma-separated metrics to report, e.g. mse,r2 or accuracy,log_loss (default: all).",
+        show_default=False,
+    ),
+]
+BenchmarkOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--benchmark",
+        help="GRPO runs: human_eval and/or gsm8k (repeat the option, or list them after "
+        "it); the run's own validation prompts are always scored when it has them.",
+        metavar="NAME",
+        show_default=False,
+    ),
+]
+Gsm8kPathOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--gsm8k-path",
+        help="GSM8K test JSONL (default: data/gsm8k/test.jsonl).",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+LimitOption = Annotated[
+    int | None,
+    typer.Option("--limit", help="GRPO runs: evaluate the first N problems only.", min=1),
+]
+NumSamplesOption = Annotated[
+    int,
+    typer.Option("--num-samples", help="GRPO runs: completions per problem (pass@k).", min=1),
+]
+MaxNewTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-new-tokens",
+        help="GRPO runs: tokens generated per benchmark answer (default: the run's "
+        "data.max_gen_len).",
+        min=1,
+        show_default=False,
+    ),
+]
 
 
 def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> list[Any]:
@@ -17,11 +98,10 @@ def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> 
     Validating all before running any means a typo in the third experiment is reported
     before the first one spends an hour training.
     """
-    from mlharness.config import load_raw, validate
+    from mlharness.cli.engines import ENGINES, engine
+    from mlharness.config import load_raw
+    from mlharness.config.loading import experiment_kind
     from mlharness.errors import ConfigError, ConfigValidationError
-    from mlharness.lm.config import lm_config_from_raw
-    from mlharness.rl.config import is_rl_config, rl_config_from_raw
-    from mlharness.tabular.config import ExperimentConfig
 
     raw = load_raw(path, set_items=set_items or [])
     items = raw if isinstance(raw, list) else [raw]
@@ -29,22 +109,14 @@ def _load_experiments(path: Path, set_items: list[str] | None, strict: bool) -> 
         raise ConfigError(f"{path} holds an empty list: add at least one experiment.")
     configs: list[Any] = []
     for i, item in enumerate(items, start=1):
-        kind = item.get("kind", "tabular") if isinstance(item, dict) else "tabular"
-        if is_rl_config(item):
-            kind = "rl"
-        if kind not in ("tabular", "lm", "rl"):
+        kind = experiment_kind(item)
+        if kind not in ENGINES:
             raise ConfigError(
                 f"Experiment kind '{kind}' in {path} is not supported. Supported kinds: "
-                "tabular, lm, rl."
+                f"{', '.join(ENGINES)}."
             )
         try:
-            base = path.expanduser().resolve().parent
-            if kind == "lm":
-                configs.append(lm_config_from_raw(item, base, strict=strict))
-            elif kind == "rl":
-                configs.append(rl_config_from_raw(item, base, path.stem, strict=strict))
-            else:
-                configs.append(validate(ExperimentConfig, item, strict=strict))
+            configs.append(engine(kind).from_raw(item, path, strict))
         except ConfigValidationError as exc:
             if len(items) == 1:
                 raise
@@ -60,22 +132,12 @@ def _preflight(configs: list[Any]) -> None:
     The output directory must lie inside the workspace and a csv file must exist: a list
     whose third experiment writes to ``../outside`` must fail before the first one trains.
     """
+    from mlharness.cli.engines import engine
     from mlharness.errors import ConfigError, MlxError
-    from mlharness.lm import runner as lm_runner
-    from mlharness.tabular import runner
 
     for i, cfg in enumerate(configs, start=1):
         try:
-            if cfg.kind == "lm":
-                lm_runner.check_paths(cfg)
-                continue
-            if cfg.kind == "rl":
-                from mlharness.cli import rl_commands
-
-                rl_commands.check(cfg)
-                continue
-            runner.output_base(cfg)
-            runner.build_dataset(cfg)
+            engine(cfg.kind).check(cfg)
         except MlxError as exc:
             if len(configs) == 1:
                 raise
@@ -96,7 +158,7 @@ def run_experiment(
 
     A list stops at its first failure. Every config is validated before the first runs.
     """
-    from mlharness.tabular import runner
+    from mlharness.cli.engines import engine
 
     configs = _load_experiments(config, set_items, strict)
     _preflight(configs)
@@ -106,7 +168,7 @@ def run_experiment(
             header = f"[{i}/{total}] " if total > 1 else ""
             echo_json(f"{header}Configuration ({config}):", cfg.model_dump(mode="json"))
             typer.echo("Plan:")
-            for line in _plan(cfg):
+            for line in engine(cfg.kind).plan(cfg):
                 typer.echo(f"  {line}")
             typer.echo(f"Validation: OK ({cfg.name})\n")
         typer.echo(f"Dry run: {total} experiment(s) valid; nothing was written.")
@@ -114,124 +176,29 @@ def run_experiment(
     for i, cfg in enumerate(configs, start=1):
         if total > 1:
             typer.echo(f"\n=== Experiment {i}/{total}: {cfg.name} ===")
-        if cfg.kind == "lm":
-            from mlharness.cli.lm_commands import run_loop
-
-            run_loop(cfg)
-            continue
-        if cfg.kind == "rl":
-            from mlharness.cli.rl_commands import run_train
-
-            run_train(cfg)
-            continue
-        typer.echo(f"Experiment: {cfg.name}" + (f" ({cfg.description})" if cfg.description else ""))
-        result = runner.run_experiment(cfg)
-        if result.status == "interrupted":
+        if engine(cfg.kind).train(cfg) == "interrupted":
             raise typer.Exit(130)
-
-
-def _plan(cfg: Any) -> list[str]:
-    if cfg.kind == "rl":
-        from mlharness.cli.rl_commands import plan
-
-        return plan(cfg)
-    if cfg.kind == "lm":
-        from mlharness.lm import runner as lm_runner
-
-        return lm_runner.plan(cfg)
-    from mlharness.tabular import runner
-
-    return runner.plan(cfg)
 
 
 @app.command("eval", short_help="Evaluate a run's checkpoint.")
 def eval_command(
     ctx: typer.Context,
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir",
-            help="Run directory containing checkpoints/.",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Experiment config to rebuild the dataset from (default: the run's config.json).",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint",
-            help="Checkpoint to evaluate: a name in the run's checkpoints/ or a path "
-            "(default: checkpoint_final; GRPO runs: the best, else the last).",
-            metavar="NAME",
-            show_default=False,
-        ),
-    ] = None,
-    metrics: Annotated[
-        str | None,
-        typer.Option(
-            "--metrics",
-            metavar="LIST",
-            help="Comma-separated metrics to report, e.g. mse,r2 or accuracy,log_loss "
-            "(default: all).",
-            show_default=False,
-        ),
-    ] = None,
-    benchmark: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--benchmark",
-            help="GRPO runs: human_eval and/or gsm8k (repeat the option, or list them after "
-            "it); the run's own validation prompts are always scored when it has them.",
-            metavar="NAME",
-            show_default=False,
-        ),
-    ] = None,
-    gsm8k_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--gsm8k-path",
-            help="GSM8K test JSONL (default: data/gsm8k/test.jsonl).",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", help="GRPO runs: evaluate the first N problems only.", min=1),
-    ] = None,
-    num_samples: Annotated[
-        int,
-        typer.Option("--num-samples", help="GRPO runs: completions per problem (pass@k).", min=1),
-    ] = 1,
-    max_new_tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--max-new-tokens",
-            help="GRPO runs: tokens generated per benchmark answer (default: the run's "
-            "data.max_gen_len).",
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
+    run_dir: RunDirOption = None,
+    config: EvalConfigOption = None,
+    checkpoint: CheckpointOption = None,
+    metrics: MetricsOption = None,
+    benchmark: BenchmarkOption = None,
+    gsm8k_path: Gsm8kPathOption = None,
+    limit: LimitOption = None,
+    num_samples: NumSamplesOption = 1,
+    max_new_tokens: MaxNewTokensOption = None,
     dry_run: DryRunOption = False,
     set_items: SetOption = None,
     strict: StrictOption = False,
 ) -> None:
     """Evaluate a run's checkpoint on its train and validation splits."""
-    from mlharness.config import load_config
-    from mlharness.errors import EvaluationError
-    from mlharness.tabular import runner
-    from mlharness.tabular.config import ExperimentConfig
+    from mlharness.cli.engines import engine
+    from mlharness.runs.engine import EvalRequest
 
     if run_dir is None and checkpoint is None and config is None and not benchmark:
         import sys
@@ -239,79 +206,32 @@ def eval_command(
         # Click's own "Missing option" usage error, as when --run-dir was required.
         click_errors = sys.modules[typer.BadParameter.__module__]
         raise click_errors.MissingParameter(ctx=ctx, param_hint="'--run-dir'", param_type="option")
-    if benchmark or _is_rl_target(run_dir, checkpoint, config):
-        from mlharness.cli.rl_commands import run_eval
-
-        run_eval(
-            run_dir,
-            Path(checkpoint) if checkpoint else None,
-            config,
-            benchmark or [],
-            gsm8k_path=gsm8k_path,
-            limit=limit,
-            num_samples=num_samples,
-            max_new_tokens=max_new_tokens,
-            set_items=set_items,
-            strict=strict,
-            dry_run=dry_run,
-        )
-        return
-    if run_dir is None:
-        raise EvaluationError("Missing option --run-dir: name the run directory to evaluate.")
-    if not run_dir.is_dir():
-        raise EvaluationError(f"Run directory not found: {run_dir}")
-    checkpoint = checkpoint or "checkpoint_final"
-    if config is not None:
-        cfg = load_config(config, ExperimentConfig, set_items=set_items or [], strict=strict)
-        source = str(config)
-    else:
-        cfg = runner.load_run_config(run_dir)
-        source = str(run_dir / "config.json")
-    wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    ckpt_path = run_dir / "checkpoints" / checkpoint
-    if dry_run:
-        typer.echo(f"Configuration source: {source}")
-        exists = "found" if (ckpt_path / "model.json").is_file() else "NOT FOUND"
-        typer.echo(f"Checkpoint to load: {ckpt_path} ({exists})")
-        typer.echo("Steps:")
-        typer.echo(f"  1. Load {checkpoint}")
-        typer.echo(
-            f"  2. Rebuild dataset {cfg.dataset.name} and the run's split "
-            f"(validation fraction {cfg.training.validation_fraction}, seed {cfg.training.seed})"
-        )
-        typer.echo("  3. Compute " + (", ".join(wanted) if wanted else "all metrics"))
-        typer.echo(f"  4. Write {run_dir / 'eval' / (checkpoint + '.json')} and .md")
-        typer.echo("Dry run: nothing was evaluated or written.")
-        return
-    report = runner.evaluate_run(run_dir, cfg, checkpoint, wanted)
-    typer.echo(runner.eval_markdown(report))
-    typer.echo("Written: " + ", ".join(report["files"]))
+    request = EvalRequest(
+        run_dir=run_dir,
+        config=config,
+        checkpoint=checkpoint,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        benchmarks=benchmark or [],
+        gsm8k_path=gsm8k_path,
+        limit=limit,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        set_items=set_items or [],
+        strict=strict,
+        dry_run=dry_run,
+    )
+    engine(_eval_kind(request)).evaluate(request)
 
 
-def _is_rl_target(run_dir: Path | None, checkpoint: str | None, config: Path | None) -> bool:
-    """A GRPO run directory, checkpoint or config (read without importing an engine)."""
-    import json
+def _eval_kind(request: EvalRequest) -> str:
+    """Benchmarks are GRPO's; else the kind of --config, else the kind the run recorded."""
+    from mlharness.cli.engines import file_kind, run_kind
 
-    from mlharness.config.loading import read_config_file
-    from mlharness.rl.config import is_rl_config
-
-    if config is not None and config.is_file():
-        return is_rl_config(read_config_file(config))
-    candidates = []
-    if run_dir is not None:
-        candidates.append(run_dir / "config.json")
-    if checkpoint:
-        candidates.append(Path(checkpoint) / "checkpoint.json")
-    for path in candidates:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and (
-            data.get("kind") == "rl" or (data.get("_run") or {}).get("kind") == "rl"
-        ):
-            return True
-    return False
+    if request.benchmarks:
+        return "rl"
+    if request.config is not None and request.config.is_file():
+        return file_kind(request.config, "tabular")
+    return run_kind(request.run_dir, request.checkpoint) or "tabular"
 
 
 def _check_output_file(path: Path, option: str) -> None:

@@ -1,14 +1,13 @@
 """``mlx prepare | train | sample | loop``: the language-model playground (seed 001).
 
 Each command loads the experiment's config (package and experiment defaults, the file,
-``MLX_OVERRIDES``, ``--set``) and calls :mod:`mlharness.lm.runner`. torch is imported only
-when a command actually trains or samples.
+``MLX_OVERRIDES``, ``--set``) and calls :mod:`mlharness.lm.engine`, which says what was done;
+``mlx train`` on another kind's config (GRPO's, seed 002) goes to that kind's engine. torch
+is imported only when a command actually trains or samples.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,59 +52,39 @@ FreshOption = Annotated[
 ]
 
 
+SampleRunDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-dir",
+        help="Run to sample (default: the latest with a checkpoint).",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+SampleCheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        help="Checkpoint directory (default: best, else last).",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+TopPOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Nucleus sampling: the likeliest tokens holding this much probability.",
+        show_default=False,
+    ),
+]
+
+
 def _config(
     config: Path | None, experiment: str | None, set_items: list[str] | None, strict: bool
 ) -> LMConfig:
     from mlharness.lm.config import load_lm_config
 
     return load_lm_config(config, experiment, set_items=set_items or [], strict=strict)
-
-
-def _report_prepare(report: Any) -> None:
-    typer.echo(
-        f"Prepared {report.train_tokens:,} train and {report.val_tokens:,} val tokens "
-        f"(vocabulary {report.vocab_size:,}, {report.dtype}) in {report.data_dir} "
-        f"[{report.seconds:.2f} s]"
-    )
-
-
-def _leads() -> bool:
-    """Whether this process reports: under torchrun only rank 0 does (it alone writes the run)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _train(cfg: LMConfig, fresh: bool) -> Path:
-    from mlharness.lm import runner
-
-    lead = _leads()
-
-    def say(text: str) -> None:
-        if lead:
-            typer.echo(text)
-
-    say(f"Experiment: {cfg.experiment}")
-    result = runner.train(cfg, fresh=fresh)
-    if result.resumed_from is not None:
-        say(f"Resumed from {result.resumed_from}")
-    final = result.final_metrics
-    val = final.get("val_loss")
-    say(
-        f"Training {result.status} at iteration {result.iterations}"
-        + (f": val loss {val:.4f}, best {result.best_val_loss:.4f}" if val is not None else "")
-    )
-    say(f"Run directory: {result.run_dir}")
-    if result.status == "interrupted":
-        say("Interrupted: run 'mlx train' again to resume from the last checkpoint.")
-        raise typer.Exit(130)
-    return result.run_dir
-
-
-def _sample(cfg: LMConfig, run_dir: Path | None, checkpoint: Path | None) -> None:
-    from mlharness.lm import runner
-
-    result = runner.sample(cfg, run_dir=run_dir, checkpoint=checkpoint, out=sys.stdout)
-    typer.echo(f"\nCheckpoint: {result.checkpoint}")
-    typer.echo(f"Samples written: {result.text_path} ({result.tokens_per_sec:,.0f} tokens/s)")
 
 
 @app.command("prepare", short_help="Prepare an lm experiment's token data.")
@@ -118,9 +97,10 @@ def prepare(
 ) -> None:
     """Tokenize the experiment's text into train.bin, val.bin and meta.json."""
     from mlharness.lm import runner
+    from mlharness.lm.engine import report_prepare
 
     cfg = _config(config, experiment, set_items, strict)
-    _report_prepare(runner.prepare(cfg, input_path))
+    report_prepare(runner.prepare(cfg, input_path))
 
 
 @app.command("train", short_help="Train (or resume) a GPT on prepared data.")
@@ -138,52 +118,63 @@ def train(
     Under `torchrun --nproc_per_node=N` the same command trains a GPT with
     DistributedDataParallel.
     """
-    from mlharness.cli import rl_commands
+    from mlharness.cli.engines import file_kind
     from mlharness.lm import runner
+    from mlharness.lm.engine import train_and_report
 
-    if config is not None and rl_commands.is_rl_file(config):
+    kind = "lm" if config is None else file_kind(config, "lm")
+    if kind != "lm":
         if experiment is not None:
             raise typer.BadParameter(
-                "An rl config names its experiment itself: drop the EXPERIMENT argument."
+                f"{kind} configs name their experiment themselves: drop the EXPERIMENT argument."
             )
-        rl_commands.run_train(
-            rl_commands.load(config, set_items, strict), fresh=fresh, dry_run=dry_run
-        )
+        _train_other(kind, config, fresh, dry_run, set_items, strict)
         return
     cfg = _config(config, experiment, set_items, strict)
     runner.check_paths(cfg)
     if dry_run:
-        echo_json("Configuration:", cfg.model_dump(mode="json"))
-        typer.echo("Plan:")
-        for line in runner.plan(cfg, sample=False)[1:]:
-            typer.echo(f"  {line}")
-        typer.echo("Dry run: nothing was trained or written.")
+        _dry_run(cfg, runner.plan(cfg, sample=False)[1:])
         return
-    _train(cfg, fresh)
+    if train_and_report(cfg, fresh).status == "interrupted":
+        raise typer.Exit(130)
+
+
+def _train_other(
+    kind: str,
+    config: Path | None,
+    fresh: bool,
+    dry_run: bool,
+    set_items: list[str] | None,
+    strict: bool,
+) -> None:
+    """`mlx train` on a config of another kind (GRPO's, seed 002): its engine trains it."""
+    from mlharness.cli.engines import engine
+
+    assert config is not None
+    chosen = engine(kind)
+    cfg = chosen.load(config, set_items or [], strict)
+    if dry_run:
+        chosen.check(cfg)
+        _dry_run(cfg, chosen.plan(cfg))
+        return
+    if chosen.train(cfg, fresh=fresh) == "interrupted":
+        raise typer.Exit(130)
+
+
+def _dry_run(cfg: Any, plan: list[str]) -> None:
+    echo_json("Configuration:", cfg.model_dump(mode="json"))
+    typer.echo("Plan:")
+    for line in plan:
+        typer.echo(f"  {line}")
+    typer.echo("Dry run: nothing was trained or written.")
 
 
 @app.command("sample", short_help="Generate text from a trained run.")
 def sample(
     experiment: ExperimentArg = None,
     config: LMConfigOption = None,
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir",
-            help="Run to sample (default: the latest with a checkpoint).",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint",
-            help="Checkpoint directory (default: best, else last).",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
+    run_dir: SampleRunDirOption = None,
+    checkpoint: SampleCheckpointOption = None,
     num_samples: Annotated[
         int | None, typer.Option(min=1, help="Samples to draw.", show_default=False)
     ] = None,
@@ -198,13 +189,7 @@ def sample(
         int | None,
         typer.Option(min=1, help="Sample among the k likeliest tokens only.", show_default=False),
     ] = None,
-    top_p: Annotated[
-        float | None,
-        typer.Option(
-            help="Nucleus sampling: the likeliest tokens holding this much probability.",
-            show_default=False,
-        ),
-    ] = None,
+    top_p: TopPOption = None,
     start: Annotated[
         str | None, typer.Option(help="Prompt text, or FILE:path.", show_default=False)
     ] = None,
@@ -218,6 +203,8 @@ def sample(
 
     Options override the config's [sample] section.
     """
+    from mlharness.lm.engine import sample_and_report
+
     options = {
         "num_samples": num_samples,
         "max_new_tokens": max_new_tokens,
@@ -227,16 +214,28 @@ def sample(
         "start": start,
         "seed": seed,
     }
+    cfg = _sample_config(config, experiment, options, set_items, strict)
+    if start is not None:
+        cfg.sample.start = start
+    sample_and_report(cfg, run_dir, checkpoint)
+
+
+def _sample_config(
+    config: Path | None,
+    experiment: str | None,
+    options: dict[str, Any],
+    set_items: list[str] | None,
+    strict: bool,
+) -> LMConfig:
+    """The config with the sampling flags as ``sample.*`` overrides; an invalid value names
+    the flag the user typed, not only the key."""
     given = {k: v for k, v in options.items() if v is not None and k != "start"}
     extra = [f"sample.{k}={v}" for k, v in given.items()]
     try:
-        cfg = _config(config, experiment, [*(set_items or []), *extra], strict)
-    except ConfigValidationError as exc:  # name the flag the user typed, not only the key
+        return _config(config, experiment, [*(set_items or []), *extra], strict)
+    except ConfigValidationError as exc:
         flags = {f"'sample.{k}'": f"--{k.replace('_', '-')} {v}" for k, v in given.items()}
         raise ConfigValidationError([_typed(p, flags) for p in exc.problems]) from None
-    if start is not None:
-        cfg.sample.start = start
-    _sample(cfg, run_dir, checkpoint)
 
 
 def _typed(problem: str, flags: dict[str, str]) -> str:
@@ -257,20 +256,8 @@ def loop(
     strict: StrictOption = False,
 ) -> None:
     """Prepare unless the data is current, train (resuming), and sample from the result."""
+    from mlharness.lm.engine import loop as run_loop
+
     cfg = _config(config, experiment, set_items, strict)
-    run_loop(cfg, input_path, fresh)
-
-
-def run_loop(cfg: LMConfig, input_path: Path | None = None, fresh: bool = False) -> None:
-    from mlharness.lm import runner
-
-    runner.check_paths(cfg)
-    report = runner.prepare_if_needed(cfg, input_path)
-    if report is None:
-        if _leads():
-            typer.echo(f"Data in {cfg.data_dir} is current; prepare skipped.")
-    else:
-        _report_prepare(report)
-    run_dir = _train(cfg, fresh)
-    if _leads():
-        _sample(cfg, run_dir, None)
+    if run_loop(cfg, input_path, fresh) == "interrupted":
+        raise typer.Exit(130)

@@ -63,6 +63,20 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
     return data
 
 
+def experiment_kind(raw: Any, default: str = "tabular") -> str:
+    """Which engine a config is for: its ``kind``; without one, ``rl`` for seed 002's shape
+    (``trainer`` and ``rewards`` sections), else ``default``.
+
+    >>> experiment_kind({"trainer": {}, "rewards": []}), experiment_kind({"kind": "lm"})
+    ('rl', 'lm')
+    """
+    if not isinstance(raw, Mapping):
+        return default
+    if "kind" in raw:
+        return str(raw["kind"])
+    return "rl" if "trainer" in raw and "rewards" in raw else default
+
+
 def _parse(text: str, fmt: str, p: Path) -> Any:
     """The data in ``text``; syntax errors, and limits crossed while parsing, as ConfigError."""
     try:

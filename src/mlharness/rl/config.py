@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlharness.config.loading import deep_merge, load_raw, validate
+from mlharness.config.loading import deep_merge, experiment_kind, load_raw, validate
 from mlharness.config.paths import SafeName, SafePath, workspace_root
 from mlharness.errors import ConfigError
 from mlharness.runs.describe import Headline, RunMetrics
@@ -405,9 +405,7 @@ _PATH_FIELDS = (
 
 def is_rl_config(raw: Any) -> bool:
     """An rl config says ``kind: rl``, or has seed 002's shape (``trainer`` and ``rewards``)."""
-    if not isinstance(raw, Mapping):
-        return False
-    return raw.get("kind") == "rl" or ("kind" not in raw and "trainer" in raw and "rewards" in raw)
+    return isinstance(raw, Mapping) and experiment_kind(raw) == "rl"
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
