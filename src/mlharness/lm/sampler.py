@@ -133,38 +133,10 @@ def sample(
     tokenizer = run_tokenizer(run_dir)
     model, meta = load_model(checkpoint, device, s.use_ema)
     prompt = start_text(s.start)
-    try:
-        ids = tokenizer.encode(prompt)
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(
-            f"The start text cannot be encoded by this run's tokenizer ({exc}): use only "
-            "characters that occur in the training text."
-        ) from exc
-    if not ids:
-        raise ConfigError("The start text encodes to no tokens: give at least one character.")
-    generator = torch.Generator(device=device).manual_seed(s.seed)
-    texts: list[str] = []
-    new_tokens = 0
+    ids = _encode_start(tokenizer, prompt)
     started = time.perf_counter()
-    for i in range(s.num_samples):
-        if out is not None:
-            out.write(("" if i == 0 else "\n") + f"--- sample {i + 1}/{s.num_samples} ---\n")
-            out.write(prompt)
-        stream = _Stream(tokenizer, out)
-        idx = torch.tensor([ids], dtype=torch.long, device=device)
-        result = model.generate(
-            idx,
-            s.max_new_tokens,
-            temperature=s.temperature,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            generator=generator,
-            on_token=stream,
-        )
-        texts.append(tokenizer.decode(result[0].tolist()))
-        new_tokens += s.max_new_tokens
-        if out is not None:
-            out.write("\n")
+    texts = _generate(model, tokenizer, config, prompt, ids, device, out)
+    new_tokens = s.max_new_tokens * s.num_samples
     elapsed = time.perf_counter() - started
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
     samples_dir = run_dir / "samples"
@@ -187,3 +159,50 @@ def sample(
     return SampleResult(
         checkpoint, texts, text_path, json_path, new_tokens / elapsed if elapsed else 0.0
     )
+
+
+def _encode_start(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    try:
+        ids = tokenizer.encode(prompt)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"The start text cannot be encoded by this run's tokenizer ({exc}): use only "
+            "characters that occur in the training text."
+        ) from exc
+    if not ids:
+        raise ConfigError("The start text encodes to no tokens: give at least one character.")
+    return ids
+
+
+def _generate(
+    model: GPT,
+    tokenizer: Tokenizer,
+    config: LMConfig,
+    prompt: str,
+    ids: list[int],
+    device: torch.device,
+    out: TextIO | None,
+) -> list[str]:
+    """The samples' texts, each streamed to ``out`` token by token under a header line."""
+    s = config.sample
+    generator = torch.Generator(device=device).manual_seed(s.seed)
+    texts: list[str] = []
+    for i in range(s.num_samples):
+        if out is not None:
+            out.write(("" if i == 0 else "\n") + f"--- sample {i + 1}/{s.num_samples} ---\n")
+            out.write(prompt)
+        stream = _Stream(tokenizer, out)
+        idx = torch.tensor([ids], dtype=torch.long, device=device)
+        result = model.generate(
+            idx,
+            s.max_new_tokens,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            generator=generator,
+            on_token=stream,
+        )
+        texts.append(tokenizer.decode(result[0].tolist()))
+        if out is not None:
+            out.write("\n")
+    return texts

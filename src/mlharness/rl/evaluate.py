@@ -129,6 +129,7 @@ def evaluate(
     num_samples: int = 1,
     max_new_tokens: int | None = None,
 ) -> dict[str, Any]:
+    """Score the checkpoint; write ``<run>/eval/<checkpoint>.json`` and ``.md``."""
     run_dir, ckpt_dir, config = resolve(run_dir, checkpoint, config)
     check_request(config, benchmarks, gsm8k_path, limit)
     started = time.perf_counter()
@@ -150,23 +151,7 @@ def evaluate(
         )
         results.update({name: r.to_dict() for name, r in found.items()})
     if config.data.val_path is not None:
-        load_reward_sources(config.reward_sources, None)
-        rewards = RewardSet(config.rewards)
-        examples, _ = load_examples(
-            config.data.val_path,
-            config.data.loader_type,
-            policy.tokenizer,
-            config.data.on_invalid,
-            split="val",
-        )
-        examples = examples[: limit or len(examples)]
-        sampler = Sampler(config, policy, rewards, torch.Generator(device=device).manual_seed(0))
-        groups = sampler.run(examples, 1, greedy=True)
-        results["validation"] = {
-            "name": "validation",
-            "metrics": summarize_groups(groups),
-            "num_problems": len(groups),
-        }
+        results["validation"] = _validation(config, policy, device, limit)
     if not results:
         raise EvaluationError(
             "Nothing to evaluate: pass --benchmark human_eval and/or gsm8k, or give the run "
@@ -185,6 +170,21 @@ def evaluate(
     atomic_write_json(json_path, report)
     atomic_write_text(md_path, markdown)
     return {**report, "markdown": markdown, "files": [str(json_path), str(md_path)]}
+
+
+def _validation(
+    config: RLConfig, policy: Policy, device: torch.device, limit: int | None
+) -> dict[str, Any]:
+    """Greedy completions of the run's validation prompts, scored by its own rewards."""
+    load_reward_sources(config.reward_sources, None)
+    rewards = RewardSet(config.rewards)
+    d = config.data
+    assert d.val_path is not None
+    examples, _ = load_examples(d.val_path, d.loader_type, policy.tokenizer, d.on_invalid, "val")
+    examples = examples[: limit or len(examples)]
+    sampler = Sampler(config, policy, rewards, torch.Generator(device=device).manual_seed(0))
+    groups = sampler.run(examples, 1, greedy=True)
+    return {"name": "validation", "metrics": summarize_groups(groups), "num_problems": len(groups)}
 
 
 def _markdown(report: dict[str, Any]) -> str:

@@ -224,6 +224,38 @@ def hf_cache_kwarg() -> str:
     return "cache" if Version(__version__).release >= (5, 24) else "past_key_values"
 
 
+def _plain_gpt2(model: Any) -> bool:
+    """Whether ``model`` is a GPT-2 that :func:`_gpt2_decoder` computes exactly: its
+    activation and attention scaling, and no hooks (LoRA and other wrappers add them)."""
+    cfg: Any = getattr(model, "config", None)
+    return not (
+        getattr(cfg, "model_type", None) != "gpt2"
+        or cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh")
+        or not cfg.scale_attn_weights
+        or cfg.scale_attn_by_inverse_layer_idx
+        or cfg.reorder_and_upcast_attn
+        or getattr(model, "_forward_hooks", None)
+    )
+
+
+def _block_tensors(b: Any) -> tuple[Tensor, ...]:
+    """A GPT-2 block's parameters in the order the decode step unpacks them."""
+    return (
+        b.ln_1.weight,
+        b.ln_1.bias,
+        b.attn.c_attn.weight,
+        b.attn.c_attn.bias,
+        b.attn.c_proj.weight,
+        b.attn.c_proj.bias,
+        b.ln_2.weight,
+        b.ln_2.bias,
+        b.mlp.c_fc.weight,
+        b.mlp.c_fc.bias,
+        b.mlp.c_proj.weight,
+        b.mlp.c_proj.bias,
+    )
+
+
 def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
     """A Hugging Face GPT-2's cached decode step on its parameters as plain tensors.
 
@@ -237,17 +269,9 @@ def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
 
     from mlharness.lm.model import GPTConfig, KVCache, causal_attention
 
-    cfg: Any = getattr(model, "config", None)
-    if (
-        getattr(cfg, "model_type", None) != "gpt2"
-        or cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh")
-        or not cfg.scale_attn_weights
-        or cfg.scale_attn_by_inverse_layer_idx
-        or cfg.reorder_and_upcast_attn
-        or getattr(model, "_forward_hooks", None)
-    ):
+    if not _plain_gpt2(model):
         return None
-    tr = model.transformer
+    cfg, tr = model.config, model.transformer
     C, nh, eps = cfg.n_embd, cfg.n_head, cfg.layer_norm_epsilon
     wte, wpe = tr.wte.weight, tr.wpe.weight
     shape = GPTConfig(
@@ -259,23 +283,7 @@ def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
         bias=True,
     )
     cache = KVCache(shape, batch_size, device=wte.device, dtype=wte.dtype)
-    blocks = [
-        (
-            b.ln_1.weight,
-            b.ln_1.bias,
-            b.attn.c_attn.weight,
-            b.attn.c_attn.bias,
-            b.attn.c_proj.weight,
-            b.attn.c_proj.bias,
-            b.ln_2.weight,
-            b.ln_2.bias,
-            b.mlp.c_fc.weight,
-            b.mlp.c_fc.bias,
-            b.mlp.c_proj.weight,
-            b.mlp.c_proj.bias,
-        )
-        for b in tr.h
-    ]
+    blocks = [_block_tensors(b) for b in tr.h]
     head_t = model.lm_head.weight.t()  # (C, V)
 
     def step(idx: Tensor) -> Tensor:
