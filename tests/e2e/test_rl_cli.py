@@ -13,6 +13,7 @@ commands run concurrently (``parallel``) to keep the module's wall time down.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -201,6 +202,8 @@ def test_train_runs_the_steps_and_writes_a_complete_run(rl: RL) -> None:
     out = rl.result.stdout
     assert "Experiment: tiny_grpo (GRPO)" in out
     assert "GRPO completed at step 2" in out
+    # Sampled and greedy rewards say which they are, not a train/val gap to worry about.
+    assert re.search(r"train reward \d\.\d{4} \(sampled\), val reward .* \(greedy\)", out)
     assert f"Run directory: {rl.run_dir}" in out
     assert "Loading weights" not in rl.result.stderr  # no Hugging Face progress bars
     run = rl.run_dir

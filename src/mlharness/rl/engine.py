@@ -69,11 +69,12 @@ def train(config: RLConfig, *, fresh: bool = False) -> str:
     if result.resumed_from is not None:
         _say(f"Resumed from {result.resumed_from}")
     final = result.final_metrics
-    parts = [f"reward {final['reward']:.4f}"] if "reward" in final else []
+    # The two rewards are of different things: say which, or they look like a train/val gap.
+    parts = [f"train reward {final['reward']:.4f} (sampled)"] if "reward" in final else []
     if final.get("val_reward") is not None:
         start = final.get("val_reward_initial")
         before = f"{start:.4f} at step 0 -> " if start is not None else ""
-        parts.append(f"val reward {before}{final['val_reward']:.4f}")
+        parts.append(f"val reward {before}{final['val_reward']:.4f} (greedy)")
     _say(
         f"GRPO {result.status} at step {result.steps}" + (": " + ", ".join(parts) if parts else "")
     )

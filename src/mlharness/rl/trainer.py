@@ -338,7 +338,7 @@ class GRPOTrainer:
             return
         self.last_eval = record
         self._log(record)
-        log.info("step %d: val reward %.4f", self.step, record["val_reward"])
+        log.info("step %d: val reward %.4f (greedy)", self.step, record["val_reward"])
         if self.best_val_reward is None or record["val_reward"] > self.best_val_reward:
             self.best_val_reward = record["val_reward"]
             self.save("best", record["val_reward"])
@@ -385,12 +385,12 @@ class GRPOTrainer:
             self._log(record)
             task.update(
                 self.step,
-                f"reward {record['reward']:.3f}  kl {record.get('kl', 0):.4f}  "
+                f"train reward {record['reward']:.3f}  kl {record.get('kl', 0):.4f}  "
                 f"{record['tokens_per_sec']:,.0f} tok/s",
             )
             if not self.progress:
                 log.info(
-                    "step %d: reward %.4f, kl %.4f, %.0f tok/s",
+                    "step %d: train reward %.4f (sampled), kl %.4f, %.0f tok/s",
                     self.step,
                     record["reward"],
                     record.get("kl", 0.0),
