@@ -268,7 +268,8 @@ def test_unknown_key_warns_and_exits_0(mlx: Mlx, ws: Path) -> None:
     assert (
         "Warning: Unknown configuration key 'trainig' (did you mean 'training'?)." in result.stderr
     )
-    assert "Validation: OK (e2e-regression)" in result.stdout
+    assert "Validation: OK, 1 warning (e2e-regression)" in result.stdout  # not a plain OK
+    assert "Dry run: 1 experiment(s) valid, 1 warning; nothing was written." in result.stdout
     assert "Error" not in result.stderr
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from mlharness.cli import app
 from mlharness.cli.options import ConfigOption, DryRunOption, SetOption, StrictOption, echo_json
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from mlharness.runs.engine import EvalRequest
@@ -147,6 +150,21 @@ def _preflight(configs: list[Any]) -> None:
             ) from exc
 
 
+def _counting_config_warnings(load: Callable[[], _T]) -> tuple[_T, int]:
+    """``load()`` and how many config warnings it gave, shown as they came: a dry run must
+    not say a plain "OK" over a typo'd key it only warned about."""
+    import warnings
+
+    from mlharness.config import ConfigWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        result = load()
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result, sum(issubclass(w.category, ConfigWarning) for w in caught)
+
+
 @app.command("run-experiment", short_help="Run an experiment, or a list of experiments.")
 def run_experiment(
     config: ConfigOption,
@@ -160,18 +178,21 @@ def run_experiment(
     """
     from mlharness.cli.engines import engine
 
-    configs = _load_experiments(config, set_items, strict)
+    configs, warned = _counting_config_warnings(
+        lambda: _load_experiments(config, set_items, strict)
+    )
     _preflight(configs)
     total = len(configs)
     if dry_run:
+        noted = f", {warned} warning{'s' if warned != 1 else ''}" if warned else ""
         for i, cfg in enumerate(configs, start=1):
             header = f"[{i}/{total}] " if total > 1 else ""
             echo_json(f"{header}Configuration ({config}):", cfg.model_dump(mode="json"))
             typer.echo("Plan:")
             for line in engine(cfg.kind).plan(cfg):
                 typer.echo(f"  {line}")
-            typer.echo(f"Validation: OK ({cfg.name})\n")
-        typer.echo(f"Dry run: {total} experiment(s) valid; nothing was written.")
+            typer.echo(f"Validation: OK{noted if total == 1 else ''} ({cfg.name})\n")
+        typer.echo(f"Dry run: {total} experiment(s) valid{noted}; nothing was written.")
         return
     for i, cfg in enumerate(configs, start=1):
         if total > 1:
