@@ -204,7 +204,9 @@ def test_train_runs_the_steps_and_writes_a_complete_run(rl: RL) -> None:
     assert "GRPO completed at step 2" in out
     # Sampled and greedy rewards say which they are, not a train/val gap to worry about.
     assert re.search(r"train reward \d\.\d{4} \(sampled\), val reward .* \(greedy\)", out)
-    assert f"Run directory: {rl.run_dir}" in out
+    # Named as the run starts (tail -f can begin) and again at the end.
+    assert out.count(f"Run directory: {rl.run_dir}") == 2
+    assert out.index("Run directory:") < out.index("GRPO completed")
     assert "Loading weights" not in rl.result.stderr  # no Hugging Face progress bars
     run = rl.run_dir
     summary = read_json(run / "summary.json")

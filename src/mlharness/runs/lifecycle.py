@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from mlharness.runs.checkpoints import CheckpointInfo, newest_checkpoint
 from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_write_text, dumps
 from mlharness.runs.output import OutputManager
+
+log = logging.getLogger(__name__)
 
 # The statuses a run gives itself in summary.json; "running" is written when it opens, and
 # "crashed" only ever by the next process that finds it dead (runs.recovery).
@@ -58,6 +61,8 @@ def open_run(
     output = OutputManager(experiment, output_dir, kind=kind, resume_dir=resume_dir, lock=lock)
     if resume_dir is None and config is not None:
         output.write_config(config, seeds=seeds)
+    # Said as the run starts, for every kind, so that `tail -f` on its files can begin now.
+    log.info("Run directory: %s%s", output.run_dir, " (resumed)" if resume_dir else "")
     return output
 
 

@@ -178,7 +178,6 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> Ru
     )
     log_path = output.get_logs_dir() / "console.log" if cfg.output.save_logs else None
     with _console_log(log_path):
-        log.info("Run directory: %s", output.run_dir)
         writer = MetricsWriter(
             output.get_metrics_dir(),
             cfg.name,
