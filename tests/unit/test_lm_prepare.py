@@ -17,17 +17,13 @@ import tiktoken
 
 from mlharness.errors import ConfigError, DatasetError
 from mlharness.lm import prepare as prep
+from mlharness.lm import registry
 from mlharness.lm.config import ArithmeticConfig, LMConfig, load_lm_config
 from mlharness.lm.experiments.arithmetic import generate_problems
 from mlharness.lm.experiments.shakespeare_char import TINY_SHAKESPEARE_URL
 from mlharness.lm.meta import load_meta
-from mlharness.lm.prepare import (
-    artifacts_current,
-    available,
-    experiment_defaults,
-    prepare_data,
-    token_dtype,
-)
+from mlharness.lm.prepare import artifacts_current, prepare_data, token_dtype
+from mlharness.lm.registry import available, experiment_defaults
 from mlharness.lm.tokenizers import load_tokenizer
 
 SHAKESPEARE = Path(__file__).parents[3] / "shared" / "data" / "tinyshakespeare.txt"
@@ -102,7 +98,7 @@ def test_register_refuses_a_second_module_with_the_same_name() -> None:
         return prep.Source(text="x")
 
     with pytest.raises(ValueError, match="Preparer 'text' is registered twice"):
-        prep.register("text")(impostor)
+        registry.register("text")(impostor)
 
 
 def test_unknown_preparer(workspace: Path) -> None:
@@ -118,7 +114,7 @@ def test_unknown_preparer(workspace: Path) -> None:
 
 def test_prepare_does_not_import_torch() -> None:
     code = (
-        "import sys, mlharness.lm.prepare as p; p.available(); "
+        "import sys, mlharness.lm.prepare, mlharness.lm.registry as r; r.available(); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -463,7 +459,7 @@ def test_any_generated_source_refuses_an_input_file(
     def generated(ctx: prep.PrepareContext) -> prep.Source:
         return prep.Source(text="abc\n" * 10)
 
-    monkeypatch.setitem(prep._REGISTRY, "gen", prep.Preparer("gen", generated, {}, "test"))
+    monkeypatch.setitem(registry._REGISTRY, "gen", registry.Preparer("gen", generated, {}, "test"))
     assert not prepare_data(config("gen"), progress=False).skipped
     with pytest.raises(ConfigError) as info:
         prepare_data(config("gen"), corpus, force=True, progress=False)

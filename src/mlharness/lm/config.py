@@ -317,7 +317,7 @@ def lm_config_from_raw(
     when both name it they must agree, so a config is never silently trained under
     another experiment's directory.
     """
-    from mlharness.lm.prepare import experiment_defaults
+    from mlharness.lm.registry import experiment_defaults
 
     data = resolve_relative_paths(dict(raw), base)
     name = data.get("name")

@@ -12,11 +12,8 @@ this step.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import http.client
-import importlib
-import pkgutil
 import sys
 import time
 import urllib.request
@@ -30,6 +27,7 @@ import numpy as np
 
 from mlharness.errors import ConfigError, DatasetError
 from mlharness.lm.meta import load_meta
+from mlharness.lm.registry import Preparer, get
 from mlharness.lm.tokenizers import (
     BPE_FILE,
     BPETokenizer,
@@ -69,17 +67,6 @@ class Source:
     text: str | None = None
 
 
-PrepareFn = Callable[[PrepareContext], Source]
-
-
-@dataclass(frozen=True)
-class Preparer:
-    name: str
-    fn: PrepareFn
-    defaults: dict[str, Any]
-    description: str
-
-
 @dataclass(frozen=True)
 class PrepareReport:
     data_dir: Path
@@ -92,66 +79,6 @@ class PrepareReport:
     source_bytes: int
     seconds: float
     skipped: bool  # the artifacts were current, nothing was written
-
-
-# --------------------------------------------------------------------------- registry
-
-_REGISTRY: dict[str, Preparer] = {}
-_discovered = False
-
-
-def register(
-    name: str, *, defaults: dict[str, Any] | None = None, description: str = ""
-) -> Callable[[PrepareFn], PrepareFn]:
-    """Register ``fn`` as the preparer ``name``; ``defaults`` are the experiment's config
-    defaults (merged under the user's file by ``load_lm_config``)."""
-
-    def decorate(fn: PrepareFn) -> PrepareFn:
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing.fn.__module__ != fn.__module__:
-            raise ValueError(
-                f"Preparer '{name}' is registered twice ({existing.fn.__module__} and "
-                f"{fn.__module__}): rename one of them."
-            )
-        _REGISTRY[name] = Preparer(name, fn, copy.deepcopy(defaults or {}), description)
-        return fn
-
-    return decorate
-
-
-def _discover() -> None:
-    """Import every module of :mod:`mlharness.lm.experiments`, so a new experiment is one file."""
-    global _discovered
-    if _discovered:
-        return
-    import mlharness.lm.experiments as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
-    _discovered = True
-
-
-def available() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> Preparer:
-    _discover()
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"No preparer named '{name}' is registered (without prepare.preparer, the "
-            f"experiment name is used). Available preparers: {', '.join(available())}. Set "
-            'prepare.preparer to one of them, for example "text" for your own text file.'
-        )
-    return _REGISTRY[name]
-
-
-def experiment_defaults(name: str) -> dict[str, Any]:
-    """The config defaults packaged with preparer ``name``; ``{}`` for an unknown name."""
-    _discover()
-    preparer = _REGISTRY.get(name)
-    return copy.deepcopy(preparer.defaults) if preparer else {}
 
 
 def refuse_input(ctx: PrepareContext, makes: str = "its text") -> None:
@@ -283,7 +210,7 @@ def _settings(prepare: PrepareConfig) -> dict[str, Any]:
 def _source(preparer: Preparer, ctx: PrepareContext) -> Source:
     """The preparer's source; a generated one with an input file given is refused here
     too, so a new generating preparer that forgets :func:`refuse_input` cannot ignore it."""
-    source = preparer.fn(ctx)
+    source: Source = preparer.fn(ctx)
     if source.text is not None:
         refuse_input(ctx)
     return source

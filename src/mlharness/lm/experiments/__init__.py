@@ -1,5 +1,5 @@
 """Built-in experiments: each module registers one preparer (and its config defaults).
 
-:func:`mlharness.lm.prepare.available` imports every module here, so adding an experiment
+:func:`mlharness.lm.registry.available` imports every module here, so adding an experiment
 is adding one file.
 """

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlharness.lm.config import ArithmeticConfig
-from mlharness.lm.prepare import PrepareContext, Source, refuse_input, register
+from mlharness.lm.prepare import PrepareContext, Source, refuse_input
+from mlharness.lm.registry import register
 from mlharness.runs.io import atomic_write_text
 
 OPERATIONS: dict[str, Callable[[int, int], int]] = {

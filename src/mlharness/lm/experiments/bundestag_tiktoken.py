@@ -6,7 +6,8 @@ There is no public download: put the UTF-8 text at ``<data_dir>/input.txt`` or p
 
 from __future__ import annotations
 
-from mlharness.lm.prepare import PrepareContext, Source, input_file, register
+from mlharness.lm.prepare import PrepareContext, Source, input_file
+from mlharness.lm.registry import register
 
 
 @register(

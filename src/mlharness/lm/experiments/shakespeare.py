@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from mlharness.lm.experiments.shakespeare_char import TINY_SHAKESPEARE_URL
-from mlharness.lm.prepare import PrepareContext, Source, input_file, register
+from mlharness.lm.prepare import PrepareContext, Source, input_file
+from mlharness.lm.registry import register
 
 
 @register(

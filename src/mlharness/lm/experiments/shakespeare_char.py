@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mlharness.lm.prepare import PrepareContext, Source, input_file, register
+from mlharness.lm.prepare import PrepareContext, Source, input_file
+from mlharness.lm.registry import register
 
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
