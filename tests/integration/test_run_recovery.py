@@ -166,6 +166,47 @@ def test_a_live_run_is_left_alone_and_not_taken_over(
     assert _recover(base, checkpoint="ckpt") == (run, "ckpt")
 
 
+def test_a_mismatched_run_is_passed_over_said_and_kept(
+    workspace: Path,
+    live: tuple[subprocess.Popen[str], Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``mismatch`` (tabular: another config under the same name): such a run, dead or
+    alive, is neither resumed, nor an error, nor marked crashed; the reason is said once."""
+    base = workspace / "runs"
+    _, alive = live
+    older, newer = _killed(base), _killed(base)
+    asked: list[Path] = []
+
+    def mismatch(run: Path, checkpoint: object) -> str | None:
+        asked.append(run)
+        return None if run == older else "its config differs (training.epochs: 4 -> 6)"
+
+    with caplog.at_level(logging.WARNING, logger="mlharness"):
+        found = recovery.recover(base, "exp", "lm", lambda run: "ckpt", mismatch=mismatch)
+    assert found == (older, "ckpt")
+    assert asked == [newer, older]  # the live run is older than both: never reached
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Not resuming run {newer}: its config differs (training.epochs: 4 -> 6); "
+        f"resuming {older} instead."
+    ]
+    assert _summary(newer)["status"] == "running"  # still resumable with its own config
+
+    caplog.clear()
+    asked.clear()
+    with caplog.at_level(logging.WARNING, logger="mlharness"):
+        found = recovery.recover(base, "exp", "lm", lambda run: "ckpt", mismatch=lambda r, c: "x")
+        assert found is None  # the live run too: passed over, not an error
+        assert (
+            recovery.recover(base, "exp", "lm", lambda run: "ckpt", resume=False, mismatch=mismatch)
+            is None
+        )
+    assert asked == []  # --fresh resumes nothing, so nothing is compared
+    assert sorted(r.getMessage() for r in caplog.records) == sorted(
+        f"Not resuming run {run}: x; starting a new run." for run in (newer, older, alive)
+    )
+
+
 def test_a_reused_pid_does_not_keep_a_dead_run_alive(workspace: Path) -> None:
     base = workspace / "runs"
     run = _killed(base)

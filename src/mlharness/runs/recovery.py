@@ -183,6 +183,7 @@ def recover(
     newest_checkpoint: Callable[[Path], T | None],
     *,
     resume: bool = True,
+    mismatch: Callable[[Path, T], str | None] | None = None,
 ) -> tuple[Path, T] | None:
     """Settle the experiment's runs whose process is gone; the run to resume and its checkpoint.
 
@@ -190,12 +191,17 @@ def recover(
     None. With ``resume=False`` (``--fresh``) nothing is resumed, but dead runs are still
     cleaned and marked crashed. A run being trained by a live process is never touched;
     resuming one that has a checkpoint is an error.
+
+    ``mismatch(run_dir, checkpoint)``, when given, says why a run with a checkpoint is not
+    this experiment's to resume (another config under the same name), or None when it is.
+    Such a run is passed over, alive or not, and keeps its checkpoint; the reason is said.
     """
     parent = output_dir / experiment
     if not parent.is_dir():
         return None
     in_index = _still_running_in_index(output_dir)
     crashed: list[Path] = []
+    passed: list[tuple[Path, str]] = []
     found: tuple[Path, T] | None = None
     for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
         summary = read_summary(run_dir)
@@ -216,6 +222,11 @@ def recover(
             if settled:
                 continue
             checkpoint = newest_checkpoint(run_dir)
+            if resume and checkpoint is not None and mismatch is not None:
+                why = mismatch(run_dir, checkpoint)
+                if why is not None:
+                    passed.append((run_dir, why))
+                    continue
             if owner == "alive":
                 if resume and checkpoint is not None:
                     raise RunDirectoryError(
@@ -239,4 +250,6 @@ def recover(
             run_dir,
             then,
         )
+    for run_dir, why in passed:
+        log.warning("Not resuming run %s: %s; %s.", run_dir, why, then)
     return found
