@@ -242,7 +242,13 @@ def recover(
             if owner == "gone" and status == "running":
                 mark_crashed(run_dir, output_dir, summary)
                 crashed.append(run_dir)
-    then = "starting a new run" if found is None else f"resuming {found[0]} instead"
+    _say(crashed, passed, None if found is None else found[0])
+    return found
+
+
+def _say(crashed: list[Path], passed: list[tuple[Path, str]], resumed: Path | None) -> None:
+    """One line for each run :func:`recover` marked crashed or passed over, and what follows."""
+    then = "starting a new run" if resumed is None else f"resuming {resumed} instead"
     for run_dir in crashed:
         log.warning(
             "Run %s was left running by a process that is gone and cannot be resumed (no "
@@ -252,4 +258,3 @@ def recover(
         )
     for run_dir, why in passed:
         log.warning("Not resuming run %s: %s; %s.", run_dir, why, then)
-    return found
