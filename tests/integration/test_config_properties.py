@@ -280,7 +280,7 @@ def workspace() -> Iterator[Path]:
         root = Path(tmp)
         (root / "pyproject.toml").write_text("[project]\nname = 'ws'\n")
         (root / "model").mkdir()
-        (root / "model" / "config.json").write_text("{}")
+        (root / "model" / "config.json").write_text('{"model_type": "gpt2"}')
         (root / "train.jsonl").write_text('{"prompt": "1+1=", "completion": "2"}\n')
         (root / "corpus.txt").write_text("hello world\n")
         os.environ["MLX_WORKSPACE"] = str(root)

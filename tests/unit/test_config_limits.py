@@ -52,7 +52,7 @@ KINDS = {"tabular": TABULAR, "lm": LM, "rl": RL}
 def ws(workspace: Path) -> Path:
     """A workspace with what the rl config points at: a model directory and prompts."""
     (workspace / "model").mkdir()
-    (workspace / "model" / "config.json").write_text("{}", encoding="utf-8")
+    (workspace / "model" / "config.json").write_text('{"model_type": "gpt2"}', encoding="utf-8")
     (workspace / "train.jsonl").write_text('{"prompt": "1+1=", "completion": "2"}\n')
     (workspace / "corpus.txt").write_text("hello world\n", encoding="utf-8")
     return workspace

@@ -74,7 +74,7 @@ def test_unknown_keys_are_errors_with_a_suggestion(workspace: Path) -> None:
     """Seeds 001/004: strict. A typo'd key or section never trains on the defaults."""
     cfg_file = _write(workspace / "c.toml", "[train]\nmax_iter = 5\n")
     for strict in (False, True):
-        with pytest.raises(ConfigValidationError, match="'max_iter' in 'train' .* 'max_iters'"):
+        with pytest.raises(ConfigValidationError, match=r"'max_iter' in 'train' .* 'max_iters'"):
             load_lm_config(cfg_file, "shakespeare_char", strict=strict)
     section = _write(workspace / "s.toml", "[trian]\nmax_iters = 5\n")
     with pytest.raises(ConfigValidationError, match="'trian' \\(did you mean 'train'\\?\\)"):
