@@ -47,12 +47,13 @@ def plan(config: ExperimentConfig) -> list[str]:
 
 
 def train(config: ExperimentConfig, *, fresh: bool = False) -> str:
-    """A new run of ``config`` (tabular runs do not resume, so ``fresh`` changes nothing)."""
+    """Resume the latest unfinished run of ``config`` (same resolved config), or with
+    ``fresh`` (or when there is none) start a new run."""
     from mlharness.tabular import runner
 
     description = f" ({config.description})" if config.description else ""
     _say(f"Experiment: {config.name}{description}")
-    return runner.run_experiment(config).status
+    return runner.run_experiment(config, fresh=fresh).status
 
 
 def evaluate(request: EvalRequest) -> None:

@@ -1,7 +1,9 @@
 """The epoch loop: batches, per-epoch metrics, checkpoints, and a clean stop on Ctrl+C.
 
 Everything random comes from ``seed``: the split, the per-epoch shuffles, so the same
-config gives the same metrics file byte for byte.
+config gives the same metrics file byte for byte. A resumable loop also leaves, after each
+epoch, the state to continue from there (:mod:`mlharness.tabular.resume`), and a loop given
+that state (:meth:`TrainingLoop.resume_from`) ends exactly as one that never stopped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlharness.errors import ConfigError
+from mlharness.errors import CheckpointError, ConfigError, ModelError
 from mlharness.runs.io import atomic_write_json
 from mlharness.runs.progress import ProgressBar
 from mlharness.tabular.evaluation import (
@@ -30,8 +32,15 @@ if TYPE_CHECKING:
     from mlharness.runs.metrics import MetricsWriter
     from mlharness.tabular.base import BaseModel
     from mlharness.tabular.datasets import BaseDataset
+    from mlharness.tabular.resume import ResumePoint
 
 log = logging.getLogger("mlharness")
+
+# A resumable loop writes its resume state after an epoch at most once per this many
+# seconds, and less often when writing is slow (at most 5% of the time): a run killed
+# (SIGKILL) then redoes at most about this much work; a stop asked for at the end of an
+# epoch writes it there and then.
+RESUME_INTERVAL_S = 1.0
 
 
 def split_data(
@@ -55,7 +64,8 @@ class TrainingLoop:
     """Train ``model`` on ``dataset`` for ``epochs`` and write metrics and checkpoints.
 
     A closed-form model (``model.is_iterative`` False) is fitted once on the whole training
-    split and reported as one epoch.
+    split and reported as one epoch. With ``resumable`` (and a ``checkpoint_dir``) the state
+    after each epoch is kept in ``checkpoint_dir/resume``.
     """
 
     def __init__(
@@ -73,6 +83,7 @@ class TrainingLoop:
         standardize: bool = False,
         stop: GracefulInterrupt | None = None,
         progress: bool | None = None,
+        resumable: bool = False,
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -87,8 +98,12 @@ class TrainingLoop:
         self.standardize = standardize
         self.stop = stop
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.resumable = resumable
         self.history: list[dict[str, Any]] = []
         self.checkpoints: list[str] = []
+        self.data_fingerprint: str | None = None
+        self._resume: ResumePoint | None = None
+        self._resume_due = 0.0  # when the next resume state is due (time.monotonic)
 
     # ------------------------------------------------------------------ data
 
@@ -99,6 +114,10 @@ class TrainingLoop:
         X_train, X_val, y_train, y_val = split_data(
             self.dataset, self.seed, self.validation_fraction
         )
+        if self.resumable:
+            from mlharness.tabular.resume import fingerprint
+
+            self.data_fingerprint = fingerprint(X_train, X_val, y_train, y_val)
         if self.standardize:
             scaler = Standardizer().fit(X_train)
             X_train, X_val = scaler.transform(X_train), scaler.transform(X_val)
@@ -141,6 +160,42 @@ class TrainingLoop:
         self.model.save(self.checkpoint_dir / name)
         self.checkpoints.append(name)
 
+    def resume_from(self, point: ResumePoint, history: list[dict[str, Any]]) -> None:
+        """Continue after ``point``'s epoch: its weights, optimizer state, shuffling RNG and
+        checkpoint list; ``history`` is the metrics records of epochs 1 to ``point.epoch``."""
+        try:
+            self.model.load(point.model_path)
+        except (CheckpointError, ModelError) as exc:
+            raise CheckpointError(
+                f"Cannot resume run {point.run_dir} from {point.path}: {exc} Start a new run "
+                "with --fresh."
+            ) from exc
+        self.history = list(history)
+        self.checkpoints = [str(name) for name in point.state.get("checkpoints", [])]
+        self._resume = point
+
+    def _save_resume_state(
+        self, epoch: int, rng: np.random.Generator, seconds: float, *, force: bool = False
+    ) -> None:
+        """Write the state after ``epoch`` when due (see :data:`RESUME_INTERVAL_S`)."""
+        now = time.monotonic()
+        if not self.resumable or self.checkpoint_dir is None:
+            return
+        if now < self._resume_due and not force:
+            return
+        from mlharness.tabular.resume import write_state
+
+        state = {
+            "epoch": epoch,
+            "rng": rng.bit_generator.state,
+            "data": self.data_fingerprint,
+            "checkpoints": list(self.checkpoints),
+            "train_seconds": round(seconds, 3),
+        }
+        write_state(self.checkpoint_dir, self.model, state)
+        cost = time.monotonic() - now
+        self._resume_due = time.monotonic() + RESUME_INTERVAL_S * max(1.0, cost / 0.05)
+
     # ------------------------------------------------------------------ the loop
 
     def _check_arguments(self) -> None:
@@ -182,37 +237,18 @@ class TrainingLoop:
             X_train.shape[1],
             self.dataset.task,
         )
-        status = "completed"
         epochs = self.epochs if self.model.is_iterative else 1
         rng = np.random.default_rng(self.seed)
-        # One epoch is no progress to watch: a closed-form fit shows no bar.
-        with ProgressBar(self.progress and epochs > 1, transient=True) as bar:
-            task = bar.task("Training", epochs)
-            for epoch in range(1, epochs + 1):
-                if self.model.is_iterative:
-                    train_loss = self._run_epoch(X_train, y_train, rng)
-                else:
-                    # A closed-form step fits and returns the fitted model's loss.
-                    train_loss = float(self.model.train_step(X_train, y_train)["loss"])
-                if train_loss is None:
-                    status = "interrupted"
-                    break
-                record = self.epoch_metrics(epoch, train_loss, X_val, y_val)
-                self.history.append(record)
-                if self.metrics_writer is not None:
-                    self.metrics_writer.log(record)
-                if epoch % self.checkpoint_frequency == 0:
-                    self.save_checkpoint(f"checkpoint_epoch_{epoch}")
-                task.advance(1, _bar_info(record))
-                if _should_print(epoch, epochs):
-                    log.info(_format_record(record, epochs))
-                if self.stop is not None and self.stop.requested:
-                    status = "interrupted"
-                    break
-        if status == "completed":
-            self.save_checkpoint("checkpoint_final")
-        else:
-            self.save_checkpoint("checkpoint_interrupted")
+        done, seconds = 0, 0.0
+        if self._resume is not None:
+            rng.bit_generator.state = self._resume.state["rng"]
+            done = self._resume.epoch
+            seconds = float(self._resume.state.get("train_seconds", 0.0))
+        started -= seconds  # a resumed run's training time goes on from where it stopped
+        status = self._epochs(done, epochs, rng, (X_train, y_train, X_val, y_val), started)
+        self.save_checkpoint(
+            "checkpoint_final" if status == "completed" else "checkpoint_interrupted"
+        )
         final = dict(self.history[-1]) if self.history else {}
         return {
             "status": status,
@@ -222,6 +258,45 @@ class TrainingLoop:
             "train_seconds": round(time.monotonic() - started, 3),
             "checkpoints": list(self.checkpoints),
         }
+
+    def _epochs(
+        self,
+        done: int,
+        epochs: int,
+        rng: np.random.Generator,
+        data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        started: float,
+    ) -> str:
+        """Epochs ``done + 1`` to ``epochs``; "completed", or "interrupted" on a stop."""
+        X_train, y_train, X_val, y_val = data
+        self._resume_due = time.monotonic() + RESUME_INTERVAL_S
+        # One epoch is no progress to watch: a closed-form fit shows no bar.
+        with ProgressBar(self.progress and epochs > 1, transient=True) as bar:
+            task = bar.task("Training", epochs, done)
+            for epoch in range(done + 1, epochs + 1):
+                if self.model.is_iterative:
+                    train_loss = self._run_epoch(X_train, y_train, rng)
+                else:
+                    # A closed-form step fits and returns the fitted model's loss.
+                    train_loss = float(self.model.train_step(X_train, y_train)["loss"])
+                if train_loss is None:
+                    return "interrupted"
+                record = self.epoch_metrics(epoch, train_loss, X_val, y_val)
+                self.history.append(record)
+                if self.metrics_writer is not None:
+                    self.metrics_writer.log(record)
+                if epoch % self.checkpoint_frequency == 0:
+                    self.save_checkpoint(f"checkpoint_epoch_{epoch}")
+                stopping = self.stop is not None and self.stop.requested
+                # After the record and the epoch's checkpoint: a kill in between resumes
+                # from an earlier epoch, and the resumed run writes both again.
+                self._save_resume_state(epoch, rng, time.monotonic() - started, force=stopping)
+                task.advance(1, _bar_info(record))
+                if _should_print(epoch, epochs):
+                    log.info(_format_record(record, epochs))
+                if stopping:
+                    return "interrupted"
+        return "completed"
 
     def _run_epoch(self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> float | None:
         """One pass over the training split; None when a stop was requested mid-epoch."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mlharness.tabular.base import BaseModel
     from mlharness.tabular.datasets import BaseDataset
     from mlharness.tabular.loop import TrainingLoop
+    from mlharness.tabular.resume import ResumePoint
 
 log = logging.getLogger("mlharness")
 
@@ -161,10 +162,15 @@ def _console_log(path: Path | None) -> Iterator[None]:
         handler.close()
 
 
-def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> RunResult:
-    """Train ``cfg`` into a new run directory; the summary says completed or interrupted.
+def run_experiment(
+    cfg: ExperimentConfig, *, progress: bool | None = None, fresh: bool = False
+) -> RunResult:
+    """Train ``cfg``; the summary says completed or interrupted.
 
-    Any exception marks the run failed (with the error in ``summary.json``) and propagates.
+    The experiment's latest unfinished run of the same config continues in its own
+    directory from the last epoch it saved a resume state for (:mod:`mlharness.tabular.resume`),
+    unless ``fresh``; otherwise a new run directory is made. Any exception marks the run failed
+    (with the error in ``summary.json``) and propagates.
     """
     from mlharness.runs import lifecycle
     from mlharness.runs.metrics import MetricsWriter
@@ -173,27 +179,80 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool | None = None) -> Ru
     dataset = build_dataset(cfg)
     model = build_model(cfg, dataset)
     seeds = {"dataset": dataset_seed(cfg), "model": model_seed(cfg), "training": cfg.training.seed}
+    config = cfg.model_dump(mode="json")
+    point = _find_resumable(cfg, base, dataset, config, fresh)
     output = lifecycle.open_run(
-        cfg.name, base, "tabular", config=cfg.model_dump(mode="json"), seeds=seeds, lock=False
+        cfg.name,
+        base,
+        "tabular",
+        resume_dir=None if point is None else point.run_dir,
+        config=config,
+        seeds=seeds,
     )
+    history, resumed = _resume_into(output, point)
     log_path = output.get_logs_dir() / "console.log" if cfg.output.save_logs else None
     with _console_log(log_path):
+        if point is not None:
+            epochs = cfg.training.epochs if model.is_iterative else 1
+            log.info("Resuming run %s from epoch %d of %d.", output.run_dir, point.epoch, epochs)
         writer = MetricsWriter(
             output.get_metrics_dir(),
             cfg.name,
             tensorboard_dir=output.get_logs_dir() / "tb" if cfg.output.tensorboard else None,
         )
+        writer.history = list(history)
 
         def failed(status: str, error: str) -> None:
             writer.close()  # the loop closes it too; closing twice is harmless
-            lifecycle.finish(output, status, error=error)
+            lifecycle.finish(output, status, error=error, **resumed)
 
         with lifecycle.guarded(failed) as stop:
             loop = _training_loop(cfg, model, dataset, writer, output, stop, progress)
-            summary = loop.train()
-            lifecycle.finish(output, **summary)
+            if point is not None:
+                loop.resume_from(point, history)
+            summary = lifecycle.finish(output, **loop.train(), **resumed)
+        if summary["status"] == "completed":
+            from mlharness.tabular.resume import discard
+
+            discard(output.get_checkpoint_dir())  # a completed run is never resumed
         _report(cfg, output, summary)
     return RunResult(output.run_dir, summary)
+
+
+def _find_resumable(
+    cfg: ExperimentConfig,
+    base: Path,
+    dataset: BaseDataset,
+    config: dict[str, Any],
+    fresh: bool,
+) -> ResumePoint | None:
+    """The resume state of this config's unfinished run (see :func:`resume.find`)."""
+    from mlharness.tabular import resume
+    from mlharness.tabular.loop import split_data
+
+    def data() -> str:
+        t = cfg.training
+        return resume.fingerprint(*split_data(dataset, t.seed, t.validation_fraction))
+
+    return resume.find(base, cfg.name, config, data, fresh=fresh)
+
+
+def _resume_into(
+    output: OutputManager, point: ResumePoint | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The metrics records the resume state covers, and what the summary says of it.
+
+    Later records, and the weights a stop saved mid-epoch (``checkpoint_interrupted``), go:
+    those epochs are trained again.
+    """
+    from mlharness.runs.io import remove_directory
+    from mlharness.runs.lifecycle import keep_history
+
+    if point is None:
+        return [], {}
+    remove_directory(output.get_checkpoint_dir() / "checkpoint_interrupted")
+    history = keep_history(output.get_metrics_dir(), point.epoch, key="epoch")
+    return history, {"resumed_from": point.path, "resumed_at_epoch": point.epoch}
 
 
 def _training_loop(
@@ -221,6 +280,7 @@ def _training_loop(
         standardize=cfg.dataset.params.standardize,
         stop=stop,
         progress=progress,
+        resumable=True,
     )
 
 
@@ -229,9 +289,10 @@ def _report(cfg: ExperimentConfig, output: OutputManager, summary: dict[str, Any
     if summary["status"] == "interrupted":
         log.warning(
             "Interrupted after %d completed epoch(s); metrics and checkpoints so far are "
-            "kept in %s.",
+            "kept in %s.%s",
             summary["epochs_completed"],
             output.run_dir,
+            _resume_hint(output.run_dir),
         )
         return
     log.info("Final metrics: %s", _short(summary["final_metrics"]))
@@ -239,6 +300,17 @@ def _report(cfg: ExperimentConfig, output: OutputManager, summary: dict[str, Any
     if cfg.output.save_checkpoints:
         log.info("Checkpoints:   %s", output.get_checkpoint_dir())
     log.info("Run directory: %s", output.run_dir)
+
+
+def _resume_hint(run_dir: Path) -> str:
+    from mlharness.tabular.resume import read_point
+
+    point = read_point(run_dir)
+    if point is None:
+        return ""
+    return (
+        f" The same command resumes it from epoch {point.epoch}; --fresh starts a new run instead."
+    )
 
 
 def _short(metrics: dict[str, Any]) -> str:
