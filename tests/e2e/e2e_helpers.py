@@ -111,10 +111,14 @@ class Mlx:
             args, workspace=self.workspace, check=check, env=env, entry=entry, timeout=timeout
         )
 
-    def popen(self, *args: Any, stdout: Any, stderr: Any) -> subprocess.Popen[str]:
-        """Start the command without waiting for it (interruption tests)."""
+    def popen(
+        self, *args: Any, stdout: Any, stderr: Any, hook: str | None = None
+    ) -> subprocess.Popen[str]:
+        """Start the command without waiting for it (interruption tests); ``hook`` is Python
+        source run first in the process, as :func:`run_mlx_killed`'s."""
+        argv = [str(a) for a in args]
         return subprocess.Popen(
-            command("module", [str(a) for a in args]),
+            command("module", argv) if hook is None else hooked_command(hook, argv),
             cwd=self.workspace,
             env=base_env(self.workspace),
             stdout=stdout,
@@ -138,26 +142,37 @@ def _hooked(*args, **kwargs):
     _calls[0] += 1
     n = _calls[0]
     if {before!r} and ({when}):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.{signal_name})
     result = _original(*args, **kwargs)
     if not {before!r} and ({when}):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.{signal_name})
     return result
 
 setattr(_module, {attr!r}, _hooked)
 """
 
 
-def kill_hook(target: str, when: str = "True", *, before: bool = False) -> str:
+def kill_hook(
+    target: str, when: str = "True", *, before: bool = False, signal_name: str = "SIGKILL"
+) -> str:
     """Python source that makes the process SIGKILL itself around a call of ``target``.
 
     ``target`` is ``"package.module.function"``, looked up through the module at call time
     (so it must be called as ``module.function``, or imported by name into that module).
     ``when`` is an expression over ``n`` (the call's number, from 1), ``args`` and ``kwargs``;
     the kill comes right before the call that makes it true, or right after it.
+    ``signal_name`` sends another signal instead (``"SIGINT"``: a Ctrl+C at that point).
     """
     module, attr = target.rsplit(".", 1)
-    return _KILL_HOOK.format(module=module, attr=attr, when=when, before=before)
+    return _KILL_HOOK.format(
+        module=module, attr=attr, when=when, before=before, signal_name=signal_name
+    )
+
+
+def hooked_command(hook: str, argv: Sequence[str]) -> list[str]:
+    """``mlx ARGV`` in a Python that runs the source ``hook`` first."""
+    code = f"{hook}\nimport sys\nfrom mlharness.cli import main\nsys.exit(main())\n"
+    return [sys.executable, "-c", code, *argv]
 
 
 def run_mlx_killed(
@@ -166,9 +181,8 @@ def run_mlx_killed(
     """Run ``mlx ARGS`` with ``hook`` (see :func:`kill_hook`) installed first; assert that
     the process died of SIGKILL, a real one, with no chance to clean up after itself."""
     argv = [str(a) for a in args]
-    code = f"{hook}\nimport sys\nfrom mlharness.cli import main\nsys.exit(main())\n"
     result = subprocess.run(
-        [sys.executable, "-c", code, *argv],
+        hooked_command(hook, argv),
         cwd=workspace,
         env=base_env(workspace),
         capture_output=True,

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from mlharness.cli import app
-from mlharness.cli.options import ConfigOption, DryRunOption, SetOption, StrictOption, echo_json
+from mlharness.cli.options import (
+    ConfigOption,
+    DryRunOption,
+    FreshOption,
+    SetOption,
+    StrictOption,
+    echo_json,
+)
 
 _T = TypeVar("_T")
 
@@ -168,6 +175,7 @@ def _counting_config_warnings(load: Callable[[], _T]) -> tuple[_T, int]:
 @app.command("run-experiment", short_help="Run an experiment, or a list of experiments.")
 def run_experiment(
     config: ConfigOption,
+    fresh: FreshOption = False,
     dry_run: DryRunOption = False,
     set_items: SetOption = None,
     strict: StrictOption = False,
@@ -175,6 +183,8 @@ def run_experiment(
     """Run an experiment (or a list of them, in order) from a config file.
 
     A list stops at its first failure. Every config is validated before the first runs.
+    Each experiment resumes its latest unfinished run (tabular: one of the same config)
+    unless --fresh.
     """
     from mlharness.cli.engines import engine
 
@@ -197,7 +207,7 @@ def run_experiment(
     for i, cfg in enumerate(configs, start=1):
         if total > 1:
             typer.echo(f"\n=== Experiment {i}/{total}: {cfg.name} ===")
-        if engine(cfg.kind).train(cfg) == "interrupted":
+        if engine(cfg.kind).train(cfg, fresh=fresh) == "interrupted":
             raise typer.Exit(130)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlharness.cli import app
-from mlharness.cli.options import DryRunOption, SetOption, StrictOption, echo_json
+from mlharness.cli.options import DryRunOption, FreshOption, SetOption, StrictOption, echo_json
 from mlharness.errors import ConfigValidationError
 
 if TYPE_CHECKING:
@@ -45,10 +45,6 @@ InputOption = Annotated[
         metavar="PATH",
         show_default=False,
     ),
-]
-FreshOption = Annotated[
-    bool,
-    typer.Option("--fresh", help="Start a new run instead of resuming the latest unfinished one."),
 ]
 
 

@@ -37,6 +37,10 @@ StrictOption = Annotated[
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Validate and show the plan without running anything.")
 ]
+FreshOption = Annotated[
+    bool,
+    typer.Option("--fresh", help="Start a new run instead of resuming the latest unfinished one."),
+]
 
 
 def echo_json(title: str, data: Any) -> None:
