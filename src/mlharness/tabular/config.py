@@ -208,7 +208,11 @@ class OutputConfig(_Strict):
     directory: SafePathText = Field(
         "outputs", description="Output directory; must resolve within the workspace root."
     )
-    save_checkpoints: bool = Field(True, description="Save model checkpoints.")
+    save_checkpoints: bool = Field(
+        True,
+        description="Save model checkpoints, and the state a stopped run resumes from "
+        "(without them a stopped run cannot resume).",
+    )
     checkpoint_frequency: int = Field(
         1, gt=0, description="Save checkpoint_epoch_N every N epochs."
     )
