@@ -88,6 +88,10 @@ def test_prepare_train_sample(mlx: Mlx, lm_ws: Path) -> None:
     assert "--- sample 1/1 ---" in out and "Samples written:" in out
     (run,) = _runs(lm_ws)
     assert list((run / "samples").glob("*.txt"))
+    # mlx eval knows the run is an lm run (it was read as a tabular config before).
+    out = mlx("eval", "--run-dir", run, check=0).stdout
+    assert "| val |" in out and "| train |" in out and "Written:" in out
+    assert list((run / "eval").glob("ckpt_*.json"))
 
 
 def test_loop_skips_prepare_when_current_and_run_experiment_takes_lm(mlx: Mlx, lm_ws: Path) -> None:

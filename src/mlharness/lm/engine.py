@@ -113,13 +113,7 @@ def sample_and_report(config: LMConfig, run_dir: Path | None, checkpoint: Path |
 
 def evaluate(request: EvalRequest) -> None:
     """Loss and perplexity of a checkpoint (default: best, else last) on the run's data."""
-    from mlharness.errors import EvaluationError
-
-    run_dir = request.run_dir
-    if run_dir is None:
-        raise EvaluationError("Missing option --run-dir: name the run directory to evaluate.")
-    if not run_dir.is_dir():
-        raise EvaluationError(f"Run directory not found: {run_dir}")
+    run_dir = request.existing_run_dir()
     if request.dry_run:
         _eval_plan(run_dir, request.checkpoint)
         return

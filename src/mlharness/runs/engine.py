@@ -33,6 +33,16 @@ class EvalRequest:
     strict: bool = False
     dry_run: bool = False
 
+    def existing_run_dir(self) -> Path:
+        """``run_dir``, which must be given and exist: the engines that need one say so alike."""
+        from mlharness.errors import EvaluationError
+
+        if self.run_dir is None:
+            raise EvaluationError("Missing option --run-dir: name the run directory to evaluate.")
+        if not self.run_dir.is_dir():
+            raise EvaluationError(f"Run directory not found: {self.run_dir}")
+        return self.run_dir
+
 
 class Engine(Protocol):
     """One kind of experiment, as the CLI sees it.

@@ -58,14 +58,9 @@ def train(config: ExperimentConfig, *, fresh: bool = False) -> str:
 
 def evaluate(request: EvalRequest) -> None:
     """Re-score a checkpoint (default ``checkpoint_final``) on the run's own splits."""
-    from mlharness.errors import EvaluationError
     from mlharness.tabular import runner
 
-    run_dir = request.run_dir
-    if run_dir is None:
-        raise EvaluationError("Missing option --run-dir: name the run directory to evaluate.")
-    if not run_dir.is_dir():
-        raise EvaluationError(f"Run directory not found: {run_dir}")
+    run_dir = request.existing_run_dir()
     checkpoint = request.checkpoint or "checkpoint_final"
     if request.config is not None:
         cfg = load(request.config, request.set_items, request.strict)
