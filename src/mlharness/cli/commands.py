@@ -291,12 +291,11 @@ def _default_output_dir() -> Path:
 
 
 def _metrics_by_kind() -> dict[str, Any]:
-    """Each kind's description of its metrics (step key, headline metrics), by kind name."""
-    from mlharness.lm.config import LM_METRICS
-    from mlharness.rl.config import RL_METRICS
-    from mlharness.tabular.config import TABULAR_METRICS
+    """Each kind's description of its metrics (step key, headline metrics), from the table;
+    engine modules import torch only when they train, so history stays light."""
+    from mlharness.cli.engines import ENGINES, engine
 
-    return {m.kind: m for m in (TABULAR_METRICS, LM_METRICS, RL_METRICS)}
+    return {kind: engine(kind).METRICS for kind in ENGINES}
 
 
 @app.command("history", short_help="List past runs from the run index.")
