@@ -191,15 +191,8 @@ def confine(settings: dict[str, Any]) -> None:
         install_audit_hook(os.path.realpath(os.getcwd()))
 
 
-def install_audit_hook(root: str) -> None:
-    """The ``process`` backend's last layer: refuse what untrusted code has no business doing.
-
-    Sockets, new processes, signals, ctypes, gc's object walks, other processes' ``/proc``,
-    and writes outside the working directory raise PermissionError. Its tables live in
-    this closure, not in module globals the code could reassign; still, it is no boundary
-    against a determined attacker (ctypes' memmove is one import away and numpy needs it):
-    that is what the bwrap backend is for.
-    """
+def _audit_tables() -> tuple[frozenset[str], tuple[str, ...], dict[str, tuple[int, ...]]]:
+    """What the hook refuses: events, event prefixes, and path events with their path args."""
     refused = frozenset(
         {
             "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
@@ -214,6 +207,19 @@ def install_audit_hook(root: str) -> None:
         "os.link": (0, 1), "os.symlink": (1,), "os.setxattr": (0,), "os.removexattr": (0,),
         "shutil.rmtree": (0,),
     }  # fmt: skip
+    return refused, prefixes, paths
+
+
+def install_audit_hook(root: str) -> None:
+    """The ``process`` backend's last layer: refuse what untrusted code has no business doing.
+
+    Sockets, new processes, signals, ctypes, gc's object walks, other processes' ``/proc``,
+    and writes outside the working directory raise PermissionError. Its tables live in
+    this closure, not in module globals the code could reassign; still, it is no boundary
+    against a determined attacker (ctypes' memmove is one import away and numpy needs it):
+    that is what the bwrap backend is for.
+    """
+    refused, prefixes, paths = _audit_tables()
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     realpath, isabs, isdir = os.path.realpath, os.path.isabs, os.path.isdir
     fspath, fsdecode, devnull = os.fspath, os.fsdecode, os.devnull

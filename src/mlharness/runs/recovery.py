@@ -187,14 +187,11 @@ def recover(
 ) -> tuple[Path, T] | None:
     """Settle the experiment's runs whose process is gone; the run to resume and its checkpoint.
 
-    ``newest_checkpoint(run_dir)`` is the engine's newest complete checkpoint of a run, or
-    None. With ``resume=False`` (``--fresh``) nothing is resumed, but dead runs are still
-    cleaned and marked crashed. A run being trained by a live process is never touched;
-    resuming one that has a checkpoint is an error.
-
-    ``mismatch(run_dir, checkpoint)``, when given, says why a run with a checkpoint is not
-    this experiment's to resume (another config under the same name), or None when it is.
-    Such a run is passed over, alive or not, and keeps its checkpoint; the reason is said.
+    ``newest_checkpoint(run_dir)``: the engine's newest complete checkpoint of a run, or None.
+    ``resume=False`` (``--fresh``) resumes nothing but still cleans and marks dead runs. A
+    live process's run is never touched; resuming one that has a checkpoint is an error.
+    ``mismatch(run_dir, checkpoint)`` says why a run is not this experiment's to resume
+    (another config under the same name): it is passed over and kept, and the reason said.
     """
     parent = output_dir / experiment
     if not parent.is_dir():
@@ -212,13 +209,7 @@ def recover(
         with _probe(run_dir) as taken:
             owner = _owner(summary, taken)
             if owner == "gone":
-                clean_run(run_dir)
-                if status != "running" and relative in in_index:
-                    # Killed between writing its summary and the index: the index follows.
-                    final = summary.get("final_metrics") or {}
-                    index.update_run(
-                        output_dir / index.INDEX_NAME, relative, status=status, final_metrics=final
-                    )
+                _tidy_dead(run_dir, output_dir, summary, relative in in_index)
             if settled:
                 continue
             checkpoint = newest_checkpoint(run_dir)
@@ -244,6 +235,19 @@ def recover(
                 crashed.append(run_dir)
     _say(crashed, passed, None if found is None else found[0])
     return found
+
+
+def _tidy_dead(run_dir: Path, output_dir: Path, summary: dict[str, Any], indexed: bool) -> None:
+    """What a dead owner left midway: its leftovers, and an index entry its summary outran."""
+    clean_run(run_dir)
+    status = summary.get("status")
+    if status != "running" and indexed:
+        # Killed between writing its summary and the index: the index follows.
+        relative = run_dir.relative_to(output_dir).as_posix()
+        final = summary.get("final_metrics") or {}
+        index.update_run(
+            output_dir / index.INDEX_NAME, relative, status=status, final_metrics=final
+        )
 
 
 def _say(crashed: list[Path], passed: list[tuple[Path, str]], resumed: Path | None) -> None:
