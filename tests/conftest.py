@@ -19,6 +19,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, kind))
 
 
+@pytest.fixture(autouse=True)
+def _release_run_locks() -> Any:
+    """Let go of run locks a test left held (a Trainer built and never finished)."""
+    yield
+    from mlharness.runs import recovery
+
+    for lock in list(recovery._held):
+        recovery.release_lock(lock.parent)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A clean workspace root: the current directory and MLX_WORKSPACE point at tmp_path."""

@@ -170,6 +170,19 @@ SLOW = classification(
 )
 
 
+# Each epoch takes at least 50 ms, so SLOW runs for 3 s or more however fast the machine is:
+# the first resume state (after 1 s, the default interval) is written well before it ends.
+AT_LEAST_50_MS_AN_EPOCH = """
+import time
+import mlharness.tabular.loop as _loop
+_run_epoch = _loop.TrainingLoop._run_epoch
+def _slow_epoch(self, *args, **kwargs):
+    time.sleep(0.05)
+    return _run_epoch(self, *args, **kwargs)
+_loop.TrainingLoop._run_epoch = _slow_epoch
+"""
+
+
 def _wait_for_state(ws: Path, name: str, proc: subprocess.Popen[str]) -> Path:
     """The run directory of ``proc`` once it has written a resume state."""
     deadline = time.monotonic() + 120
@@ -188,7 +201,14 @@ def test_ctrl_c_from_outside_then_the_same_command_resumes_exactly(mlx: Mlx, ws:
     mlx("run-experiment", "--config", "slow.json", check=0)
     reference = _finished(single_run_dir(ws, "slow"))
     with (ws / "out.txt").open("w") as out, (ws / "err.txt").open("w") as err:
-        proc = mlx.popen("run-experiment", "--config", "slow.json", stdout=out, stderr=err)
+        proc = mlx.popen(
+            "run-experiment",
+            "--config",
+            "slow.json",
+            stdout=out,
+            stderr=err,
+            hook=AT_LEAST_50_MS_AN_EPOCH,
+        )
         try:
             run = _wait_for_state(ws, "slow", proc)
             proc.send_signal(signal.SIGINT)
