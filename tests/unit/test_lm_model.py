@@ -19,6 +19,7 @@ from mlharness.lm.model import (
     GPTConfig,
     KVCache,
     causal_attention,
+    plain_decode_step,
     sample_next_token,
     short_causal_attention,
 )
@@ -251,7 +252,7 @@ def cached_step(model: GPT, idx: torch.Tensor, cache: KVCache, plain: bool) -> t
     if plain:
         weights = model._plain_weights()
         assert weights is not None
-        return model._forward_plain(idx, cache, weights)
+        return plain_decode_step(idx, cache, weights)
     logits: torch.Tensor = model(idx, kv_cache=cache)[0]
     return logits[:, -1, :]
 

@@ -453,17 +453,11 @@ class GPT(nn.Module):
             if weights is None:
                 logits: Tensor = self(idx, kv_cache=cache)[0]
                 return logits[:, -1, :]
-            return self._forward_plain(idx, cache, weights)
+            return plain_decode_step(idx, cache, weights)
 
         return cache, step
 
-    # Why a second forward: a one-token step is ~100 tiny tensor ops, so Python and dispatch
-    # overhead, not arithmetic, sets its speed. Reaching ~100 parameters through
-    # nn.Module.__getattr__ and making ~50 module calls each step would cost as much again.
-    # So sampling gathers the parameters once and runs forward()'s math on plain tensors,
-    # with each Linear as one mm/addmm call. The tests hold both to the same logits.
-
-    def _plain_weights(self) -> _Weights | None:
+    def _plain_weights(self) -> PlainWeights | None:
         """The parameters as plain tensors, or None if a layer was replaced or hooked.
 
         PEFT's LoRA, parametrizations and forward hooks change what a layer computes, which
@@ -479,7 +473,7 @@ class GPT(nn.Module):
             assert isinstance(block, Block)
             attn, mlp = block.attn, block.mlp
             blocks.append(
-                _BlockWeights(
+                BlockWeights(
                     ln_1_weight=block.ln_1.weight,
                     ln_1_bias=block.ln_1.bias,
                     attn_t=attn.c_attn.weight.t(),
@@ -494,39 +488,15 @@ class GPT(nn.Module):
                     mlp_proj_bias=mlp.c_proj.bias,
                 )
             )
-        return _Weights(
+        return PlainWeights(
             wte=self.wte.weight,
             wpe=self.wpe.weight,
             ln_f_weight=self.ln_f.weight,
             ln_f_bias=self.ln_f.bias,
             head_t=self.lm_head.weight.t(),
             blocks=blocks,
+            n_head=self.config.n_head,
         )
-
-    def _forward_plain(self, idx: Tensor, kv_cache: KVCache, w: _Weights) -> Tensor:
-        """``forward(idx, kv_cache=kv_cache)[0][:, -1, :]`` in eval mode, on plain tensors.
-
-        Activations stay 2-D, (B*T, C), so that every Linear is one matmul call.
-        ``torch.layer_norm`` is the op behind ``F.layer_norm``, whose Python wrapper (it
-        reads a cuDNN flag each call) costs a measurable 5% of a step here.
-        """
-        B, T = idx.size()
-        C, nh = self.config.n_embd, self.config.n_head
-        start = kv_cache.length
-        x = (F.embedding(idx, w.wte) + w.wpe[start : start + T]).view(B * T, C)
-        for i, b in enumerate(w.blocks):
-            h = torch.layer_norm(x, (C,), b.ln_1_weight, b.ln_1_bias)
-            qkv = _affine(h, b.attn_t, b.attn_bias).view(B, T, 3, nh, C // nh)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
-            y = causal_attention(q, k, v, kv_cache, i, 0.0)  # (B, nh, T, hs)
-            y = y.transpose(1, 2).reshape(B * T, C)
-            x = _affine(y, b.attn_proj_t, b.attn_proj_bias, add=x)  # x + attention
-            h = torch.layer_norm(x, (C,), b.ln_2_weight, b.ln_2_bias)
-            h = F.gelu(_affine(h, b.fc_t, b.fc_bias))  # (B*T, 4C)
-            x = _affine(h, b.mlp_proj_t, b.mlp_proj_bias, add=x)  # x + MLP
-        kv_cache.length += T
-        x = torch.layer_norm(x.view(B, T, C)[:, -1, :], (C,), w.ln_f_weight, w.ln_f_bias)  # (B, C)
-        return torch.mm(x, w.head_t)  # (B, V)
 
 
 # What _plain_weights() knows how to compute without calling the modules.
@@ -536,8 +506,8 @@ _PLAIN_MODULES: frozenset[type[nn.Module]] = frozenset(
 )
 
 
-class _BlockWeights(NamedTuple):
-    """One block's parameters; ``*_t`` are Linear weights transposed to (in, out) views."""
+class BlockWeights(NamedTuple):
+    """One block's parameters; ``*_t`` are Linear weights as (in, out) matrices."""
 
     ln_1_weight: Tensor
     ln_1_bias: Tensor | None
@@ -553,15 +523,57 @@ class _BlockWeights(NamedTuple):
     mlp_proj_bias: Tensor | None
 
 
-class _Weights(NamedTuple):
-    """The whole model's parameters; ``head_t`` is the tied ``wte`` transposed."""
+class PlainWeights(NamedTuple):
+    """A GPT-2-family model's parameters as plain tensors, for :func:`plain_decode_step`.
+
+    ``head_t`` is the output projection as (C, V). Besides our GPT, a Hugging Face GPT-2
+    fills it (rl.policy): its Conv1D weights are (in, out) already, it has
+    LayerNorm eps 1e-5 like ours, and its GELU is the tanh approximation.
+    """
 
     wte: Tensor
     wpe: Tensor
     ln_f_weight: Tensor
     ln_f_bias: Tensor | None
     head_t: Tensor
-    blocks: list[_BlockWeights]
+    blocks: list[BlockWeights]
+    n_head: int
+    eps: float = 1e-5
+    gelu: str = "none"  # F.gelu's ``approximate``: "none" (ours, exact) or "tanh" (GPT-2)
+
+
+# Why a second forward: a one-token step is ~100 tiny tensor ops, so Python and dispatch
+# overhead, not arithmetic, sets its speed. Reaching ~100 parameters through
+# nn.Module.__getattr__ and making ~50 module calls each step would cost as much again
+# (bench/README.md: decode figures). So sampling and GRPO rollouts gather the parameters
+# once and run forward()'s math on plain tensors, with each Linear as one mm/addmm call.
+# The tests hold it to forward()'s logits, and to transformers' GPT-2 on the same weights.
+
+
+def plain_decode_step(idx: Tensor, kv_cache: KVCache, w: PlainWeights) -> Tensor:
+    """``GPT.forward(idx, kv_cache=kv_cache)[0][:, -1, :]`` in eval mode, on plain tensors.
+
+    Activations stay 2-D, (B*T, C), so that every Linear is one matmul call.
+    ``torch.layer_norm`` is the op behind ``F.layer_norm``, whose Python wrapper (it
+    reads a cuDNN flag each call) costs a measurable 5% of a step here.
+    """
+    B, T = idx.size()
+    C, nh, eps = w.wte.size(1), w.n_head, w.eps
+    start = kv_cache.length
+    x = (F.embedding(idx, w.wte) + w.wpe[start : start + T]).view(B * T, C)
+    for i, b in enumerate(w.blocks):
+        h = torch.layer_norm(x, (C,), b.ln_1_weight, b.ln_1_bias, eps)
+        qkv = _affine(h, b.attn_t, b.attn_bias).view(B, T, 3, nh, C // nh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+        y = causal_attention(q, k, v, kv_cache, i, 0.0)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B * T, C)
+        x = _affine(y, b.attn_proj_t, b.attn_proj_bias, add=x)  # x + attention
+        h = torch.layer_norm(x, (C,), b.ln_2_weight, b.ln_2_bias, eps)
+        h = F.gelu(_affine(h, b.fc_t, b.fc_bias), approximate=w.gelu)  # (B*T, 4C)
+        x = _affine(h, b.mlp_proj_t, b.mlp_proj_bias, add=x)  # x + MLP
+    kv_cache.length += T
+    x = torch.layer_norm(x.view(B, T, C)[:, -1, :], (C,), w.ln_f_weight, w.ln_f_bias, eps)
+    return torch.mm(x, w.head_t)  # (B, V)
 
 
 def _affine(x: Tensor, w_t: Tensor, bias: Tensor | None, add: Tensor | None = None) -> Tensor:

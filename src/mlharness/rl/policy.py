@@ -238,74 +238,58 @@ def _plain_gpt2(model: Any) -> bool:
     )
 
 
-def _block_tensors(b: Any) -> tuple[Tensor, ...]:
-    """A GPT-2 block's parameters in the order the decode step unpacks them."""
-    return (
-        b.ln_1.weight,
-        b.ln_1.bias,
-        b.attn.c_attn.weight,
-        b.attn.c_attn.bias,
-        b.attn.c_proj.weight,
-        b.attn.c_proj.bias,
-        b.ln_2.weight,
-        b.ln_2.bias,
-        b.mlp.c_fc.weight,
-        b.mlp.c_fc.bias,
-        b.mlp.c_proj.weight,
-        b.mlp.c_proj.bias,
-    )
-
-
 def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
-    """A Hugging Face GPT-2's cached decode step on its parameters as plain tensors.
+    """A Hugging Face GPT-2's cached decode step through our GPT's plain decode path.
 
     Why: at rollout sizes a one-token forward through HF's modules is mostly Python and
     dispatch overhead (3.3 ms at batch 8 for a 4-layer, 128-wide model here, against 1.6 ms
-    for this path; see bench/grpo.py). GPT-2's Conv1D weights are already (in, out), so each
-    projection is one addmm, and our GPT's KV cache and attention apply unchanged. Other
-    architectures, LoRA and GPT-2 variants this does not model go through HF's forward.
+    for this path; see bench/grpo.py). GPT-2 is our GPT with biases and a tanh GELU, and its
+    Conv1D weights are (in, out) already, so :func:`plain_decode_step` runs it on HF's own
+    parameters, no copy. Other architectures, LoRA and GPT-2 variants it does not model go
+    through HF's forward.
     """
-    import torch.nn.functional as F
-
-    from mlharness.lm.model import GPTConfig, KVCache, causal_attention
+    from mlharness.lm.model import BlockWeights, GPTConfig, KVCache, PlainWeights, plain_decode_step
 
     if not _plain_gpt2(model):
         return None
     cfg, tr = model.config, model.transformer
-    C, nh, eps = cfg.n_embd, cfg.n_head, cfg.layer_norm_epsilon
-    wte, wpe = tr.wte.weight, tr.wpe.weight
+    weights = PlainWeights(
+        wte=tr.wte.weight,
+        wpe=tr.wpe.weight,
+        ln_f_weight=tr.ln_f.weight,
+        ln_f_bias=tr.ln_f.bias,
+        head_t=model.lm_head.weight.t(),  # (C, V)
+        blocks=[
+            BlockWeights(
+                b.ln_1.weight,
+                b.ln_1.bias,
+                b.attn.c_attn.weight,
+                b.attn.c_attn.bias,
+                b.attn.c_proj.weight,
+                b.attn.c_proj.bias,
+                b.ln_2.weight,
+                b.ln_2.bias,
+                b.mlp.c_fc.weight,
+                b.mlp.c_fc.bias,
+                b.mlp.c_proj.weight,
+                b.mlp.c_proj.bias,
+            )
+            for b in tr.h
+        ],
+        n_head=cfg.n_head,
+        eps=cfg.layer_norm_epsilon,
+        gelu="tanh",
+    )
     shape = GPTConfig(
         block_size=cfg.n_positions,
         vocab_size=cfg.vocab_size,
         n_layer=cfg.n_layer,
-        n_head=nh,
-        n_embd=C,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
         bias=True,
     )
-    cache = KVCache(shape, batch_size, device=wte.device, dtype=wte.dtype)
-    blocks = [_block_tensors(b) for b in tr.h]
-    head_t = model.lm_head.weight.t()  # (C, V)
-
-    def step(idx: Tensor) -> Tensor:
-        B, T = idx.size()
-        start = cache.length
-        x = (F.embedding(idx, wte) + wpe[start : start + T]).view(B * T, C)
-        for i, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, mw, mb) in enumerate(blocks):
-            h = torch.layer_norm(x, (C,), l1w, l1b, eps)
-            q, k, v = (
-                torch.addmm(ab, h, aw).view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)
-            )  # each (B, nh, T, hs)
-            y = causal_attention(q, k, v, cache, i, 0.0).transpose(1, 2).reshape(B * T, C)
-            x = torch.addmm(x + pb, y, pw)
-            h = F.gelu(
-                torch.addmm(fb, torch.layer_norm(x, (C,), l2w, l2b, eps), fw), approximate="tanh"
-            )
-            x = torch.addmm(x + mb, h, mw)
-        cache.length += T
-        last = x.view(B, T, C)[:, -1, :]
-        return torch.mm(torch.layer_norm(last, (C,), tr.ln_f.weight, tr.ln_f.bias, eps), head_t)
-
-    return step
+    cache = KVCache(shape, batch_size, device=weights.wte.device, dtype=weights.wte.dtype)
+    return lambda idx: plain_decode_step(idx, cache, weights)
 
 
 # ----------------------------------------------------------------------------- loading
