@@ -162,6 +162,23 @@ def test_lm_killed_between_the_best_and_the_last_checkpoint_of_the_final_step(
     assert summary["final_metrics"]["val_loss"] == reference["final_metrics"]["val_loss"]
 
 
+def test_lm_killed_after_only_its_initial_checkpoint_says_it_starts_over(
+    lm_ws: Path, lm_reference: LMReference
+) -> None:
+    run = _kill_lm(lm_ws, kill_hook(f"{LM_CKPT}.save_checkpoint", "n == 1"))
+    assert _checkpoints(run) == ["ckpt_last_00000000"]
+
+    out = _train_lm(lm_ws).stdout
+    assert (
+        f"Resuming from {run / 'checkpoints' / 'ckpt_last_00000000'} at iteration 0: the run "
+        "stopped before it saved a trained checkpoint, so its training starts from the "
+        "beginning (in the same run directory)." in out
+    )
+    assert run_dirs(lm_ws, "tiny") == [run]
+    last = "checkpoints/ckpt_last_00000020"
+    _same_weights(run / last, lm_reference.run / last)
+
+
 def test_lm_killed_while_writing_its_first_checkpoint_is_marked_crashed(lm_ws: Path) -> None:
     dead = _kill_lm(lm_ws, kill_hook(LM_META_WRITE, "n == 1", before=True))
     (temp,) = leftovers(dead)
@@ -253,6 +270,11 @@ def test_rl_killed_while_writing_a_checkpoint_resumes_without_its_leftovers(
 
     out = _train_rl(ws).stdout
     assert f"Resumed from {run / 'checkpoints' / 'ckpt_last_00000000'}" in out
+    assert (
+        f"Resuming from {run / 'checkpoints' / 'ckpt_last_00000000'} at step 0: the run stopped "
+        "before it saved a trained checkpoint, so its training starts from the beginning (in "
+        "the same run directory)." in out
+    )
     assert "GRPO completed at step 2" in out
     assert leftovers(run) == []
     assert _checkpoints(run) == ["ckpt_last_00000000", "ckpt_last_00000001", "ckpt_last_00000002"]

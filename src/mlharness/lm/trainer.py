@@ -454,7 +454,7 @@ class Trainer:
             raise CheckpointError(f"Cannot resume from {path}: {exc}") from exc
         self.iter = int(meta["iter"])
         self.best_val_loss = meta.get("best_val_loss")
-        log.info("Resuming from %s at iteration %d", path, self.iter)
+        lifecycle.say_resuming(path, self.iter, "iteration")
 
     def _open_run(self, resume_dir: Path | None) -> None:
         c = self.config

@@ -263,7 +263,7 @@ class GRPOTrainer:
             raise CheckpointError(f"Cannot resume from {path}: {exc}") from exc
         self.step = int(meta["step"])
         self.best_val_reward = meta.get("best_val_reward")
-        log.info("Resuming from %s at step %d", path, self.step)
+        lifecycle.say_resuming(path, self.step, "step")
 
     # -- rollouts and rewards ----------------------------------------------------------------
 

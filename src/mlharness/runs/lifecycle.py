@@ -128,6 +128,23 @@ def find_resumable(
     return recovery.recover(output_dir, experiment, kind, newest_checkpoint, resume=not fresh)
 
 
+def say_resuming(checkpoint: Path, step: int, unit: str) -> None:
+    """The resume line; a run stopped before its first trained checkpoint is said to be one.
+
+    Resuming it is the same as starting over, but in the stopped run's directory: without
+    this line a user who expected progress would see training begin again at 0 unexplained.
+    """
+    if step == 0:
+        log.info(
+            "Resuming from %s at %s 0: the run stopped before it saved a trained checkpoint, "
+            "so its training starts from the beginning (in the same run directory).",
+            checkpoint,
+            unit,
+        )
+    else:
+        log.info("Resuming from %s at %s %d", checkpoint, unit, step)
+
+
 def keep_history(metrics_dir: Path, upto: int, key: str = "iter") -> list[dict[str, Any]]:
     """On resume: the records the checkpoint covers (``key`` <= upto); later ones are redone."""
     path = metrics_dir / "metrics.ndjson"
