@@ -260,6 +260,40 @@ def test_model_that_does_not_fit_the_dataset(mlx: Mlx, ws: Path) -> None:
     assert "layer_sizes starts with 5 but the dataset has 4 features" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            regression(model={"params": {"l2_regularization": -1}}),
+            "Invalid value for 'model.params.l2_regularization': Input should be greater than "
+            "or equal to 0 (got -1)",
+        ),
+        (
+            classification(model={"params": {"activation": "gelu"}}),
+            "Invalid value for 'model.params.activation': Input should be 'relu', 'tanh' or "
+            "'sigmoid' (got 'gelu')",
+        ),
+        (
+            classification(model={"params": {"layer_sizes": [4, 8, 1]}}),
+            "model.params: output_activation 'softmax' needs at least 2 outputs, but "
+            "layer_sizes ends in 1. Use 'sigmoid' for binary classification, or make the last "
+            "layer size the number of classes.",
+        ),
+    ],
+)
+def test_a_bad_model_value_is_one_schema_error(
+    mlx: Mlx, ws: Path, data: dict[str, object], problem: str
+) -> None:
+    # The schema is the one place these rules live: no second, differently worded error
+    # from the model's constructor.
+    write_config(ws / "c.json", data)
+    result = mlx("run-experiment", "--dry-run", "--config", "c.json", check=1)
+    assert result.stderr.splitlines() == [
+        "Error: Configuration validation failed:",
+        f"  - {problem}",
+    ]
+
+
 def test_unknown_key_warns_and_exits_0(mlx: Mlx, ws: Path) -> None:
     data = regression()
     data["trainig"] = {"epochs": 3}

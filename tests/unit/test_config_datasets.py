@@ -513,9 +513,9 @@ def test_csv_compatibility_is_not_checked_before_loading() -> None:
     # The CSV's shape is unknown until the file is read: the runner checks it then.
     data = _config(
         dataset={"name": "csv", "path": "x.csv", "params": {"target": "y"}},
-        model=_mlp([99, 1], "softmax"),
+        model=_mlp([99, 2], "softmax"),
     )
-    assert validate(ExperimentConfig, data).model.params.layer_sizes == [99, 1]
+    assert validate(ExperimentConfig, data).model.params.layer_sizes == [99, 2]
 
 
 # --------------------------------------------------------------------------- determinism

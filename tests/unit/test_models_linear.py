@@ -163,13 +163,62 @@ class TestLinearRegressionClosedForm:
             model.train_step(X, y_nan)
         assert str(info.value) == "y contains NaN or infinite values; remove those samples first."
 
-    @pytest.mark.parametrize("l2", [-0.1, float("nan"), float("inf"), "0.1", True])
-    def test_invalid_regularisation_is_refused(self, l2: object) -> None:
+    @pytest.mark.parametrize(
+        ("l2", "problem"),
+        [
+            (-0.1, "Input should be greater than or equal to 0 (got -0.1)"),
+            (float("nan"), "Input should be a finite number (got nan)"),
+            (float("inf"), "Input should be a finite number (got inf)"),
+            ("0.1", "Input should be a valid number (got '0.1')"),
+            (True, "Input should be a valid number (got True)"),
+        ],
+    )
+    @pytest.mark.parametrize("first_use", ["train_step", "fit", "save", "hyperparameters"])
+    def test_invalid_regularisation_is_refused_at_first_use(
+        self, l2: object, problem: str, first_use: str, tmp_path: Path
+    ) -> None:
+        # The constructor only stores; the config schema's rule (LinearRegressionParams)
+        # checks the argument once, when the model is first used.
+        model = LinearRegression(l2_regularization=l2)  # type: ignore[arg-type]
+        X, y = _data(n=20, d=2)
+        uses = {
+            "train_step": lambda: model.train_step(X, y),
+            "fit": lambda: model.fit(X, y),
+            "save": lambda: model.save(tmp_path / "m"),
+            "hyperparameters": lambda: model.hyperparameters,
+        }
         with pytest.raises(ModelError) as info:
-            LinearRegression(l2_regularization=l2)  # type: ignore[arg-type]
+            uses[first_use]()
         assert str(info.value) == (
-            f"l2_regularization must be a finite number of at least 0. Got {l2!r}."
+            f"LinearRegression: Invalid value for 'l2_regularization': {problem}."
         )
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            (
+                {"use_gradient_descent": "yes"},
+                "LinearRegression: Invalid value for 'use_gradient_descent': Input should be a "
+                "valid boolean (got 'yes').",
+            ),
+            (
+                {"seed": 1.5},
+                "LinearRegression: Invalid value for 'seed': Input should be a valid integer "
+                "(got 1.5).",
+            ),
+            (
+                {"optimizer_config": {"optimizer_type": "adagrad"}},
+                "Unknown optimizer 'adagrad'. Supported optimizers: adam, adamw, rmsprop, sgd.",
+            ),
+        ],
+    )
+    def test_other_invalid_arguments_are_refused(
+        self, kwargs: dict[str, object], message: str
+    ) -> None:
+        X, y = _data(n=20, d=2)
+        with pytest.raises(ModelError) as info:
+            LinearRegression(**kwargs).train_step(X, y)  # type: ignore[arg-type]
+        assert str(info.value) == message
 
     def test_untrained_model_cannot_predict(self) -> None:
         with pytest.raises(ModelError) as info:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlharness.errors import ModelError
+from mlharness.tabular.config import MLPParams
 from mlharness.tabular.mlp import MLP
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid"]
@@ -132,16 +133,17 @@ def test_train_step_returns_the_loss_before_the_update() -> None:
 
 
 def test_huge_learning_rate_warns_and_weights_stay_clipped() -> None:
-    with pytest.warns(UserWarning) as record:
-        model = MLP(
-            [3, 8, 1], seed=0, optimizer_config={"optimizer_type": "sgd", "learning_rate": 100.0}
-        )
+    model = MLP(
+        [3, 8, 1], seed=0, optimizer_config={"optimizer_type": "sgd", "learning_rate": 100.0}
+    )
+    rng = np.random.default_rng(0)
+    X, y = 50 * rng.normal(size=(32, 3)), 1e6 * rng.normal(size=32)
+    with pytest.warns(UserWarning) as record:  # at first use, where the optimizer is built
+        model.train_step(X, y)
     assert str(record[0].message) == (
         "learning_rate 100 is above 1.0, so training may diverge (gradients and weights are "
         "clipped to [-10, 10], but the loss can still explode). Try 0.1 or less."
     )
-    rng = np.random.default_rng(0)
-    X, y = 50 * rng.normal(size=(32, 3)), 1e6 * rng.normal(size=32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow or invalid-value warnings either
         for _ in range(20):
@@ -155,7 +157,7 @@ def test_gradients_are_clipped_before_the_update() -> None:
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(8, 2)), 1e6 * np.ones(8)
     model = MLP([2, 1], seed=0, optimizer_config={"optimizer_type": "sgd", "learning_rate": 0.1})
-    before = model._params.copy()
+    before = np.concatenate([model.weights[0].ravel(), model.biases[0]])
     model.train_step(X, y)
     assert np.abs(model._params - before).max() == pytest.approx(0.1 * 10.0)
 
@@ -163,7 +165,7 @@ def test_gradients_are_clipped_before_the_update() -> None:
 def test_no_warning_for_ordinary_learning_rates() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        MLP([3, 1], optimizer_config={"learning_rate": 1.0})
+        MLP([3, 1], optimizer_config={"learning_rate": 1.0}).predict(np.zeros((1, 3)))
 
 
 def test_same_seed_gives_identical_training() -> None:
@@ -199,42 +201,119 @@ def test_initialisation_scale(activation: str, init: str, std: float) -> None:
     [
         (
             {"layer_sizes": [10]},
-            "layer_sizes must list at least 2 sizes (inputs and outputs), e.g. [10, 5, 1]. "
-            "Got [10].",
+            "MLP: Invalid value for 'layer_sizes': List should have at least 2 items after "
+            "validation, not 1.",
         ),
-        ({"layer_sizes": [10, 0, 1]}, "layer_sizes must be positive integers. Got [10, 0, 1]."),
-        ({"layer_sizes": [10, 2.5, 1]}, "layer_sizes must be positive integers. Got [10, 2.5, 1]."),
+        (
+            {"layer_sizes": [10, 0, 1]},
+            "MLP: layer_sizes: every layer size must be a positive integer, got [10, 0, 1].",
+        ),
+        (
+            {"layer_sizes": [10, 2.5, 1]},
+            "MLP: Invalid value for 'layer_sizes.1': Input should be a valid integer (got 2.5).",
+        ),
+        (
+            {"layer_sizes": [10, True, 1]},
+            "MLP: Invalid value for 'layer_sizes.1': Input should be a valid integer (got True).",
+        ),
+        (
+            {"layer_sizes": 5},
+            "MLP: Invalid value for 'layer_sizes': Input should be a valid list (got 5).",
+        ),
         (
             {"layer_sizes": [2, 1], "activation": "gelu"},
-            "Unknown activation 'gelu'. Supported activations: relu, sigmoid, tanh.",
+            "MLP: Invalid value for 'activation': Input should be 'relu', 'tanh' or 'sigmoid' "
+            "(got 'gelu').",
         ),
         (
             {"layer_sizes": [2, 1], "output_activation": "linear"},
-            "Unknown output_activation 'linear'. Supported: none (regression), sigmoid (binary "
-            "classification), softmax (multi-class classification).",
+            "MLP: Invalid value for 'output_activation': Input should be 'sigmoid' or 'softmax' "
+            "(got 'linear').",
         ),
         (
             {"layer_sizes": [2, 1], "output_activation": "softmax"},
-            "output_activation 'softmax' needs at least 2 outputs, but layer_sizes ends in 1. "
-            "Use 'sigmoid' for binary classification, or make the last layer size the number of "
-            "classes.",
+            "MLP: output_activation 'softmax' needs at least 2 outputs, but layer_sizes ends in "
+            "1. Use 'sigmoid' for binary classification, or make the last layer size the number "
+            "of classes.",
         ),
         (
             {"layer_sizes": [2, 1], "init": "orthogonal"},
-            "Unknown init 'orthogonal'. Supported: auto, he, xavier.",
+            "MLP: Invalid value for 'init': Input should be 'auto', 'he' or 'xavier' "
+            "(got 'orthogonal').",
+        ),
+        (
+            {"layer_sizes": [2, 1], "seed": "7"},
+            "MLP: Invalid value for 'seed': Input should be a valid integer (got '7').",
+        ),
+        (
+            {"layer_sizes": [2, 1], "activation": "gelu", "init": "orthogonal"},
+            "MLP: Invalid value for 'activation': Input should be 'relu', 'tanh' or 'sigmoid' "
+            "(got 'gelu'); Invalid value for 'init': Input should be 'auto', 'he' or 'xavier' "
+            "(got 'orthogonal').",
         ),
     ],
 )
-def test_invalid_configuration_is_refused(kwargs: dict[str, object], message: str) -> None:
+@pytest.mark.parametrize("first_use", ["train_step", "predict", "loss", "save", "weights"])
+def test_invalid_arguments_are_refused_at_first_use(
+    kwargs: dict[str, object], message: str, first_use: str, tmp_path: Path
+) -> None:
+    # scikit-learn's rule: the constructor only stores; the arguments are checked once, by
+    # the config schema's own rules (tabular/config.py MLPParams), when the model is used.
+    model = MLP(**kwargs)  # type: ignore[arg-type]
+    X, y = np.zeros((4, 2)), np.zeros(4)
+    uses = {
+        "train_step": lambda: model.train_step(X, y),
+        "predict": lambda: model.predict(X),
+        "loss": lambda: model.loss(X, y),
+        "save": lambda: model.save(tmp_path / "m"),
+        "weights": lambda: model.weights,
+    }
     with pytest.raises(ModelError) as info:
-        MLP(**kwargs)  # type: ignore[arg-type]
+        uses[first_use]()
     assert str(info.value) == message
+    assert not (tmp_path / "m").exists()
+
+
+def test_numpy_and_tuple_arguments_are_accepted() -> None:
+    model = MLP((np.int64(3), 4, np.int32(1)), seed=np.int64(5))
+    assert model.predict(np.zeros((2, 3))).shape == (2,)
+    assert model.hyperparameters["layer_sizes"] == [3, 4, 1]
+    assert model.weights[0].shape == (3, 4)
+
+
+def test_a_bad_optimizer_config_is_refused_at_first_use() -> None:
+    model = MLP([2, 1], optimizer_config={"optimizer_type": "adagrad"})
+    with pytest.raises(ModelError) as info:
+        model.train_step(np.zeros((2, 2)), np.zeros(2))
+    assert str(info.value) == (
+        "Unknown optimizer 'adagrad'. Supported optimizers: adam, adamw, rmsprop, sgd."
+    )
+
+
+def test_a_validated_config_builds_without_a_second_check() -> None:
+    # model_construct skips validation: a value the schema would refuse shows that
+    # from_params (the config path) trusts the schema and does not check again.
+    unchecked = MLPParams.model_construct(
+        layer_sizes=[2, 1], activation="relu", output_activation="softmax", init="auto"
+    )
+    model = MLP.from_params(unchecked, seed=0, optimizer_config=None)
+    assert model._built and model.weights[0].shape == (2, 1)
+    checked = MLPParams(layer_sizes=[2, 3], output_activation="softmax")
+    built = MLP.from_params(checked, seed=0, optimizer_config={"learning_rate": 0.01})
+    assert built.hyperparameters == {
+        "layer_sizes": [2, 3],
+        "activation": "relu",
+        "output_activation": "softmax",
+        "seed": 0,
+        "init": "auto",
+    }
+    assert built.optimizer.learning_rate == 0.01
 
 
 def test_output_activation_none_string_means_regression() -> None:
     model = MLP([2, 1], output_activation="none")
-    assert model.output_activation is None
     assert model.task == "regression"
+    assert model.output_activation is None
 
 
 @pytest.mark.parametrize(
@@ -315,6 +394,7 @@ def test_loading_another_activation_is_refused(tmp_path: Path) -> None:
 
 def test_weights_are_float64_views_of_one_flat_array() -> None:
     model = MLP([3, 4, 2], seed=0)
+    model.predict(np.zeros((1, 3)))  # built at first use
     assert model._params.dtype == np.float64
     for array in [*model.weights, *model.biases]:
         assert array.base is model._params

@@ -286,6 +286,12 @@ def validate(
     raise ConfigValidationError(["Too many unknown keys in the configuration."])
 
 
+def describe_errors(schema: type[BaseModel], exc: ValidationError) -> list[str]:
+    """Each problem in ``exc`` as ``validate`` words it, for callers that validate Python
+    arguments (not a config file) against a schema's rules."""
+    return [_describe(schema, e) for e in exc.errors(include_url=False)]
+
+
 def _describe(schema: type[BaseModel], error: Any) -> str:
     loc = tuple(error["loc"])
     path = _data_path(schema, loc)

@@ -23,10 +23,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
+import pydantic
 
+from mlharness.config.loading import describe_errors
 from mlharness.errors import CheckpointError, ModelError
 from mlharness.runs.io import atomic_directory, atomic_write_json
 
@@ -39,6 +41,7 @@ WEIGHTS_FILE = "weights.npz"
 OPTIMIZER_FILE = "optimizer.npz"
 
 Task = Literal["regression", "classification"]
+Params = TypeVar("Params", bound=pydantic.BaseModel)
 
 
 class BaseModel(ABC):
@@ -135,6 +138,30 @@ def check_features(X: Any, n_features: int | None) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ModelError("X contains NaN or infinite values; remove or impute them first.")
     return array
+
+
+def checked_params(schema: type[Params], model: str, values: Mapping[str, Any]) -> Params:
+    """The arguments of a model made in Python, checked by its config schema's rules.
+
+    The schema is the one place a parameter's rules live: a config's values pass them when
+    the config loads, and a Python caller's pass them here, at the model's first use. Types
+    are strict, so a Python caller's "0.1" or True is refused rather than taken for a number;
+    NumPy scalars and tuples, which Python callers pass for numbers and lists, are accepted.
+    """
+    try:
+        return schema.model_validate({k: _plain(v) for k, v in values.items()}, strict=True)
+    except pydantic.ValidationError as exc:
+        problems = describe_errors(schema, exc)
+    raise ModelError(f"{model}: {'; '.join(p.rstrip('.') for p in problems)}.")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays and tuples as the Python types they stand for."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -161,6 +161,16 @@ class MLPParams(_ModelParams):
             raise ValueError(f"every layer size must be a positive integer, got {sizes}.")
         return sizes
 
+    @model_validator(mode="after")
+    def _softmax_outputs(self) -> MLPParams:
+        if self.output_activation == "softmax" and self.layer_sizes[-1] < 2:
+            raise ValueError(
+                "output_activation 'softmax' needs at least 2 outputs, but layer_sizes ends in "
+                f"{self.layer_sizes[-1]}. Use 'sigmoid' for binary classification, or make the "
+                "last layer size the number of classes."
+            )
+        return self
+
 
 class _ModelBase(_Strict):
     architecture: str | None = Field(

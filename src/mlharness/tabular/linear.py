@@ -27,11 +27,13 @@ from mlharness.tabular.base import (
     BaseModel,
     Task,
     check_features,
+    checked_params,
     copy_weights,
     read_checkpoint,
     restore_optimizer,
     write_checkpoint,
 )
+from mlharness.tabular.config import LinearRegressionParams
 from mlharness.tabular.optim import Optimizer, make_optimizer
 
 # Beyond this condition number of the (centred, regularised) feature matrix the normal
@@ -61,26 +63,47 @@ class LinearRegression(BaseModel):
         l2_regularization: float = 0.0,
         optimizer_config: dict[str, Any] | None = None,
     ) -> None:
-        if (
-            isinstance(l2_regularization, bool)
-            or not isinstance(l2_regularization, (int, float))
-            or not (0.0 <= l2_regularization < math.inf)
-        ):
-            raise ModelError(
-                "l2_regularization must be a finite number of at least 0. "
-                f"Got {l2_regularization!r}."
-            )
+        # Only stored (scikit-learn's rule): a config's values were checked when it loaded,
+        # a Python caller's are checked by the same rules at first use (see _ready).
         self.seed = seed
-        self.use_gradient_descent = bool(use_gradient_descent)
-        self.l2_regularization = float(l2_regularization)
-        self.optimizer_config = dict(optimizer_config or {})
-        # Built even for the closed form, so a bad optimizer config fails here, not later.
-        optimizer = make_optimizer(self.optimizer_config)
-        self.optimizer: Optimizer | None = optimizer if self.use_gradient_descent else None
+        self.use_gradient_descent = use_gradient_descent
+        self.l2_regularization = l2_regularization
+        self.optimizer_config = optimizer_config
+        self.optimizer: Optimizer | None = None  # gradient descent's, once built
+        self._built = False
         # [w_1, ..., w_d, b] in one array, so gradient descent updates it with one optimizer
         # call; None until the first train_step (or load) reveals the feature count.
         self._theta: np.ndarray | None = None
         self._grad: np.ndarray | None = None
+
+    @classmethod
+    def from_params(
+        cls,
+        params: LinearRegressionParams,
+        *,
+        seed: int | None,
+        optimizer_config: dict[str, Any] | None,
+    ) -> LinearRegression:
+        """The model of a validated config, built at once: its parameters are not checked
+        a second time."""
+        model = cls(seed, params.use_gradient_descent, params.l2_regularization, optimizer_config)
+        model._build(params)
+        return model
+
+    def _ready(self) -> None:
+        """Check the arguments by the config schema's rules and build, on first use."""
+        if not self._built:
+            names = ("seed", "use_gradient_descent", "l2_regularization")
+            values = {name: getattr(self, name) for name in names}
+            self._build(checked_params(LinearRegressionParams, "LinearRegression", values))
+
+    def _build(self, params: LinearRegressionParams) -> None:
+        self.use_gradient_descent = params.use_gradient_descent
+        self.l2_regularization = params.l2_regularization
+        # Built even for the closed form, so a bad optimizer config fails on first use either way.
+        optimizer = make_optimizer(self.optimizer_config)
+        self.optimizer = optimizer if self.use_gradient_descent else None
+        self._built = True
 
     # ------------------------------------------------------------------ contract
 
@@ -90,6 +113,7 @@ class LinearRegression(BaseModel):
 
     @property
     def is_iterative(self) -> bool:
+        self._ready()
         return self.use_gradient_descent
 
     @property
@@ -106,6 +130,7 @@ class LinearRegression(BaseModel):
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
+        self._ready()
         return {
             "seed": self.seed,
             "use_gradient_descent": self.use_gradient_descent,
@@ -127,6 +152,7 @@ class LinearRegression(BaseModel):
         return out
 
     def loss(self, X: np.ndarray, y: np.ndarray) -> float:
+        self._ready()
         X = check_features(X, self.n_features_in_)
         y = _targets(y, len(X))
         theta = self._trained_theta()
@@ -136,6 +162,7 @@ class LinearRegression(BaseModel):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearRegression:
         """Solve for the exact minimiser of J on (X, y) in closed form; returns ``self``."""
+        self._ready()
         X = check_features(X, None)
         y = _targets(y, len(X))
         if not np.isfinite(y).all():
@@ -149,6 +176,7 @@ class LinearRegression(BaseModel):
         Gradient descent: one optimizer step on this batch; the loss returned is the batch
         objective *before* the step (it comes free with the gradient).
         """
+        self._ready()
         if not self.use_gradient_descent:
             self.fit(X, y)
             return {"loss": self.loss(X, y)}
@@ -198,11 +226,14 @@ class LinearRegression(BaseModel):
         return {"coef": theta[:-1], "intercept": theta[-1:].reshape(())}
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        self._ready()
         write_checkpoint(
             path,
             model=self.name,
             hyperparameters=self.hyperparameters,
-            optimizer_config=self.optimizer.config if self.optimizer else self.optimizer_config,
+            optimizer_config=(
+                self.optimizer.config if self.optimizer else dict(self.optimizer_config or {})
+            ),
             weights=self._weights(),
             optimizer_state=self.optimizer.state_dict() if self.optimizer else None,
         )
@@ -214,6 +245,7 @@ class LinearRegression(BaseModel):
         so gradient descent resumes exactly where it stopped.
         """
         checkpoint = read_checkpoint(path, self.name)
+        self._ready()
         n_features = int(np.asarray(checkpoint.weights.get("coef", ())).size)
         if self.n_features_in_ is not None and self.n_features_in_ != n_features:
             raise ModelError(

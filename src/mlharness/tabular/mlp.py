@@ -30,11 +30,13 @@ from mlharness.tabular.base import (
     BaseModel,
     Task,
     check_features,
+    checked_params,
     copy_weights,
     read_checkpoint,
     restore_optimizer,
     write_checkpoint,
 )
+from mlharness.tabular.config import MLPParams
 from mlharness.tabular.optim import Optimizer, make_optimizer
 
 CLIP = 10.0  # bound on every gradient and weight
@@ -179,59 +181,78 @@ class MLP(BaseModel):
         optimizer_config: dict[str, Any] | None = None,
         init: str = "auto",
     ) -> None:
-        self.layer_sizes = _check_layer_sizes(layer_sizes)
-        if activation not in ACTIVATIONS:
-            raise ModelError(
-                f"Unknown activation '{activation}'. Supported activations: "
-                f"{', '.join(sorted(ACTIVATIONS))}."
-            )
-        if output_activation == "none":
-            output_activation = None
-        if output_activation not in OUTPUTS:
-            raise ModelError(
-                f"Unknown output_activation '{output_activation}'. Supported: none (regression), "
-                "sigmoid (binary classification), softmax (multi-class classification)."
-            )
-        if output_activation == "softmax" and self.layer_sizes[-1] < 2:
-            raise ModelError(
-                f"output_activation 'softmax' needs at least 2 outputs, but layer_sizes ends in "
-                f"{self.layer_sizes[-1]}. Use 'sigmoid' for binary classification, or make the "
-                "last layer size the number of classes."
-            )
-        if init not in ("auto", "he", "xavier"):
-            raise ModelError(f"Unknown init '{init}'. Supported: auto, he, xavier.")
+        # Only stored (scikit-learn's rule): a config's values were checked when it loaded,
+        # a Python caller's are checked by the same rules at first use (see _ready).
+        self.layer_sizes = layer_sizes
         self.activation = activation
         self.output_activation = output_activation
         self.seed = seed
+        self.optimizer_config = optimizer_config
         self.init = init
-        self.optimizer: Optimizer = make_optimizer(optimizer_config)
+        self._built = False  # the network and its optimizer exist (see _build)
+
+    @classmethod
+    def from_params(
+        cls, params: MLPParams, *, seed: int | None, optimizer_config: dict[str, Any] | None
+    ) -> MLP:
+        """The model of a validated config, built at once: its parameters are not checked
+        a second time."""
+        model = cls(
+            params.layer_sizes,
+            params.activation,
+            params.output_activation,
+            seed,
+            optimizer_config,
+            params.init,
+        )
+        model._build(params)
+        return model
+
+    def _ready(self) -> None:
+        """Check the arguments by the config schema's rules and build, on first use."""
+        if not self._built:
+            names = ("layer_sizes", "activation", "output_activation", "seed", "init")
+            values = {name: getattr(self, name) for name in names}
+            self._build(checked_params(MLPParams, "MLP", values))
+
+    def _build(self, params: MLPParams) -> None:
+        """The optimizer and the initialised network of checked ``params``."""
+        self.layer_sizes = list(params.layer_sizes)
+        self.activation = params.activation
+        self.output_activation = params.output_activation
+        self.init = params.init
+        self.optimizer: Optimizer = make_optimizer(self.optimizer_config)
         if self.optimizer.learning_rate > 1.0:
             warnings.warn(
                 f"learning_rate {self.optimizer.learning_rate:g} is above 1.0, so training may "
                 "diverge (gradients and weights are clipped to [-10, 10], but the loss can "
                 "still explode). Try 0.1 or less.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
-        self._activate, self._activate_backward = ACTIVATIONS[activation]
-        self._output, self._output_loss = OUTPUTS[output_activation]
+        self._activate, self._activate_backward = ACTIVATIONS[self.activation]
+        self._output, self._output_loss = OUTPUTS[self.output_activation]
+        self._allocate()
+        self._init_weights()
+        self._built = True
 
-        # All parameters live in one flat array; weights[i] (d_in, d_out) and biases[i]
-        # (d_out,) are views into it, and likewise their gradients.
+    def _allocate(self) -> None:
+        """All parameters live in one flat array; weights[i] (d_in, d_out) and biases[i]
+        (d_out,) are views into it, and likewise their gradients."""
         shapes = list(pairwise(self.layer_sizes))
         total = sum(i * o + o for i, o in shapes)
         self._params = np.zeros(total)
         self._grads = np.zeros(total)
-        self.weights: list[np.ndarray] = []
-        self.biases: list[np.ndarray] = []
+        self._W: list[np.ndarray] = []
+        self._b: list[np.ndarray] = []
         self._dweights: list[np.ndarray] = []
         self._dbiases: list[np.ndarray] = []
         offset = 0
         for d_in, d_out in shapes:
             w_end = offset + d_in * d_out
             b_end = w_end + d_out
-            self.weights.append(self._params[offset:w_end].reshape(d_in, d_out))
-            self.biases.append(self._params[w_end:b_end])
+            self._W.append(self._params[offset:w_end].reshape(d_in, d_out))
+            self._b.append(self._params[w_end:b_end])
             self._dweights.append(self._grads[offset:w_end].reshape(d_in, d_out))
             self._dbiases.append(self._grads[w_end:b_end])
             offset = b_end
@@ -239,7 +260,18 @@ class MLP(BaseModel):
         self._grad_views = [
             g for pair in zip(self._dweights, self._dbiases, strict=True) for g in pair
         ]
-        self._init_weights()
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Each layer's weights (d_in, d_out), views into one flat parameter array."""
+        self._ready()
+        return self._W
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        """Each layer's biases (d_out,), views into the same flat array."""
+        self._ready()
+        return self._b
 
     def _init_weights(self) -> None:
         """He (std sqrt(2 / d_in)) for relu, Xavier/Glorot (std sqrt(2 / (d_in + d_out)))
@@ -248,7 +280,7 @@ class MLP(BaseModel):
             self.init if self.init != "auto" else ("he" if self.activation == "relu" else "xavier")
         )
         rng = np.random.default_rng(self.seed)
-        for W in self.weights:
+        for W in self._W:
             d_in, d_out = W.shape
             std = np.sqrt(2.0 / d_in) if rule == "he" else np.sqrt(2.0 / (d_in + d_out))
             W[...] = rng.standard_normal((d_in, d_out)) * std
@@ -257,14 +289,17 @@ class MLP(BaseModel):
 
     @property
     def task(self) -> Task:
+        self._ready()
         return "regression" if self.output_activation is None else "classification"
 
     @property
     def n_features_in_(self) -> int:
+        self._ready()
         return self.layer_sizes[0]
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
+        self._ready()
         return {
             "layer_sizes": list(self.layer_sizes),
             "activation": self.activation,
@@ -275,13 +310,14 @@ class MLP(BaseModel):
 
     def _logits(self, X: np.ndarray) -> np.ndarray:
         """Last layer's output (n, k) before the output activation."""
+        self._ready()
         h = X
-        for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+        for W, b in zip(self._W[:-1], self._b[:-1], strict=True):
             h = h @ W  # (n, d_out)
             h += b
             self._activate(h)
-        z: np.ndarray = h @ self.weights[-1]  # (n, k)
-        z += self.biases[-1]
+        z: np.ndarray = h @ self._W[-1]  # (n, k)
+        z += self._b[-1]
         return z
 
     def forward(self, X: np.ndarray) -> np.ndarray:
@@ -296,6 +332,7 @@ class MLP(BaseModel):
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """One optimizer step on this batch; the loss returned is from *before* the step."""
+        self._ready()
         loss = self._gradients(X, self._targets(y))[0]
         np.clip(self._grads, -CLIP, CLIP, out=self._grads)
         self.optimizer.step([self._params], [self._grads])
@@ -306,19 +343,19 @@ class MLP(BaseModel):
         """Loss and its gradients [dW0, db0, dW1, db1, ...] (views into one flat array) on
         this batch, without updating anything; ``y`` as ``_targets`` returns it."""
         acts = [X]  # the input of each layer
-        for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+        for W, b in zip(self._W[:-1], self._b[:-1], strict=True):
             h = acts[-1] @ W  # (n, d_out)
             h += b
             self._activate(h)
             acts.append(h)
-        z = acts[-1] @ self.weights[-1]  # (n, k) logits
-        z += self.biases[-1]
+        z = acts[-1] @ self._W[-1]  # (n, k) logits
+        z += self._b[-1]
         loss, delta = self._output_loss(z, y)  # delta = dL/dz (n, k)
-        for i in range(len(self.weights) - 1, -1, -1):
+        for i in range(len(self._W) - 1, -1, -1):
             np.matmul(acts[i].T, delta, out=self._dweights[i])  # (d_in, d_out)
             delta.sum(axis=0, out=self._dbiases[i])
             if i:
-                delta = delta @ self.weights[i].T  # dL/d(acts[i]) (n, d_in)
+                delta = delta @ self._W[i].T  # dL/d(acts[i]) (n, d_in)
                 self._activate_backward(delta, acts[i])
         return loss, self._grad_views
 
@@ -369,10 +406,11 @@ class MLP(BaseModel):
 
     def _weights(self) -> dict[str, np.ndarray]:
         named = {f"W{i}": W for i, W in enumerate(self.weights)}
-        named.update({f"b{i}": b for i, b in enumerate(self.biases)})
+        named.update({f"b{i}": b for i, b in enumerate(self._b)})
         return named
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        self._ready()
         write_checkpoint(
             path,
             model=self.name,
@@ -386,6 +424,7 @@ class MLP(BaseModel):
         """Load a checkpoint of the same architecture, and its optimizer state when the
         optimizer type matches (so training resumes exactly)."""
         checkpoint = read_checkpoint(path, self.name)
+        self._ready()
         saved = checkpoint.hyperparameters
         for key in ("layer_sizes", "activation", "output_activation"):
             if saved.get(key) != getattr(self, key):
@@ -400,17 +439,3 @@ class MLP(BaseModel):
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
-
-
-def _check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
-    sizes = list(layer_sizes)
-    if len(sizes) < 2:
-        raise ModelError(
-            "layer_sizes must list at least 2 sizes (inputs and outputs), e.g. [10, 5, 1]. "
-            f"Got {sizes}."
-        )
-    if not all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in sizes
-    ):
-        raise ModelError(f"layer_sizes must be positive integers. Got {sizes}.")
-    return [int(s) for s in sizes]

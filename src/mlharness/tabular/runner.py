@@ -82,23 +82,11 @@ def build_model(cfg: ExperimentConfig, dataset: BaseDataset) -> BaseModel:
     )
     if problems:
         raise ConfigValidationError(problems)
+    # from_params: the schema checked these values when the config loaded; not again here.
+    seed, optimizer = model_seed(cfg), optimizer_config(cfg)
     if isinstance(cfg.model, LinearRegressionConfig):
-        linear = cfg.model.params
-        return LinearRegression(
-            seed=model_seed(cfg),
-            use_gradient_descent=linear.use_gradient_descent,
-            l2_regularization=linear.l2_regularization,
-            optimizer_config=optimizer_config(cfg),
-        )
-    mlp = cfg.model.params
-    return MLP(
-        layer_sizes=mlp.layer_sizes,
-        activation=mlp.activation,
-        output_activation=mlp.output_activation,
-        seed=model_seed(cfg),
-        optimizer_config=optimizer_config(cfg),
-        init=mlp.init,
-    )
+        return LinearRegression.from_params(cfg.model.params, seed=seed, optimizer_config=optimizer)
+    return MLP.from_params(cfg.model.params, seed=seed, optimizer_config=optimizer)
 
 
 def output_base(cfg: ExperimentConfig) -> Path:
