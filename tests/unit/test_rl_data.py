@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlharness.errors import CheckpointError, DatasetError
+from mlharness.errors import CheckpointError, ConfigError, DatasetError
+from mlharness.rl.config import rl_config_from_raw
 from mlharness.rl.data import (
     Example,
     PromptStream,
@@ -203,12 +204,6 @@ def test_jsonl_given_an_npy_dataset_points_at_loader_type(tmp_path: Path) -> Non
             load_jsonl(path)
 
 
-def test_jsonl_rejects_a_bad_on_invalid(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "t.jsonl", *records(1))
-    with pytest.raises(ValueError, match="on_invalid"):
-        load_jsonl(path, on_invalid="ignore")  # type: ignore[arg-type]
-
-
 # --------------------------------------------------------------------------- preprocess + NPY
 
 
@@ -312,10 +307,6 @@ def test_preprocess_needs_two_examples_and_distinct_outputs(tmp_path: Path) -> N
         run_preprocess(tmp_path, examples(1))
     with pytest.raises(DatasetError, match="different prefixes"):
         run_preprocess(tmp_path, examples(4), output_val=tmp_path / "data" / "train.npy")
-    with pytest.raises(ValueError, match="val_fraction"):
-        run_preprocess(tmp_path, examples(4), val_fraction=1.0)
-    with pytest.raises(ValueError, match="max_prompt_len and max_gen_len must be positive"):
-        run_preprocess(tmp_path, examples(4), max_gen_len=0)
 
 
 def test_preprocess_skips_prompts_without_tokens(tmp_path: Path) -> None:
@@ -573,8 +564,45 @@ def test_encode_prompt_errors_name_the_example() -> None:
 
     with pytest.raises(DatasetError, match="at line 4 encodes to no tokens"):
         encode_prompt(Silent(), Example(prompt="p", completion="", line=4), 5)
-    with pytest.raises(ValueError, match="max_prompt_len must be positive"):
-        encode_prompt(CharTok(), Example(prompt="p", completion=""), 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            {"loader_type": "csv"},
+            "Invalid value for 'data.loader_type': Input should be 'jsonl' or 'npy' (got 'csv')",
+        ),
+        (
+            {"on_invalid": "ignore"},
+            "Invalid value for 'data.on_invalid': Input should be 'fail' or 'skip' (got 'ignore')",
+        ),
+        (
+            {"max_prompt_len": 0},
+            "Invalid value for 'data.max_prompt_len': Input should be greater than 0 (got 0)",
+        ),
+        (
+            {"max_gen_len": -1},
+            "Invalid value for 'data.max_gen_len': Input should be greater than 0 (got -1)",
+        ),
+        (
+            {"val_fraction": 1.0},
+            "Invalid value for 'data.val_fraction': Input should be less than 1 (got 1.0)",
+        ),
+    ],
+)
+def test_data_options_are_checked_once_by_the_schema(
+    tmp_path: Path, data: dict[str, Any], problem: str
+) -> None:
+    # The loaders take these values from a validated config and do not check them again.
+    raw = {
+        "model": {"model_path": str(tmp_path)},
+        "data": {"train_path": str(tmp_path / "t.jsonl"), **data},
+        "rewards": [{"name": "exact_match"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        rl_config_from_raw(raw, tmp_path)
+    assert str(info.value) == f"Configuration validation failed:\n  - {problem}"
 
 
 def test_preprocess_with_a_progress_bar(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from mlharness.errors import ConfigError
+from mlharness.rl.config import rl_config_from_raw
 from mlharness.rl.rewards import (
     BaseReward,
     RewardContext,
@@ -29,6 +30,7 @@ from mlharness.rl.rewards import (
     parse_choice,
     split_regions,
 )
+from mlharness.rl.rewards.base import checked_specs
 from mlharness.rl.rewards.format import FormatStructure
 from mlharness.rl.rewards.text import final_number
 
@@ -372,8 +374,12 @@ def test_unknown_options_warn_with_a_suggestion(caplog: pytest.LogCaptureFixture
 
 
 def test_a_config_that_is_not_a_mapping_is_refused() -> None:
-    with pytest.raises(ConfigError, match="must be a mapping"):
+    with pytest.raises(ConfigError) as info:
         RewardRegistry.create("exact_match", ["strip"])  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "Configuration validation failed:\n"
+        "  - Invalid value for 'config': Input should be a valid dictionary"
+    )
 
 
 # -------------------------------------------------------------------- reward specifics
@@ -635,17 +641,68 @@ def test_reward_set_sums_weighted_rewards() -> None:
 @pytest.mark.parametrize(
     ("specs", "message"),
     [
-        ([], "No rewards are configured"),
-        ([{"weight": 1}], r"rewards\[0\] needs a 'name'"),
-        ([{"name": "exact_match", "weight": "heavy"}], "must be a finite number"),
-        ([{"name": "exact_match", "weight": math.inf}], "must be a finite number"),
-        ([{"name": "exact_match", "config": [1]}], "must be a mapping"),
-        ([{"name": "exact_matc"}], "Did you mean 'exact_match'"),
+        (
+            [],
+            "Invalid value for 'rewards': List should have at least 1 item after validation, not 0",
+        ),
+        ([{"weight": 1}], "Missing required field: 'rewards.0.name'"),
+        (
+            [{"name": "exact_match", "weight": "heavy"}],
+            "Invalid value for 'rewards.0.weight': Input should be a valid number, unable to "
+            "parse string as a number (got 'heavy')",
+        ),
+        (
+            [{"name": "exact_match"}, SimpleNamespace(name="exact_match", weight=math.inf)],
+            "Invalid value for 'rewards.1.weight': Input should be a finite number (got inf)",
+        ),
+        (
+            [{"name": "exact_match", "config": [1]}],
+            "Invalid value for 'rewards.0.config': Input should be a valid dictionary",
+        ),
     ],
 )
-def test_reward_set_rejects_bad_specs(specs: list[Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+def test_reward_set_checks_python_specs_by_the_config_schemas_rules(
+    specs: list[Any], message: str
+) -> None:
+    # One place for each rule: the rl schema's `rewards` field (RewardSpec). A Python
+    # caller's specs meet those rules, worded as a config file's would be.
+    with pytest.raises(ConfigError) as info:
         RewardSet(specs)
+    assert str(info.value) == f"Configuration validation failed:\n  - {message}"
+
+
+def test_an_unknown_reward_name_gets_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'exact_match'"):
+        RewardSet([{"name": "exact_matc"}])
+
+
+def test_a_bad_spec_in_a_config_is_one_schema_error(tmp_path: Path) -> None:
+    raw = {
+        "model": {"model_path": str(tmp_path)},
+        "data": {"train_path": str(tmp_path / "t.jsonl")},
+        "rewards": [{"name": "exact_match", "weight": "heavy", "config": [1]}],
+    }
+    with pytest.raises(ConfigError) as info:
+        rl_config_from_raw(raw, tmp_path)
+    assert str(info.value) == (
+        "Configuration validation failed:\n"
+        "  - Invalid value for 'rewards.0.weight': Input should be a valid number, unable to "
+        "parse string as a number (got 'heavy')\n"
+        "  - Invalid value for 'rewards.0.config': Input should be a valid dictionary"
+    )
+
+
+def test_a_loaded_configs_specs_are_used_without_a_second_check(tmp_path: Path) -> None:
+    raw = {
+        "model": {"model_path": str(tmp_path)},
+        "data": {"train_path": str(tmp_path / "t.jsonl")},
+        "rewards": [{"name": "exact_match", "weight": 2}, {"name": "code_execution"}],
+    }
+    specs = rl_config_from_raw(raw, tmp_path).rewards
+    assert checked_specs(specs) == specs and checked_specs(specs)[0] is specs[0]
+    # A Python caller's specs take the same defaults as a config's (sandbox.backend).
+    python = checked_specs([{"name": "exact_match", "weight": 2}, {"name": "code_execution"}])
+    assert python == specs
 
 
 def test_a_failing_reward_scores_zero_and_training_goes_on(

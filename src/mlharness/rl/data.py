@@ -244,8 +244,6 @@ def load_jsonl(
     usable example.
     """
     path = Path(path)
-    if on_invalid not in ("fail", "skip"):
-        raise ValueError(f"on_invalid must be 'fail' or 'skip'; got {on_invalid!r}.")
     _check_jsonl_path(path)
     report = LoadReport(path=path, loader_type="jsonl")
     examples: list[Example] = []
@@ -498,14 +496,13 @@ def load_examples(
 
     NPY needs the tokenizer to decode the stored ids; JSONL ignores it. ``on_invalid``
     applies to JSONL only: NPY files are machine-written, so a bad one always fails.
+    ``loader_type`` is the schema's (``DataConfig.loader_type``), which admits only these two.
     """
     if loader_type == "jsonl":
         return load_jsonl(path, on_invalid=on_invalid)
-    if loader_type == "npy":
-        if tokenizer is None:
-            raise ValueError("Loading an NPY dataset needs the policy's tokenizer to decode it.")
-        return load_npy(path, tokenizer, split)
-    raise ValueError(f"loader_type must be 'jsonl' or 'npy'; got {loader_type!r}.")
+    if tokenizer is None:
+        raise ValueError("Loading an NPY dataset needs the policy's tokenizer to decode it.")
+    return load_npy(path, tokenizer, split)
 
 
 # --------------------------------------------------------------------------- prompts
@@ -533,10 +530,8 @@ def encode_prompt(
     system_prompt)`` and only the **last** ``max_prompt_len`` tokens are kept: the end of
     a prompt (the question, the template's assistant header) is what the completion must
     follow, while its beginning is often boilerplate. Pre-tokenized examples use their
-    stored ids unformatted.
+    stored ids unformatted. ``max_prompt_len`` is the rl schema's, checked (positive) there.
     """
-    if max_prompt_len <= 0:
-        raise ValueError(f"max_prompt_len must be positive; got {max_prompt_len}.")
     ids = _prompt_ids(tokenizer, example, system_prompt)
     if not ids:
         raise DatasetError(
@@ -666,14 +661,8 @@ def preprocess(
     ``data/train_prompts.npy``, ``data/train_completions.npy``, ``data/train_extra.jsonl``);
     a ``.npy``/``.json`` suffix is dropped, an existing directory gets ``train``/``val``.
     Every file is written atomically. ``progress``: a bar on stderr (default: on a TTY).
+    The lengths and ``val_fraction`` are the rl schema's (``DataConfig``), checked there.
     """
-    if max_prompt_len <= 0 or max_gen_len <= 0:
-        raise ValueError(
-            f"max_prompt_len and max_gen_len must be positive; got {max_prompt_len} and "
-            f"{max_gen_len}."
-        )
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive); got {val_fraction}.")
     train_prefix = _npy_prefix(Path(output_train), "train")
     val_prefix = _npy_prefix(Path(output_val), "val")
     if train_prefix.resolve() == val_prefix.resolve():

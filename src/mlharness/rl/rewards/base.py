@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+import pydantic
 
-from mlharness.errors import ConfigError
+from mlharness.config.loading import describe_errors
+from mlharness.errors import ConfigError, ConfigValidationError
+from mlharness.rl.config import RewardSpec, RLConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +54,17 @@ class BaseReward(ABC):
 
     Subclasses list their options and defaults in ``defaults`` and read them in
     ``__init__`` with :meth:`number`, :meth:`integer`, :meth:`flag` and :meth:`choice`,
-    which check them there, once: a bad value stops the run before any model is loaded
-    rather than at the first rollout. Keys not in ``defaults`` are warned about (with a
-    "did you mean"); a class without ``defaults`` accepts anything.
+    which check them there, once (the rl schema leaves a reward's options to the reward): a
+    bad value stops the run before any model is loaded rather than at the first rollout.
+    Keys not in ``defaults`` are warned about (with a "did you mean"); a class without
+    ``defaults`` accepts anything. That ``config`` is a mapping is the schema's rule
+    (``RewardSpec``), checked before a reward is made.
     """
 
     defaults: ClassVar[dict[str, Any]] = {}
     name: str = ""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        if config is not None and not isinstance(config, Mapping):
-            raise ConfigError(
-                f"The config of reward '{self._label()}' must be a mapping of options. "
-                f"Got {type(config).__name__} instead."
-            )
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.config: dict[str, Any] = dict(config or {})
         if self.defaults:
             for key in self.config:
@@ -225,9 +225,14 @@ class RewardRegistry:
         return sorted(cls._rewards)
 
     @classmethod
-    def create(cls, name: str, config: dict[str, Any] | None = None) -> BaseReward:
-        """A configured instance of reward ``name`` (its options are checked here)."""
-        return cls.get(name)(config or {})
+    def create(cls, name: str, config: Mapping[str, Any] | None = None) -> BaseReward:
+        """A configured instance of reward ``name``, for Python callers: the spec is checked
+        by the rl schema's ``RewardSpec`` rules, the options by the reward itself."""
+        try:
+            spec = RewardSpec.model_validate({"name": name, "config": config or {}})
+        except pydantic.ValidationError as exc:
+            raise ConfigValidationError(describe_errors(RewardSpec, exc)) from None
+        return cls.get(spec.name)(spec.config)
 
 
 def _same_class(a: type, b: type) -> bool:
@@ -343,22 +348,16 @@ class RewardSet:
     """
 
     def __init__(self, specs: Sequence[Any]) -> None:
-        if not specs:
-            raise ConfigError(
-                "No rewards are configured. Add at least one entry to 'rewards', e.g. "
-                "{name: format_structure, weight: 1.0}."
-            )
         self.rewards: dict[str, BaseReward] = {}
         self.weights: dict[str, float] = {}
         self.failures: dict[str, int] = {}
         self._warned: set[str] = set()
-        for i, spec in enumerate(specs):
-            name, weight, config = _spec_fields(spec, i)
-            key, n = name, 2
+        for spec in checked_specs(specs):
+            key, n = spec.name, 2
             while key in self.rewards:  # the same reward twice, with different options
-                key, n = f"{name}_{n}", n + 1
-            self.rewards[key] = RewardRegistry.create(name, config)
-            self.weights[key] = weight
+                key, n = f"{spec.name}_{n}", n + 1
+            self.rewards[key] = RewardRegistry.get(spec.name)(spec.config)
+            self.weights[key] = spec.weight
             self.failures[key] = 0
 
     @property
@@ -427,25 +426,26 @@ class RewardSet:
             )
 
 
-def _spec_fields(spec: Any, index: int) -> tuple[str, float, dict[str, Any]]:
-    if isinstance(spec, Mapping):
-        name, weight, config = spec.get("name"), spec.get("weight", 1.0), spec.get("config")
-    else:
-        name = getattr(spec, "name", None)
-        weight, config = getattr(spec, "weight", 1.0), getattr(spec, "config", None)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(
-            f"rewards[{index}] needs a 'name' (one of: {', '.join(RewardRegistry.names())})."
-        )
-    ok = isinstance(weight, (int, float)) and not isinstance(weight, bool)
-    if not ok or not math.isfinite(weight):
-        raise ConfigError(
-            f"The weight of reward '{name}' (rewards[{index}]) must be a finite number. "
-            f"Got {weight!r} instead."
-        )
-    if config is not None and not isinstance(config, Mapping):
-        raise ConfigError(
-            f"The config of reward '{name}' (rewards[{index}]) must be a mapping of options. "
-            f"Got {type(config).__name__} instead."
-        )
-    return name, float(weight), dict(config or {})
+def checked_specs(specs: Any) -> list[RewardSpec]:
+    """``specs`` as the rl config's ``rewards`` field holds them.
+
+    A loaded config's specs passed the schema already and are used as they are. Anything
+    else (mappings, objects with ``name``, ``weight`` and ``config``) is checked by that same
+    field's rules, so a Python caller meets the errors a config file would, worded alike.
+    """
+    if isinstance(specs, Sequence) and specs and all(isinstance(s, RewardSpec) for s in specs):
+        return list(specs)
+    if isinstance(specs, Sequence) and not isinstance(specs, str):
+        specs = [s if isinstance(s, Mapping) else _attributes(s) for s in specs]
+    # An unvalidated RLConfig whose assignment (validate_assignment) checks one field.
+    holder = RLConfig.model_construct()  # type: ignore[call-arg]
+    try:
+        holder.rewards = specs
+    except pydantic.ValidationError as exc:
+        raise ConfigValidationError(describe_errors(RLConfig, exc)) from None
+    return holder.rewards
+
+
+def _attributes(spec: Any) -> dict[str, Any]:
+    names = ("name", "weight", "config")
+    return {n: getattr(spec, n) for n in names if getattr(spec, n, None) is not None}
