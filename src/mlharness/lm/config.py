@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlharness.config.loading import deep_merge, load_raw, validate
 from mlharness.config.paths import SafeName, SafePath, check_path, workspace_root
 from mlharness.errors import ConfigError
+from mlharness.lm.pretrained import SOURCES, init_from_problem
 from mlharness.runs.describe import Headline, RunMetrics
 from mlharness.runs.heap import HEAP_BLOCK_LIMIT
 
@@ -220,11 +221,29 @@ class LMConfig(_Strict):
         None, description="Experiment name; default: the EXPERIMENT argument of the command."
     )
     description: str | None = Field(None, description="Human-readable description.")
+    init_from: str = Field(
+        "scratch",
+        description="Where the weights start: `scratch` (random), `nanogpt:PATH` (a nanoGPT "
+        "ckpt.pt or the directory holding it) or `run:PATH` (an lm run: its best checkpoint, "
+        "else its last; or one ckpt_* directory). A source gives the model its shape: "
+        "`model.*` may only change dropout and lower block_size. Weights only: the optimizer "
+        "and schedule start anew. See docs/lm.md.",
+    )
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Data preparation.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="GPT shape.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     sample: SampleConfig = Field(default_factory=SampleConfig, description="Sampling.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run directories.")
+
+    @field_validator("init_from")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        problem = init_from_problem(value)
+        if problem is not None:
+            raise ValueError(problem + ".")
+        if value != "scratch":
+            check_path(value.partition(":")[2])
+        return value
 
     # Resolved locations; the loader fills name, so these never see None there.
     @property
@@ -263,7 +282,7 @@ _PATH_FIELDS = (("prepare", "input"), ("prepare", "data_dir"), ("output", "direc
 def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make the path fields of ``data`` absolute, relative ones against ``base``.
 
-    ``sample.start = "FILE:notes.txt"`` is a path too.
+    ``sample.start = "FILE:notes.txt"`` and ``init_from = "run:runs/x"`` hold paths too.
     """
     out = deep_merge(data, {})
     for section, key in _PATH_FIELDS:
@@ -271,6 +290,12 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(value, (str, os.PathLike)) and str(value).strip():
             p = Path(value).expanduser()
             out[section][key] = str(p if p.is_absolute() else (base / p).resolve())
+    source = out.get("init_from")
+    if isinstance(source, str) and source != "scratch":
+        prefix, _, where = source.partition(":")
+        if prefix in SOURCES and where.strip():
+            p = Path(where).expanduser()
+            out["init_from"] = f"{prefix}:{p if p.is_absolute() else (base / p).resolve()}"
     sample = out.get("sample")
     if isinstance(sample, dict) and isinstance(sample.get("start"), str):
         start: str = sample["start"]
@@ -334,7 +359,10 @@ def lm_config_from_raw(
     data["name"] = name
     prepare = data.get("prepare")
     preparer = (prepare.get("preparer") if isinstance(prepare, dict) else None) or name
-    merged = deep_merge(experiment_defaults(str(preparer)), data)
+    defaults = experiment_defaults(str(preparer))
+    if data.get("init_from", "scratch") != "scratch":
+        defaults.pop("model", None)  # the source gives the shape; [model] holds only the user's
+    merged = deep_merge(defaults, data)
     # Seeds 001/004: lm configs are strict. An unknown key is an error (with a did-you-mean),
     # never a warning: a typo'd [trian] section trained 2000 iterations with the defaults.
     del strict  # accepted for the shared --strict flag; lm configs are always strict

@@ -30,11 +30,14 @@ def check_paths(config: LMConfig) -> None:
 
 def plan(config: LMConfig, *, sample: bool = True) -> list[str]:
     t, m = config.train, config.model
+    shape = f"{m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, context {m.block_size}"
+    if config.init_from != "scratch":
+        shape = f"starting from {config.init_from}, its shape"
     steps = [
         f"Prepare {config.preparer} data into {config.data_dir} unless it is current",
-        f"Train a GPT ({m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, context "
-        f"{m.block_size}) for {t.max_iters} iterations of {t.batch_size}x{t.grad_accum_steps} "
-        f"sequences, lr {t.learning_rate} -> {t.min_lr}, device {t.device}",
+        f"Train a GPT ({shape}) for {t.max_iters} iterations of "
+        f"{t.batch_size}x{t.grad_accum_steps} sequences, lr {t.learning_rate} -> {t.min_lr}, "
+        f"device {t.device}",
         f"Write the run under {config.output_dir / config.experiment}/<timestamp>/, resuming "
         "the latest unfinished run of this experiment",
     ]

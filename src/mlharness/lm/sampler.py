@@ -1,4 +1,5 @@
-"""Sampling text from a trained run: best checkpoint, else last; streamed and saved.
+"""Sampling text from a trained run: best checkpoint, else last (else a nanoGPT ckpt.pt);
+streamed and saved.
 
 The tokenizer comes from the run's own ``meta.json`` copy, so a run samples the same way
 after its data directory has been prepared anew. Anything missing is an error that says
@@ -18,9 +19,10 @@ import torch
 
 from mlharness.errors import CheckpointError, ConfigError
 from mlharness.lm import checkpoints as ckpt
+from mlharness.lm import pretrained
 from mlharness.lm.config import LMConfig
 from mlharness.lm.model import GPT, GPTConfig
-from mlharness.lm.pick import latest_run
+from mlharness.lm.pick import latest_run, sampling_checkpoint
 from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs.device import resolve_device
@@ -39,15 +41,23 @@ class SampleResult:
 def locate(
     config: LMConfig, run_dir: Path | None = None, checkpoint: Path | None = None
 ) -> tuple[Path, Path]:
-    """(run directory, checkpoint directory) to sample from."""
+    """(run directory, checkpoint) to sample from: a checkpoint directory, or a nanoGPT
+    ``ckpt.pt`` file (seed 004's legacy fallback, after best and last)."""
     if checkpoint is not None:
+        if checkpoint.is_file() or _nanogpt_dir(checkpoint):
+            file = pretrained.nanogpt_file(checkpoint)
+            return file.parent, file
         ckpt.read_meta(checkpoint)
         return checkpoint.resolve().parent.parent, checkpoint
     if run_dir is None:
         run_dir = latest_run(config)
     elif not run_dir.is_dir():
         raise CheckpointError(f"Run directory {run_dir} does not exist.")
-    return run_dir, run_ckpt.pick_for_sampling(run_dir / "checkpoints").path
+    return run_dir, sampling_checkpoint(run_dir)
+
+
+def _nanogpt_dir(path: Path) -> bool:
+    return (path / pretrained.NANOGPT_FILE).is_file() and not (path / run_ckpt.META_FILE).exists()
 
 
 def load_model(
@@ -59,6 +69,20 @@ def load_model(
     run_ckpt.load_into(model, ckpt.load_weights(checkpoint, ema=ema))
     model.to(device).eval()
     return model, meta
+
+
+def load_for_sampling(
+    run_dir: Path, checkpoint: Path, device: torch.device, use_ema: bool = True
+) -> tuple[GPT, dict[str, Any], Tokenizer]:
+    """The model, its checkpoint's meta and the tokenizer; a ``ckpt.pt`` file is nanoGPT's,
+    with the tokenizer nanoGPT's sample.py would use (its meta.pkl, else GPT-2's BPE)."""
+    if not checkpoint.is_file():
+        return (*load_model(checkpoint, device, use_ema), run_tokenizer(run_dir))
+    source = pretrained.load_nanogpt(checkpoint)
+    model = GPT(GPTConfig.from_dict(source.model_args))
+    run_ckpt.load_into(model, source.state)
+    model.to(device).eval()
+    return model, {"iter": source.iteration, "has_ema": False}, source.build_tokenizer()
 
 
 def run_tokenizer(run_dir: Path) -> Tokenizer:
@@ -130,8 +154,7 @@ def sample(
     s = config.sample
     run_dir, checkpoint = locate(config, run_dir, checkpoint)
     device = resolve_device(s.device)
-    tokenizer = run_tokenizer(run_dir)
-    model, meta = load_model(checkpoint, device, s.use_ema)
+    model, meta, tokenizer = load_for_sampling(run_dir, checkpoint, device, s.use_ema)
     prompt = start_text(s.start)
     ids = _encode_start(tokenizer, prompt)
     started = time.perf_counter()

@@ -40,9 +40,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mlharness.errors import CheckpointError, ConfigError, DatasetError, RunDirectoryError
 from mlharness.lm import checkpoints as ckpt
-from mlharness.lm.config import LMConfig, config_snapshot
+from mlharness.lm import pretrained
+from mlharness.lm.config import LMConfig, ModelConfig, config_snapshot
 from mlharness.lm.meta import data_changes, load_meta
 from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.pretrained import MODEL_ARGS
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs import lifecycle
 from mlharness.runs.checkpoints import CheckpointInfo
@@ -55,8 +57,6 @@ from mlharness.runs.output import OutputManager
 from mlharness.runs.progress import ProgressBar, ProgressTask
 
 log = logging.getLogger(__name__)
-
-MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
 
 
 @dataclass
@@ -242,7 +242,11 @@ def learning_rate(it: int, config: LMConfig) -> float:
 
 
 def _model_args(config: LMConfig, vocab_size: int) -> dict[str, Any]:
+    """The model args the config asks for; with init_from only those it sets itself, since
+    the source (or, on resume, the checkpoint) gives the rest."""
     m = config.model
+    if config.init_from != "scratch":
+        return {k: getattr(m, k) for k in MODEL_ARGS if k in m.model_fields_set}
     return {
         "n_layer": m.n_layer,
         "n_head": m.n_head,
@@ -254,12 +258,19 @@ def _model_args(config: LMConfig, vocab_size: int) -> dict[str, Any]:
     }
 
 
+def _with_shape(config: LMConfig, args: dict[str, Any]) -> LMConfig:
+    """The config with the model section the run really has (from a source or checkpoint),
+    so that its snapshots, and the evaluations that read them, describe the model."""
+    shape = {k: v for k, v in args.items() if k != "vocab_size"}
+    return config.model_copy(update={"model": ModelConfig(**shape)})
+
+
 def _reconcile_model_args(ours: dict[str, Any], theirs: dict[str, Any], where: Path) -> None:
     """The checkpoint's architecture wins on resume (seed 001); say what it overrides."""
     diffs = [
         f"{k}: config {ours.get(k)!r} -> checkpoint {theirs.get(k)!r}"
         for k in MODEL_ARGS
-        if ours.get(k) != theirs.get(k)
+        if k in ours and ours[k] != theirs.get(k)
     ]
     if diffs:
         warnings.warn(
@@ -319,9 +330,14 @@ class Trainer:
         self.meta = load_meta(config.data_dir)
         args = _model_args(config, int(self.meta["vocab_size"]))
         resume = self._find_resumable(args, fresh)
-        self.model_args = args
+        # A resumed run has its weights: init_from applies to a new run only.
+        start = self._pretrained(args) if resume is None and config.init_from != "scratch" else None
+        self.model_args = args = start[0] if start else args
+        self.config = config = _with_shape(config, args)
         torch.manual_seed(t.seed)  # identical initial weights in every process
         self.model = GPT(GPTConfig(**args)).to(self.device)
+        if start is not None:
+            run_ckpt.load_into(self.model, start[1])
         self.optimizer = self._optimizer()
         self.ema: dict[str, torch.Tensor] | None = None
         if t.ema_decay > 0:
@@ -378,6 +394,7 @@ class Trainer:
         found = self._broadcast(found)
         self.resumed_from: Path | None = None
         self.resumed_kind: str | None = None
+        self.started_from: dict[str, Any] | None = None
         if found is None:
             return None
         run_dir, info = found
@@ -387,6 +404,15 @@ class Trainer:
         self.resumed_from = info.path
         self.resumed_kind = info.kind
         return run_dir, info, meta
+
+    def _pretrained(self, chosen: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(model args, weights) of a new run from ``init_from``, its vocabulary checked."""
+        source = pretrained.load_source(self.config.init_from)
+        pretrained.check_vocabulary(source, self.meta, self.config.data_dir)
+        self.started_from = source.record()
+        if self.dist.master:
+            log.info("Starting from %s (iteration %d)", source.path, source.iteration)
+        return pretrained.fit_to_run(source, chosen)
 
     def _wrap_model(self) -> None:
         """What runs the forward: compiled, under DDP, or split across CPU threads."""
@@ -463,7 +489,11 @@ class Trainer:
             c.output_dir,
             "lm",
             resume_dir=resume_dir,
-            config={**config_snapshot(c), "model_args": self.model_args},
+            config={
+                **config_snapshot(c),
+                "model_args": self.model_args,
+                **({"started_from": self.started_from} if self.started_from else {}),
+            },
             seeds={"train": c.train.seed},
         )
         run_dir = self.output.run_dir
