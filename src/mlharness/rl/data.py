@@ -430,39 +430,13 @@ def load_npy(
     path = Path(path)
     prefix = _npy_prefix(path, default_name)
     prompts_file, completions_file, extra_file = _prefix_files(prefix)
-    missing = [f for f in (prompts_file, completions_file) if not f.exists()]
-    if missing:
-        hint = ""
-        if path.is_file() and path.suffix == ".jsonl":
-            hint = ' It looks like a JSONL file: set data.loader_type = "jsonl".'
-        elif prefix.parent.is_dir():
-            found = sorted(p.name for p in prefix.parent.glob(f"*{PROMPTS_SUFFIX}"))
-            if found:
-                hint = f" {prefix.parent} holds {', '.join(found)}: point at one of those."
-        raise DatasetError(
-            f"No NPY dataset at {path}: expected {prompts_file} and {completions_file} "
-            f"({', '.join(str(f) for f in missing)} missing). Create them with "
-            f"`{_PREPROCESS_HINT}`.{hint}"
-        )
+    _check_npy_files(path, prefix, prompts_file, completions_file)
     prompts = _load_token_array(prompts_file)
     completions = _load_token_array(completions_file)
-    if prompts.shape[0] != completions.shape[0]:
-        raise DatasetError(
-            f"{prompts_file} has {prompts.shape[0]} rows but {completions_file} has "
-            f"{completions.shape[0]}; both must hold one row per example. Re-run "
-            f"`{_PREPROCESS_HINT}`."
-        )
+    prompt_lengths, completion_lengths = _checked_lengths(
+        prompts, completions, prompts_file, completions_file
+    )
     rows = int(prompts.shape[0])
-    if rows == 0:
-        raise DatasetError(f"{prompts_file} holds no examples. Re-run `{_PREPROCESS_HINT}`.")
-    prompt_lengths = _row_lengths(prompts, prompts_file)
-    completion_lengths = _row_lengths(completions, completions_file)
-    empty = np.flatnonzero(prompt_lengths == 0)
-    if empty.size:
-        raise DatasetError(
-            f"{prompts_file} row {int(empty[0])} has no prompt tokens; every example needs a "
-            f"prompt. Re-run `{_PREPROCESS_HINT}`."
-        )
     extras = _read_extra(extra_file, rows)
     examples: list[Example] = []
     for row in range(rows):
@@ -481,6 +455,49 @@ def load_npy(
             )
         )
     return examples, LoadReport(path=path, loader_type="npy", loaded=rows)
+
+
+def _check_npy_files(path: Path, prefix: Path, prompts_file: Path, completions_file: Path) -> None:
+    """Both token files exist, or an error that says what the user pointed at instead."""
+    missing = [f for f in (prompts_file, completions_file) if not f.exists()]
+    if not missing:
+        return
+    hint = ""
+    if path.is_file() and path.suffix == ".jsonl":
+        hint = ' It looks like a JSONL file: set data.loader_type = "jsonl".'
+    elif prefix.parent.is_dir():
+        found = sorted(p.name for p in prefix.parent.glob(f"*{PROMPTS_SUFFIX}"))
+        if found:
+            hint = f" {prefix.parent} holds {', '.join(found)}: point at one of those."
+    raise DatasetError(
+        f"No NPY dataset at {path}: expected {prompts_file} and {completions_file} "
+        f"({', '.join(str(f) for f in missing)} missing). Create them with "
+        f"`{_PREPROCESS_HINT}`.{hint}"
+    )
+
+
+def _checked_lengths(
+    prompts: np.ndarray, completions: np.ndarray, prompts_file: Path, completions_file: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's prompt and completion lengths, once the two arrays are known to pair up
+    row by row and every row to hold a prompt."""
+    if prompts.shape[0] != completions.shape[0]:
+        raise DatasetError(
+            f"{prompts_file} has {prompts.shape[0]} rows but {completions_file} has "
+            f"{completions.shape[0]}; both must hold one row per example. Re-run "
+            f"`{_PREPROCESS_HINT}`."
+        )
+    if prompts.shape[0] == 0:
+        raise DatasetError(f"{prompts_file} holds no examples. Re-run `{_PREPROCESS_HINT}`.")
+    prompt_lengths = _row_lengths(prompts, prompts_file)
+    completion_lengths = _row_lengths(completions, completions_file)
+    empty = np.flatnonzero(prompt_lengths == 0)
+    if empty.size:
+        raise DatasetError(
+            f"{prompts_file} row {int(empty[0])} has no prompt tokens; every example needs a "
+            f"prompt. Re-run `{_PREPROCESS_HINT}`."
+        )
+    return prompt_lengths, completion_lengths
 
 
 def load_examples(
@@ -602,18 +619,14 @@ def _extra_line(example: Example) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def _write_split(
-    prefix: Path,
-    examples: Sequence[Example],
-    prompts: Sequence[list[int]],
-    completions: Sequence[list[int]],
-) -> list[Path]:
+def _write_split(prefix: Path, tok: _Tokenized, rows: Sequence[int]) -> list[Path]:
+    """Write the examples ``rows`` of ``tok`` under ``prefix``; return the files."""
     prompts_file, completions_file, extra_file = _prefix_files(prefix)
     # The sidecar first and the prompts last: a crash in between leaves row counts that
     # disagree, which load_npy reports, rather than a new prompts file with old extras.
-    atomic_write_text(extra_file, "".join(_extra_line(e) + "\n" for e in examples))
-    _save_npy(completions_file, _padded(completions))
-    _save_npy(prompts_file, _padded(prompts))
+    atomic_write_text(extra_file, "".join(_extra_line(tok.examples[i]) + "\n" for i in rows))
+    _save_npy(completions_file, _padded([tok.completions[i] for i in rows]))
+    _save_npy(prompts_file, _padded([tok.prompts[i] for i in rows]))
     return [prompts_file, completions_file, extra_file]
 
 
@@ -663,6 +676,39 @@ def preprocess(
     Every file is written atomically. ``progress``: a bar on stderr (default: on a TTY).
     The lengths and ``val_fraction`` are the rl schema's (``DataConfig``), checked there.
     """
+    train_prefix, val_prefix = _split_prefixes(output_train, output_val)
+    tok = _tokenize(examples, tokenizer, max_prompt_len, max_gen_len, system_prompt, progress)
+    if tok.skipped:
+        warnings.warn(
+            f"Skipped {tok.skipped} example(s) whose prompt encodes to no tokens.",
+            UserWarning,
+            stacklevel=2,
+        )
+    n = len(tok.examples)
+    if n < 2:
+        raise DatasetError(
+            f"Preprocessing needs at least 2 examples to hold one out for validation; got {n}."
+        )
+    n_val = min(n - 1, max(1, int(n * val_fraction + 0.5)))
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    files = _write_split(train_prefix, tok, order[n_val:]) + _write_split(
+        val_prefix, tok, order[:n_val]
+    )
+    return PreprocessReport(
+        train_count=n - n_val,
+        val_count=n_val,
+        skipped=tok.skipped,
+        prompt_truncated=tok.prompt_truncated,
+        completion_truncated=tok.completion_truncated,
+        train_path=train_prefix,
+        val_path=val_prefix,
+        max_prompt_tokens=max(len(p) for p in tok.prompts),
+        max_completion_tokens=max((len(c) for c in tok.completions), default=0),
+        files=files,
+    )
+
+
+def _split_prefixes(output_train: Path, output_val: Path) -> tuple[Path, Path]:
     train_prefix = _npy_prefix(Path(output_train), "train")
     val_prefix = _npy_prefix(Path(output_val), "val")
     if train_prefix.resolve() == val_prefix.resolve():
@@ -670,68 +716,55 @@ def preprocess(
             f"The training and validation outputs are the same ({train_prefix}); give "
             "--output-train-path and --output-val-path different prefixes."
         )
+    return train_prefix, val_prefix
 
-    kept: list[Example] = []
-    prompts: list[list[int]] = []
-    completions: list[list[int]] = []
-    prompt_truncated = completion_truncated = skipped = 0
+
+@dataclass
+class _Tokenized:
+    """The examples ``preprocess`` keeps, their ids, and what it cut or left out."""
+
+    examples: list[Example] = field(default_factory=list)
+    prompts: list[list[int]] = field(default_factory=list)
+    completions: list[list[int]] = field(default_factory=list)
+    prompt_truncated: int = 0
+    completion_truncated: int = 0
+    skipped: int = 0  # prompts that encode to no tokens
+
+
+def _tokenize(
+    examples: Sequence[Example],
+    tokenizer: TextTokenizer,
+    max_prompt_len: int,
+    max_gen_len: int,
+    system_prompt: str | None,
+    progress: bool | None,
+) -> _Tokenized:
+    """Each example's prompt ids as training formats them (the last ``max_prompt_len``) and
+    its completion's first ``max_gen_len`` ids."""
+    out = _Tokenized()
     with _progress(len(examples), progress) as advance:
         for example in examples:
             ids = _prompt_ids(tokenizer, example, system_prompt)
             advance()
             if not ids:
-                skipped += 1
+                out.skipped += 1
                 continue
             if len(ids) > max_prompt_len:
-                prompt_truncated += 1
+                out.prompt_truncated += 1
                 ids = ids[-max_prompt_len:]
             try:
                 completion = tokenizer.encode(example.completion)
             except MlxError as exc:
                 raise DatasetError(f"Completion at {example.where}: {exc}") from exc
             if len(completion) > max_gen_len:
-                completion_truncated += 1
+                out.completion_truncated += 1
                 completion = completion[:max_gen_len]
             _check_ids(ids, example, "prompt")
             _check_ids(completion, example, "completion")
-            kept.append(example)
-            prompts.append(ids)
-            completions.append(completion)
-    if skipped:
-        warnings.warn(
-            f"Skipped {skipped} example(s) whose prompt encodes to no tokens.",
-            UserWarning,
-            stacklevel=2,
-        )
-    n = len(kept)
-    if n < 2:
-        raise DatasetError(
-            f"Preprocessing needs at least 2 examples to hold one out for validation; got {n}."
-        )
-    n_val = min(n - 1, max(1, int(n * val_fraction + 0.5)))
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    splits = {"val": order[:n_val], "train": order[n_val:]}
-    files: list[Path] = []
-    for name, prefix in (("train", train_prefix), ("val", val_prefix)):
-        picked = splits[name]
-        files += _write_split(
-            prefix,
-            [kept[i] for i in picked],
-            [prompts[i] for i in picked],
-            [completions[i] for i in picked],
-        )
-    return PreprocessReport(
-        train_count=n - n_val,
-        val_count=n_val,
-        skipped=skipped,
-        prompt_truncated=prompt_truncated,
-        completion_truncated=completion_truncated,
-        train_path=train_prefix,
-        val_path=val_prefix,
-        max_prompt_tokens=max(len(p) for p in prompts),
-        max_completion_tokens=max((len(c) for c in completions), default=0),
-        files=files,
-    )
+            out.examples.append(example)
+            out.prompts.append(ids)
+            out.completions.append(completion)
+    return out
 
 
 # --------------------------------------------------------------------------- stream

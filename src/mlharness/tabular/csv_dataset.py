@@ -256,50 +256,20 @@ class CSVDataset(BaseDataset):
                     f"'{self.target}'. Every row needs a target value; fill it in or remove "
                     "the row."
                 )
-        values: list[float] = []
-        bad: int | None = None  # first row whose target is not a finite number
-        for i, text in enumerate(texts):
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                bad = i
-                break
-            values.append(value)
-
+        values, bad = _leading_numbers(texts)
         task = self.requested_task
         if bad is None:
             distinct = sorted(set(values))
             if task == "auto":
                 integral = all(v.is_integer() for v in distinct)
-                task = (
-                    "classification"
-                    if integral and len(distinct) <= MAX_AUTO_CLASSES
-                    else "regression"
-                )
+                few = len(distinct) <= MAX_AUTO_CLASSES
+                task = "classification" if integral and few else "regression"
             if task == "regression":
                 return np.array(values, dtype=np.float64), "regression", None
             classes: list[Any] = [int(v) if v.is_integer() else v for v in distinct]
             y = np.searchsorted(np.array(distinct), np.array(values)).astype(np.int64)
         else:
-            distinct_text = sorted(set(texts))
-            if task == "regression":
-                raise DatasetError(
-                    f"Non-numeric target value {texts[bad]!r} in CSV file {self.path}, line "
-                    f"{lines[bad]}, column '{self.target}'. A regression target must hold "
-                    "numbers; set dataset.params.task to 'classification' for class labels."
-                )
-            if task == "auto" and len(distinct_text) > MAX_AUTO_CLASSES:
-                raise DatasetError(
-                    f"Target column '{self.target}' in CSV file {self.path} holds "
-                    f"{len(distinct_text)} distinct non-numeric values, more than the "
-                    f"{MAX_AUTO_CLASSES} that task 'auto' treats as class labels. Set "
-                    "dataset.params.task to 'classification' to use them as labels anyway."
-                )
-            classes = list(distinct_text)
-            index = {label: k for k, label in enumerate(distinct_text)}
-            y = np.array([index[t] for t in texts], dtype=np.int64)
+            classes, y = self._text_classes(texts, lines, bad, task)
         if len(classes) < 2:
             raise DatasetError(
                 f"Target column '{self.target}' in CSV file {self.path} holds a single "
@@ -307,3 +277,38 @@ class CSVDataset(BaseDataset):
                 "the target column, or set dataset.params.task to 'regression'."
             )
         return y, "classification", classes
+
+    def _text_classes(
+        self, texts: list[str], lines: list[int], bad: int, task: str
+    ) -> tuple[list[Any], np.ndarray]:
+        """Class labels and indices of a target that is not all numbers (row ``bad`` is not)."""
+        distinct_text = sorted(set(texts))
+        if task == "regression":
+            raise DatasetError(
+                f"Non-numeric target value {texts[bad]!r} in CSV file {self.path}, line "
+                f"{lines[bad]}, column '{self.target}'. A regression target must hold "
+                "numbers; set dataset.params.task to 'classification' for class labels."
+            )
+        if task == "auto" and len(distinct_text) > MAX_AUTO_CLASSES:
+            raise DatasetError(
+                f"Target column '{self.target}' in CSV file {self.path} holds "
+                f"{len(distinct_text)} distinct non-numeric values, more than the "
+                f"{MAX_AUTO_CLASSES} that task 'auto' treats as class labels. Set "
+                "dataset.params.task to 'classification' to use them as labels anyway."
+            )
+        index = {label: k for k, label in enumerate(distinct_text)}
+        return list(distinct_text), np.array([index[t] for t in texts], dtype=np.int64)
+
+
+def _leading_numbers(texts: list[str]) -> tuple[list[float], int | None]:
+    """The texts as finite numbers up to the first that is not one, and that row (or None)."""
+    values: list[float] = []
+    for i, text in enumerate(texts):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            return values, i
+        values.append(value)
+    return values, None
