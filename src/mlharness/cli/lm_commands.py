@@ -257,3 +257,63 @@ def loop(
     cfg = _config(config, experiment, set_items, strict)
     if run_loop(cfg, input_path, fresh) == "interrupted":
         raise typer.Exit(130)
+
+
+ExportSourceArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A run directory, an experiment's directory of runs (its newest trained run), "
+        "or a checkpoint directory.",
+        metavar="RUN_DIR|CHECKPOINT",
+        show_default=False,
+    ),
+]
+
+
+@app.command("export", short_help="Export a trained GPT for transformers (hf) or llama.cpp (gguf).")
+def export(
+    source: ExportSourceArg,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="hf: a transformers GPT-2 directory; gguf: a llama.cpp/Ollama model file.",
+            metavar="hf|gguf",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Directory to write (default: RUN_DIR/export/FORMAT-DTYPE-CHECKPOINT).",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            help="best, last, or a checkpoint's name or path (default: best, else last).",
+            metavar="best|last|NAME",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="float32, float16 or bfloat16; gguf also q8_0 (8-bit, llama.cpp's Q8_0).",
+            metavar="DTYPE",
+        ),
+    ] = "float32",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    ema: Annotated[
+        bool, typer.Option("--ema/--no-ema", help="Export the EMA weights when the run kept them.")
+    ] = True,
+) -> None:
+    """Write a trained GPT as a Hugging Face GPT-2 directory or a GGUF file, with its tokenizer."""
+    from mlharness.lm.export import export as run_export
+
+    run_export(source, fmt, out=out, checkpoint=checkpoint, dtype=dtype, force=force, ema=ema)

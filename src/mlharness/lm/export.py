@@ -1,0 +1,328 @@
+"""``mlx export``: a trained GPT as a Hugging Face GPT-2 directory or a llama.cpp GGUF file.
+
+Our GPT computes what transformers' ``GPT2LMHeadModel`` computes with
+``activation_function="gelu"`` (the exact erf GELU our MLP uses), so the export is a
+renaming: GPT-2's Conv1D layers store each Linear weight transposed, ``lm_head`` is tied
+to ``wte``, and a model trained with ``bias = false`` gets zero biases, which GPT-2 and
+llama.cpp require. The tokenizer travels with the weights (:mod:`.export_tokenizer`).
+
+The output is built in a hidden sibling directory and renamed into place, so an
+interrupted export never leaves a half directory under the name asked for, and an existing
+one is replaced only with ``force``. torch, tokenizers and gguf load only when writing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlharness.errors import CheckpointError, ConfigError, RunDirectoryError
+from mlharness.runs import checkpoints as run_ckpt
+from mlharness.runs.io import atomic_directory, atomic_write_json
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlharness.lm.tokenizers import Tokenizer
+
+FORMATS = ("hf", "gguf")
+DTYPES = {
+    "hf": ("float32", "float16", "bfloat16"),
+    "gguf": ("float32", "float16", "bfloat16", "q8_0"),
+}
+LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which our GPT uses
+# Our Linear layers: GPT-2 keeps them as Conv1D, (in, out), the transpose of nn.Linear.
+LINEARS = {"attn.c_attn": 3, "attn.c_proj": 1, "mlp.c_fc": 4, "mlp.c_proj": 1}  # width / n_embd
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    checkpoint: Path
+    format: str
+    dtype: str
+
+
+@dataclass
+class Source:
+    """What an export reads: the checkpoint, its record, and where its tokenizer lives."""
+
+    run_dir: Path
+    checkpoint: Path
+    meta: dict[str, Any]
+    tokenizer_dir: Path
+
+
+# ----------------------------------------------------------------------------- what to export
+
+
+def check_options(fmt: str, dtype: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"Unknown export format '{fmt}': use --format hf or --format gguf.")
+    if dtype == "q8_0" and fmt != "gguf":
+        raise ConfigError(
+            "--dtype q8_0 is a GGUF quantization: use it with --format gguf, or export "
+            f"--format {fmt} as {', '.join(DTYPES[fmt])}."
+        )
+    if dtype not in DTYPES[fmt]:
+        raise ConfigError(
+            f"Unknown --dtype '{dtype}' for --format {fmt}: use one of {', '.join(DTYPES[fmt])}."
+        )
+
+
+def locate(source: Path, checkpoint: str | None = None) -> tuple[Path, Path]:
+    """(run directory, checkpoint directory) for a run, an experiment's runs, or a checkpoint.
+
+    A run's default is ``mlx sample``'s choice, the best checkpoint, else the last; a run
+    that holds only its initial checkpoint (step 0, random weights) is refused unless that
+    checkpoint is named.
+    """
+    if not source.exists():
+        raise CheckpointError(
+            f"{source} does not exist: pass a run directory (runs/EXPERIMENT/STAMP) or one of "
+            "its checkpoints (…/checkpoints/ckpt_*)."
+        )
+    if (source / run_ckpt.META_FILE).is_file():
+        if checkpoint is not None:
+            raise ConfigError(
+                f"{source} is a checkpoint already, so --checkpoint has nothing to choose: "
+                "drop it, or pass the run directory instead."
+            )
+        return source.resolve().parent.parent, source
+    run_dir = source if (source / "checkpoints").is_dir() else _newest_run(source)
+    directory = run_dir / "checkpoints"
+    if checkpoint not in (None, "best", "last"):
+        return run_dir, _named(directory, checkpoint)
+    chosen = _pick(directory, checkpoint)
+    if chosen.iter == 0:
+        raise CheckpointError(
+            f"Run {run_dir} has not trained yet: its newest checkpoint {chosen.path.name} is "
+            "the initial one (step 0, random weights). Train it first with 'mlx train', or "
+            f"export that checkpoint on purpose with --checkpoint {chosen.path.name}."
+        )
+    return run_dir, chosen.path
+
+
+def _newest_run(parent: Path) -> Path:
+    """An experiment's directory of runs: its newest trained run, saying which it skipped."""
+    run_dir, skipped = run_ckpt.newest_trained_run(parent)
+    if run_dir is None:  # not an experiment's runs (or none trained): nothing to warn about
+        raise CheckpointError(
+            f"No trained checkpoint under {parent}: pass a run directory that holds "
+            "checkpoints/ (train one first with 'mlx train'), or a checkpoint directory."
+        )
+    for passed, why in skipped:
+        warnings.warn(
+            f"Skipped run {passed.name}: {why}; taking {run_dir.name}.", UserWarning, stacklevel=3
+        )
+    return run_dir
+
+
+def _pick(directory: Path, which: str | None) -> run_ckpt.CheckpointInfo:
+    if which is None:
+        return run_ckpt.pick_for_sampling(directory)
+    found = run_ckpt.list_checkpoints(directory, which)
+    if not found:
+        other = "last" if which == "best" else "best"
+        raise CheckpointError(
+            f"No ckpt_{which}_* checkpoint in {directory}: use --checkpoint {other}, or name "
+            "one of its checkpoints."
+        )
+    return found[-1]
+
+
+def _named(directory: Path, name: str) -> Path:
+    for candidate in (directory / name, Path(name)):
+        if (candidate / run_ckpt.META_FILE).is_file():
+            return candidate
+    names = ", ".join(c.path.name for c in run_ckpt.list_checkpoints(directory)) or "none"
+    raise CheckpointError(
+        f"No checkpoint '{name}' in {directory}: use best, last, or one of: {names}."
+    )
+
+
+def default_out(run_dir: Path, checkpoint: Path, fmt: str, dtype: str) -> Path:
+    """``RUN_DIR/export/<format>-<dtype>-<checkpoint>``: beside the run it came from."""
+    return run_dir / "export" / f"{fmt}-{dtype}-{checkpoint.name}"
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunDirectoryError(f"--out {out} is a file: name a directory to export into.")
+    if out.exists() and not force:
+        raise RunDirectoryError(
+            f"{out} already exists: pass --force to replace it, or choose another --out."
+        )
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(
+    source: Path,
+    fmt: str,
+    *,
+    out: Path | None = None,
+    checkpoint: str | None = None,
+    dtype: str = "float32",
+    force: bool = False,
+    ema: bool = True,
+    say: Callable[[str], None] = print,
+) -> ExportResult:
+    """Write ``source``'s checkpoint as ``fmt`` into ``out`` (default: under the run)."""
+    check_options(fmt, dtype)
+    run_dir, ckpt_dir = locate(source, checkpoint)
+    out = out if out is not None else default_out(run_dir, ckpt_dir, fmt, dtype)
+    check_out(out, force)
+    src = read_source(run_dir, ckpt_dir)
+    from mlharness.lm import checkpoints as lm_ckpt
+    from mlharness.lm.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(src.tokenizer_dir)
+    use_ema = ema and bool(src.meta.get("has_ema"))
+    state = full_state(lm_ckpt.load_weights(ckpt_dir, ema=use_ema), src.meta["model_args"])
+    weights = "EMA weights" if use_ema else "weights"
+    say(
+        f"Exporting {ckpt_dir} (iteration {src.meta['iter']}, {weights}) as {fmt} {dtype} "
+        f"to {out} ..."
+    )
+    with atomic_directory(out) as tmp:
+        if fmt == "hf":
+            write_hf(tmp, state, src.meta["model_args"], tokenizer, dtype)
+        else:
+            from mlharness.lm.export_gguf import write_gguf
+
+            write_gguf(tmp, state, src.meta["model_args"], tokenizer, dtype, _name(run_dir))
+    say(f"Exported: {out}")
+    return ExportResult(out, ckpt_dir, fmt, dtype)
+
+
+def read_source(run_dir: Path, checkpoint: Path) -> Source:
+    """The checkpoint's record, checked, and the directory of its ``meta.json``.
+
+    An rl checkpoint of our GPT keeps ``meta.json`` itself; an lm checkpoint's is in its
+    run directory.
+    """
+    from mlharness.lm import checkpoints as lm_ckpt
+
+    meta = lm_ckpt.read_meta(checkpoint)
+    for candidate in (checkpoint, run_dir):
+        if (candidate / "meta.json").is_file():
+            return Source(run_dir, checkpoint, meta, candidate)
+    raise CheckpointError(
+        f"Run {run_dir} has no meta.json, so its tokenizer is unknown. Copy the meta.json "
+        "(and tokenizer.json) of the data the run was trained on into it."
+    )
+
+
+def _name(run_dir: Path) -> str:
+    return f"{run_dir.parent.name}-{run_dir.name}"
+
+
+def full_state(state: dict[str, torch.Tensor], args: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Our GPT's tensors under our names, every bias present (zeros where ``bias = false``)."""
+    import torch
+
+    C = int(args["n_embd"])
+    needed = ["wte.weight", "wpe.weight", "ln_f.weight"]
+    for i in range(int(args["n_layer"])):
+        needed += [f"h.{i}.{ln}.weight" for ln in ("ln_1", "ln_2")]
+        needed += [f"h.{i}.{lin}.weight" for lin in LINEARS]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"The checkpoint lacks tensors {', '.join(missing[:3])}: it is not a GPT of this "
+            "project's layout, so it cannot be exported as GPT-2."
+        )
+    full = {k: v for k, v in state.items() if k != "lm_head.weight"}  # tied to wte
+    biases = {"ln_f.bias": C}
+    for i in range(int(args["n_layer"])):
+        biases |= {f"h.{i}.ln_1.bias": C, f"h.{i}.ln_2.bias": C}
+        biases |= {f"h.{i}.{lin}.bias": width * C for lin, width in LINEARS.items()}
+    for key, size in biases.items():
+        if key not in full:
+            full[key] = torch.zeros(size, dtype=state["wte.weight"].dtype)
+    return full
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+
+
+def hf_state(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    """GPT-2's names and layout: ``transformer.`` prefixed, Linear weights transposed."""
+    import torch
+
+    target = getattr(torch, dtype)
+    out = {}
+    for key, tensor in state.items():
+        if is_linear(key):
+            tensor = tensor.t()
+        out[f"transformer.{key}"] = tensor.to(target).contiguous()
+    return out
+
+
+def is_linear(key: str) -> bool:
+    """Whether ``key`` (``h.3.mlp.c_fc.weight``) is the weight of one of a block's Linears."""
+    parts = key.split(".")
+    return len(parts) == 5 and parts[4] == "weight" and ".".join(parts[2:4]) in LINEARS
+
+
+def hf_config(args: dict[str, Any], eos: int | None, dtype: str) -> dict[str, Any]:
+    """``config.json`` of ``GPT2LMHeadModel`` with our shape and our (exact) GELU."""
+    dropout = float(args.get("dropout", 0.0))
+    block_size = int(args["block_size"])
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": int(args["vocab_size"]),
+        "n_positions": block_size,
+        "n_ctx": block_size,  # read by llama.cpp's convert_hf_to_gguf.py
+        "n_embd": int(args["n_embd"]),
+        "n_layer": int(args["n_layer"]),
+        "n_head": int(args["n_head"]),
+        "n_inner": None,
+        "activation_function": "gelu",
+        "resid_pdrop": dropout,
+        "embd_pdrop": dropout,
+        "attn_pdrop": dropout,
+        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "dtype": dtype,
+    }
+
+
+def write_hf(
+    directory: Path,
+    state: dict[str, torch.Tensor],
+    args: dict[str, Any],
+    tokenizer: Tokenizer,
+    dtype: str,
+) -> None:
+    """config.json, generation_config.json, model.safetensors and the tokenizer files."""
+    from safetensors.torch import save_file
+
+    from mlharness.lm.export_tokenizer import hf_tokenizer, hf_tokenizer_config
+
+    hf_tok = hf_tokenizer(tokenizer)
+    eos = hf_tok.token_to_id("<|endoftext|>")  # GPT-2 BPE has it; our own vocabularies do not
+    eos_text = None if eos is None else "<|endoftext|>"
+    save_file(hf_state(state, dtype), str(directory / "model.safetensors"), {"format": "pt"})
+    atomic_write_json(directory / "config.json", hf_config(args, eos, dtype))
+    atomic_write_json(
+        directory / "generation_config.json",
+        {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos},
+    )
+    hf_tok.save(str(directory / "tokenizer.json"))
+    atomic_write_json(
+        directory / "tokenizer_config.json", hf_tokenizer_config(eos_text, int(args["block_size"]))
+    )

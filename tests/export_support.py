@@ -1,0 +1,59 @@
+"""Load an exported model the way a user without this project would: a fresh Python whose
+``sys.path`` holds nothing of ``mlharness``, with only torch and transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+# Runs in the subprocess. The editable install puts src/ on sys.path through a .pth file:
+# every entry that holds an mlharness package goes, and the import must then fail.
+CLEAN_LOADER = r"""
+import importlib.util, json, sys
+from pathlib import Path
+sys.path[:] = [p for p in sys.path if not (Path(p or ".") / "mlharness").exists()]
+assert importlib.util.find_spec("mlharness") is None, "mlharness is still importable"
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+req = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+out = {"modules": sorted(m for m in sys.modules if m.startswith("mlharness"))}
+tok = AutoTokenizer.from_pretrained(req["dir"])
+out["encoded"] = [tok(text).input_ids for text in req.get("texts", [])]
+out["decoded"] = [tok.decode(ids) for ids in req.get("decode", [])]
+if "ids" in req or "prompt" in req:
+    model = AutoModelForCausalLM.from_pretrained(req["dir"], dtype=torch.float32).eval()
+    with torch.no_grad():
+        if "ids" in req:
+            out["logits"] = model(torch.tensor(req["ids"])).logits.tolist()
+        if "prompt" in req:
+            prompt = torch.tensor([req["prompt"]])
+            seq = model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=req["new"],
+                min_new_tokens=req["new"], do_sample=False,
+            )
+            out["generated"] = seq[0].tolist()
+            out["generated_text"] = tok.decode(seq[0])
+print(json.dumps(out))
+"""
+
+
+def load_cleanly(directory: Path, **request: Any) -> dict[str, Any]:
+    """Ask a clean interpreter about the export in ``directory``: ``texts`` to encode,
+    ``decode`` id lists, ``ids`` (batch, T) for logits, ``prompt`` + ``new`` to generate."""
+    req = directory.parent / f"{directory.name}.request.json"
+    req.write_text(json.dumps({"dir": str(directory), **request}), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-c", CLEAN_LOADER, str(req)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=directory.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["modules"] == []
+    return answer
