@@ -339,7 +339,7 @@ def check_vocabulary(source: Pretrained, meta: Mapping[str, Any], data_dir: Path
     if not same:
         theirs = describe_tokenizer(data_spec)
         if theirs == describe_tokenizer(source.tokenizer):
-            theirs += ", but not the same ones in the same order"
+            theirs += " (other ones, or in another order)"
         char = "the same characters, so the " if source.tokenizer.get("type") == "char" else ""
         raise DatasetError(
             f"The model in {source.path} reads {describe_tokenizer(source.tokenizer)}, but the "

@@ -409,10 +409,11 @@ class Trainer:
         """(model args, weights) of a new run from ``init_from``, its vocabulary checked."""
         source = pretrained.load_source(self.config.init_from)
         pretrained.check_vocabulary(source, self.meta, self.config.data_dir)
+        fitted = pretrained.fit_to_run(source, chosen)
         self.started_from = source.record()
         if self.dist.master:
             log.info("Starting from %s (iteration %d)", source.path, source.iteration)
-        return pretrained.fit_to_run(source, chosen)
+        return fitted
 
     def _wrap_model(self) -> None:
         """What runs the forward: compiled, under DDP, or split across CPU threads."""
