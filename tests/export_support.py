@@ -25,7 +25,11 @@ tok = AutoTokenizer.from_pretrained(req["dir"])
 out["encoded"] = [tok(text).input_ids for text in req.get("texts", [])]
 out["decoded"] = [tok.decode(ids) for ids in req.get("decode", [])]
 if "ids" in req or "prompt" in req:
-    model = AutoModelForCausalLM.from_pretrained(req["dir"], dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(req.get("base", req["dir"]), dtype=torch.float32)
+    if "base" in req:  # req["dir"] is a PEFT adapter for that base model
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, req["dir"])
+    model = model.eval()
     with torch.no_grad():
         if "ids" in req:
             out["logits"] = model(torch.tensor(req["ids"])).logits.tolist()
@@ -43,7 +47,8 @@ print(json.dumps(out))
 
 def load_cleanly(directory: Path, **request: Any) -> dict[str, Any]:
     """Ask a clean interpreter about the export in ``directory``: ``texts`` to encode,
-    ``decode`` id lists, ``ids`` (batch, T) for logits, ``prompt`` + ``new`` to generate."""
+    ``decode`` id lists, ``ids`` (batch, T) for logits, ``prompt`` + ``new`` to generate;
+    with ``base``, ``directory`` is a PEFT adapter loaded on top of that model."""
     req = directory.parent / f"{directory.name}.request.json"
     req.write_text(json.dumps({"dir": str(directory), **request}), encoding="utf-8")
     result = subprocess.run(

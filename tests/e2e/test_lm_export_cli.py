@@ -57,6 +57,11 @@ def test_export_a_run_for_transformers_and_llama_cpp(mlx: Mlx, ws: Path) -> None
         f"Error: {exported} already exists: pass --force to replace it, or choose another --out.\n"
     )
     mlx("export", run, "--format", "hf", "--force", check=0)
+    err = mlx("export", run, "--format", "hf", "--adapter-only", check=1).stderr
+    assert err == (
+        f"Error: {run} is an lm run, whose GPT has no adapters: --adapter-only is for GRPO "
+        "runs trained with LoRA; export it without --adapter-only.\n"
+    )
 
     out = mlx("export", run, "--format", "gguf", "--dtype", "q8_0", "--out", "tiny-gguf", check=0)
     assert out.stdout.strip().endswith("Exported: tiny-gguf")

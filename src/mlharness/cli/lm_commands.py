@@ -15,7 +15,7 @@ import typer
 
 from mlharness.cli import app
 from mlharness.cli.options import DryRunOption, FreshOption, SetOption, StrictOption, echo_json
-from mlharness.errors import ConfigValidationError
+from mlharness.errors import ConfigError, ConfigValidationError
 
 if TYPE_CHECKING:
     from mlharness.lm.config import LMConfig
@@ -270,7 +270,9 @@ ExportSourceArg = Annotated[
 ]
 
 
-@app.command("export", short_help="Export a trained GPT for transformers (hf) or llama.cpp (gguf).")
+@app.command(
+    "export", short_help="Export a trained model for transformers (hf) or llama.cpp (gguf)."
+)
 def export(
     source: ExportSourceArg,
     fmt: Annotated[
@@ -312,8 +314,31 @@ def export(
     ema: Annotated[
         bool, typer.Option("--ema/--no-ema", help="Export the EMA weights when the run kept them.")
     ] = True,
+    adapter_only: Annotated[
+        bool,
+        typer.Option(
+            "--adapter-only",
+            help="GRPO runs with LoRA on a Hugging Face model: the PEFT adapter directory "
+            "instead of the merged model.",
+        ),
+    ] = False,
 ) -> None:
-    """Write a trained GPT as a Hugging Face GPT-2 directory or a GGUF file, with its tokenizer."""
-    from mlharness.lm.export import export as run_export
+    """Write a trained model with its tokenizer: an lm run's GPT, or the policy a GRPO run
+    trained, as a Hugging Face directory (GPT-2 for our GPT) or a GGUF file."""
+    from mlharness.cli.engines import run_kind
+    from mlharness.lm import export as lm_export
 
-    run_export(source, fmt, out=out, checkpoint=checkpoint, dtype=dtype, force=force, ema=ema)
+    lm_export.check_options(fmt, dtype)
+    run_dir, chosen = lm_export.locate(source, checkpoint)
+    options: dict[str, Any] = {"out": out, "dtype": dtype, "force": force}
+    if run_kind(run_dir, None) == "rl":
+        from mlharness.rl.export import export as rl_export
+
+        rl_export(chosen, fmt, adapter_only=adapter_only, **options)
+    elif adapter_only:
+        raise ConfigError(
+            f"{run_dir} is an lm run, whose GPT has no adapters: --adapter-only is for GRPO "
+            "runs trained with LoRA; export it without --adapter-only."
+        )
+    else:
+        lm_export.export(chosen, fmt, ema=ema, **options)

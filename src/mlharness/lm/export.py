@@ -97,6 +97,12 @@ def locate(source: Path, checkpoint: str | None = None) -> tuple[Path, Path]:
     if checkpoint not in (None, "best", "last"):
         return run_dir, _named(directory, checkpoint)
     chosen = _pick(directory, checkpoint)
+    if chosen.iter == 0 and any(c.iter > 0 for c in run_ckpt.list_checkpoints(directory)):
+        raise CheckpointError(  # GRPO's best can be its baseline: nothing improved on it
+            f"The {chosen.kind} checkpoint of run {run_dir} is its initial one "
+            f"({chosen.path.name}, step 0, before any training): pass --checkpoint last for "
+            f"the trained weights, or --checkpoint {chosen.path.name} to export it anyway."
+        )
     if chosen.iter == 0:
         raise CheckpointError(
             f"Run {run_dir} has not trained yet: its newest checkpoint {chosen.path.name} is "
