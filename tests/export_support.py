@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+GPT2_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
+
 # Runs in the subprocess. The editable install puts src/ on sys.path through a .pth file:
 # every entry that holds an mlharness package goes, and the import must then fail.
 CLEAN_LOADER = r"""
@@ -62,3 +66,19 @@ def load_cleanly(directory: Path, **request: Any) -> dict[str, Any]:
     answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["modules"] == []
     return answer
+
+
+def local_encoding() -> Any:
+    """A GPT-2-patterned tiktoken encoding built offline: the 256 bytes, merges of merges
+    (" the" is " " + "the", not " t" + "he"), and <|endoftext|>."""
+    import tiktoken
+
+    ranks = {bytes([i]): i for i in range(256)}
+    for token in [b"th", b"he", b"the", b" t", b" the", b"ea", b"en", b" e", b" en", b"d."]:
+        ranks[token] = len(ranks)
+    return tiktoken.Encoding(
+        name="test_export",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": len(ranks)},
+    )

@@ -18,7 +18,7 @@ tiktoken = pytest.importorskip("tiktoken")
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from export_support import load_cleanly  # noqa: E402
+from export_support import load_cleanly, local_encoding  # noqa: E402
 from mlharness.errors import CheckpointError, ConfigError, ModelError, RunDirectoryError  # noqa: E402
 from mlharness.lm.export import export, full_state, locate  # noqa: E402
 from mlharness.lm.export_gguf import GGUF_FILE, gguf_name  # noqa: E402
@@ -28,9 +28,6 @@ from mlharness.lm.tokenizers import load_tokenizer  # noqa: E402
 from mlharness.lm.trainer import train  # noqa: E402
 from mlharness.runs import checkpoints as run_ckpt  # noqa: E402
 
-GPT2_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-)
 SHORT = {"train": {"max_iters": 10}, "model": {"block_size": 48}}
 TEXTS = ["First Citizen:\nBefore we proceed", "the theatre, the end.\n\n  x  ", "Speak"]
 
@@ -50,20 +47,6 @@ def our_logits(checkpoint: Path, ids: Any) -> Any:
     model, _ = load_model(checkpoint, torch.device("cpu"))
     with torch.no_grad():
         return model(ids, all_logits=True)[0]
-
-
-def local_encoding() -> Any:
-    """A GPT-2-patterned tiktoken encoding built offline: the 256 bytes, merges of merges
-    (" the" is " " + "the", not " t" + "he"), and <|endoftext|>."""
-    ranks = {bytes([i]): i for i in range(256)}
-    for token in [b"th", b"he", b"the", b" t", b" the", b"ea", b"en", b" e", b" en", b"d."]:
-        ranks[token] = len(ranks)
-    return tiktoken.Encoding(
-        name="test_export",
-        pat_str=GPT2_PATTERN,
-        mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": len(ranks)},
-    )
 
 
 # ----------------------------------------------------------------------------- hf
