@@ -257,3 +257,21 @@ def test_vocabulary_of_a_char_vocabulary_merges_multibyte_characters() -> None:
     assert vocab.tokens == ["Ċ", "Ġ", "a", "Ã©", "æĹ¥"]
     assert vocab.merges == [("Ã", "©"), ("æ", "Ĺ"), ("æĹ", "¥")]
     assert vocab.eos_id is None
+
+
+def test_gguf_pads_the_vocabulary_to_the_embedding_rows(tmp_path: Path) -> None:
+    """A vocab_size rounded up past the tokenizer (nanoGPT's 50304) gets placeholder tokens."""
+    from mlharness.lm.export_gguf import write_gguf
+    from mlharness.lm.model import GPT, GPTConfig
+    from mlharness.lm.tokenizers import CharTokenizer
+
+    tok = CharTokenizer("\n abc")
+    config = GPTConfig(block_size=8, vocab_size=8, n_layer=1, n_head=2, n_embd=32, bias=True)
+    state = full_state(GPT(config).state_dict(), config.to_dict())
+    write_gguf(tmp_path, state, config.to_dict(), tok, "float32", "padded")
+    meta = _fields(gguf.GGUFReader(tmp_path / GGUF_FILE))
+    assert meta["tokenizer.ggml.tokens"] == ["Ċ", "Ġ", "a", "b", "c", "[PAD5]", "[PAD6]", "[PAD7]"]
+    assert meta["tokenizer.ggml.token_type"][5:] == [gguf.TokenType.USER_DEFINED] * 3
+    assert meta["tokenizer.ggml.merges"] == ["ÿ ÿ"]  # llama.cpp needs one; 0xFF is never UTF-8
+    with pytest.raises(ModelError, match="the model only 8 embeddings"):
+        write_gguf(tmp_path, state, config.to_dict(), CharTokenizer("0123456789"), "float32", "x")

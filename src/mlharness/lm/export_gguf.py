@@ -60,6 +60,15 @@ def write_gguf(
     from mlharness.lm.export_tokenizer import vocabulary
 
     vocab = vocabulary(tokenizer)
+    rows = int(args["vocab_size"])
+    if len(vocab.tokens) > rows:
+        raise ModelError(
+            f"The tokenizer has {len(vocab.tokens)} tokens but the model only {rows} "
+            "embeddings: this checkpoint was not trained with this run's tokenizer."
+        )
+    # llama.cpp takes the vocabulary size from the token list: padded embedding rows (a
+    # vocab_size rounded up, as nanoGPT's 50304) get placeholder tokens.
+    vocab.tokens += [None] * (rows - len(vocab.tokens))
     if vocab.pre_tokenizer != "gpt-2":
         raise ModelError(
             "This run's tiktoken encoding splits text with a pattern llama.cpp has no "
