@@ -268,6 +268,49 @@ ExportSourceArg = Annotated[
         show_default=False,
     ),
 ]
+ExportFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="hf: a transformers GPT-2 directory; gguf: a llama.cpp/Ollama model file.",
+        metavar="hf|gguf",
+        show_default=False,
+    ),
+]
+ExportOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Directory to write (default: RUN_DIR/export/FORMAT-DTYPE-CHECKPOINT).",
+        metavar="DIR",
+        show_default=False,
+    ),
+]
+ExportCheckpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="best, last, or a checkpoint's name or path (default: best, else last).",
+        metavar="best|last|NAME",
+        show_default=False,
+    ),
+]
+ExportDtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="float32, float16 or bfloat16; gguf also q8_0 (8-bit, llama.cpp's Q8_0).",
+        metavar="DTYPE",
+    ),
+]
+AdapterOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--adapter-only",
+        help="GRPO runs with LoRA on a Hugging Face model: the PEFT adapter directory "
+        "instead of the merged model.",
+    ),
+]
 
 
 @app.command(
@@ -275,53 +318,15 @@ ExportSourceArg = Annotated[
 )
 def export(
     source: ExportSourceArg,
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="hf: a transformers GPT-2 directory; gguf: a llama.cpp/Ollama model file.",
-            metavar="hf|gguf",
-            show_default=False,
-        ),
-    ],
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            help="Directory to write (default: RUN_DIR/export/FORMAT-DTYPE-CHECKPOINT).",
-            metavar="DIR",
-            show_default=False,
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint",
-            help="best, last, or a checkpoint's name or path (default: best, else last).",
-            metavar="best|last|NAME",
-            show_default=False,
-        ),
-    ] = None,
-    dtype: Annotated[
-        str,
-        typer.Option(
-            "--dtype",
-            help="float32, float16 or bfloat16; gguf also q8_0 (8-bit, llama.cpp's Q8_0).",
-            metavar="DTYPE",
-        ),
-    ] = "float32",
+    fmt: ExportFormatOption,
+    out: ExportOutOption = None,
+    checkpoint: ExportCheckpointOption = None,
+    dtype: ExportDtypeOption = "float32",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
     ema: Annotated[
         bool, typer.Option("--ema/--no-ema", help="Export the EMA weights when the run kept them.")
     ] = True,
-    adapter_only: Annotated[
-        bool,
-        typer.Option(
-            "--adapter-only",
-            help="GRPO runs with LoRA on a Hugging Face model: the PEFT adapter directory "
-            "instead of the merged model.",
-        ),
-    ] = False,
+    adapter_only: AdapterOnlyOption = False,
 ) -> None:
     """Write a trained model with its tokenizer: an lm run's GPT, or the policy a GRPO run
     trained, as a Hugging Face directory (GPT-2 for our GPT) or a GGUF file."""
