@@ -60,7 +60,8 @@ class PrepareConfig(_Strict):
     tokenizer: str = Field(
         "char",
         description="For the `text` experiment: `char`, `tiktoken:<encoding>` (e.g. "
-        "`tiktoken:gpt2`) or `bpe` (byte-level BPE trained on the corpus).",
+        "`tiktoken:gpt2`), `bpe` (byte-level BPE trained on the corpus) or `hf:PATH` (the "
+        "tokenizer of a local Hugging Face model directory, to fine-tune that model).",
     )
     bpe_vocab_size: int = Field(
         2048, ge=260, le=65536, description="Vocabulary size of a trained `bpe` tokenizer."
@@ -80,9 +81,12 @@ class PrepareConfig(_Strict):
     def _known_tokenizer(cls, value: str) -> str:
         if value in ("char", "bpe") or (value.startswith("tiktoken:") and len(value) > 9):
             return value
+        if value.startswith("hf:") and value[3:].strip():
+            check_path(value[3:])
+            return value
         raise ValueError(
-            f"tokenizer '{value}' is not known: use 'char', 'bpe' or 'tiktoken:<encoding>' "
-            "(for example 'tiktoken:gpt2')."
+            f"tokenizer '{value}' is not known: use 'char', 'bpe', 'tiktoken:<encoding>' "
+            "(for example 'tiktoken:gpt2') or 'hf:PATH' (a local Hugging Face model directory)."
         )
 
 
@@ -172,6 +176,11 @@ class TrainConfig(_Strict):
     checkpointing: CheckpointingConfig = Field(
         default_factory=CheckpointingConfig, description="Checkpoint cadence and retention."
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass (less memory, slower); for "
+        '`init_from = "hf:PATH"` models.',
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainConfig:
@@ -180,6 +189,20 @@ class TrainConfig(_Strict):
                 f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})."
             )
         return self
+
+
+class LoraSettings(_Strict):
+    """LoRA adapters (PEFT) on a pretrained model; only they train, and checkpoints hold them."""
+
+    r: int = Field(8, gt=0, description="Rank of each adapter's A and B matrices.")
+    alpha: float = Field(16.0, gt=0, description="Scale: the adapter's update is alpha / r * BA.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Module names to adapt; default per layout: c_attn, c_proj, c_fc (our GPT, "
+        "GPT-2), q/k/v/o_proj and gate/up/down_proj (Llama, Qwen2, Mistral).",
+    )
 
 
 class SampleConfig(_Strict):
@@ -225,9 +248,15 @@ class LMConfig(_Strict):
         "scratch",
         description="Where the weights start: `scratch` (random), `nanogpt:PATH` (a nanoGPT "
         "ckpt.pt or the directory holding it) or `run:PATH` (an lm run: its best checkpoint, "
-        "else its last; or one ckpt_* directory). A source gives the model its shape: "
-        "`model.*` may only change dropout and lower block_size. Weights only: the optimizer "
-        "and schedule start anew. See docs/lm.md.",
+        "else its last; or one ckpt_* directory) or `hf:PATH` (a local Hugging Face causal "
+        'LM directory; prepare the data with `prepare.tokenizer = "hf:PATH"`). A source '
+        "gives the model its shape: `model.*` may only change dropout and lower block_size. "
+        "Weights only: the optimizer and schedule start anew. See docs/lm.md.",
+    )
+    lora: LoraSettings | None = Field(
+        None,
+        description="Train LoRA adapters (PEFT) on the init_from model instead of all its "
+        "weights; absent: full fine-tuning.",
     )
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Data preparation.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="GPT shape.")
@@ -244,6 +273,20 @@ class LMConfig(_Strict):
         if value != "scratch":
             check_path(value.partition(":")[2])
         return value
+
+    @model_validator(mode="after")
+    def _fine_tuning(self) -> LMConfig:
+        if self.lora is not None and self.init_from == "scratch":
+            raise ValueError(
+                "[lora] trains adapters on a pretrained model, but init_from is 'scratch': set "
+                'init_from (e.g. "hf:PATH" or "run:PATH"), or remove [lora].'
+            )
+        if self.train.ema_decay > 0 and (self.lora is not None or self.init_from.startswith("hf:")):
+            raise ValueError(
+                "train.ema_decay is for GPT runs without [lora]: set it to 0 for a Hugging "
+                "Face model or a LoRA run."
+            )
+        return self
 
     # Resolved locations; the loader fills name, so these never see None there.
     @property
@@ -293,9 +336,21 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     source = out.get("init_from")
     if isinstance(source, str) and source != "scratch":
         prefix, _, where = source.partition(":")
-        if prefix in SOURCES and where.strip():
-            p = Path(where).expanduser()
+        p = Path(where).expanduser()
+        hub_name = prefix == "hf" and not p.is_absolute() and not (base / p).exists()
+        if prefix in SOURCES and where.strip() and not hub_name:  # hub names: refused at use
             out["init_from"] = f"{prefix}:{p if p.is_absolute() else (base / p).resolve()}"
+    prepare = out.get("prepare")
+    tokenizer = prepare.get("tokenizer") if isinstance(prepare, dict) else None
+    if (
+        isinstance(prepare, dict)
+        and isinstance(tokenizer, str)
+        and tokenizer.startswith("hf:")
+        and tokenizer[3:].strip()
+    ):
+        p = Path(tokenizer[3:]).expanduser()
+        if p.is_absolute() or (base / p).exists():  # else a hub name, refused where it is used
+            prepare["tokenizer"] = f"hf:{p if p.is_absolute() else (base / p).resolve()}"
     sample = out.get("sample")
     if isinstance(sample, dict) and isinstance(sample.get("start"), str):
         start: str = sample["start"]

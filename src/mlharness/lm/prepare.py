@@ -32,8 +32,11 @@ from mlharness.lm.tokenizers import (
     BPE_FILE,
     BPETokenizer,
     CharTokenizer,
+    HFTokenizer,
     TiktokenTokenizer,
     TokenIds,
+    hf_tokenizer_digest,
+    local_hf_dir,
 )
 from mlharness.runs.io import atomic_write_bytes, atomic_write_json
 
@@ -170,7 +173,7 @@ def _write(
     ids: TokenIds,
     n_train: int,
     meta: dict[str, Any],
-    tokenizer: CharTokenizer | TiktokenTokenizer | BPETokenizer,
+    tokenizer: CharTokenizer | TiktokenTokenizer | BPETokenizer | HFTokenizer,
 ) -> None:
     """Each file is atomic; for the set, meta.json goes first and comes back last, so a
     crash in between leaves no meta.json and the directory never counts as current."""
@@ -187,12 +190,14 @@ def _write(
 
 def _build_tokenizer(
     prepare: PrepareConfig, text: str
-) -> CharTokenizer | TiktokenTokenizer | BPETokenizer:
+) -> CharTokenizer | TiktokenTokenizer | BPETokenizer | HFTokenizer:
     name = prepare.tokenizer
     if name == "char":
         return CharTokenizer.from_text(text)
     if name == "bpe":
         return BPETokenizer.train(text, prepare.bpe_vocab_size)
+    if name.startswith("hf:"):
+        return HFTokenizer.load(name[3:])
     return TiktokenTokenizer(name.removeprefix("tiktoken:"))
 
 
@@ -204,6 +209,9 @@ def _settings(prepare: PrepareConfig) -> dict[str, Any]:
     }
     if prepare.tokenizer == "bpe":
         settings["bpe_vocab_size"] = prepare.bpe_vocab_size
+    if prepare.tokenizer.startswith("hf:"):  # the same directory with another tokenizer in it
+        directory = local_hf_dir(prepare.tokenizer[3:], "prepare.tokenizer")
+        settings["hf_tokenizer_sha256"] = hf_tokenizer_digest(directory)
     return settings
 
 

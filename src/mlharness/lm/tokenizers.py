@@ -1,13 +1,16 @@
-"""Tokenizers: characters, tiktoken encodings (GPT-2 BPE) and byte-level BPE trained on the corpus.
+"""Tokenizers: characters, tiktoken encodings (GPT-2 BPE), byte-level BPE trained on the corpus,
+and a pretrained model's own Hugging Face tokenizer (``hf:PATH``).
 
-All three satisfy one small :class:`Tokenizer` protocol, and each describes itself with a
+All four satisfy one small :class:`Tokenizer` protocol, and each describes itself with a
 JSON ``spec()`` stored in ``meta.json``, from which :func:`load_tokenizer` rebuilds it; no
 pickle. Each also has ``encode_array``, the fast path ``mlx prepare`` uses on a whole corpus.
-tiktoken and tokenizers are imported only when a tokenizer that needs them is built.
+tiktoken, tokenizers and transformers are imported only when a tokenizer that needs them is
+built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -305,6 +308,119 @@ def split_for_batching(text: str, size: int = 1 << 16) -> list[str]:
     return pieces
 
 
+# --------------------------------------------------------------------------- Hugging Face
+
+# The files that define a Hugging Face tokenizer, whichever of them a directory has.
+HF_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
+
+
+def local_hf_dir(path: str | Path, setting: str) -> Path:
+    """``path`` as a local directory, or an error that says how to get one offline.
+
+    mlx never downloads a model at run time, so a hub name such as ``gpt2`` or
+    ``Qwen/Qwen2-0.5B`` that is not also a local directory is refused before anything loads.
+    """
+    directory = Path(path).expanduser()
+    if directory.is_dir():
+        return directory.resolve()
+    name = str(path)
+    raise DatasetError(
+        f'{setting} = "hf:{name}" names no local directory, and mlx does not download models: '
+        f"download it once (e.g. `hf download {name} --local-dir models/{Path(name).name}`) and "
+        f'set {setting} = "hf:models/{Path(name).name}".'
+    )
+
+
+def hf_tokenizer_digest(directory: Path) -> str:
+    """sha256 over the tokenizer files of ``directory``: changes when the tokenizer does."""
+    digest = hashlib.sha256()
+    found = [name for name in HF_TOKENIZER_FILES if (directory / name).is_file()]
+    if not found:
+        raise DatasetError(
+            f"{directory} holds no tokenizer files ({', '.join(HF_TOKENIZER_FILES[:2])}, ...): "
+            "point hf:PATH at a directory written by save_pretrained with its tokenizer."
+        )
+    for name in found:
+        digest.update(name.encode() + b"\0" + (directory / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class HFTokenizer:
+    """A pretrained model's own tokenizer, loaded from its local directory.
+
+    Text is encoded without special tokens (no BOS/EOS added), like tiktoken's
+    ``encode_ordinary``: a prepared corpus and a prompt are tokenized alike. The spec
+    records the directory and a digest of its tokenizer files, so data whose tokenizer has
+    since changed is found out instead of being read with other ids.
+    """
+
+    def __init__(self, directory: Path, tokenizer: Any) -> None:
+        self.directory = directory
+        self.tokenizer = tokenizer
+        self.vocab_size: int = len(tokenizer)
+
+    @classmethod
+    def load(cls, directory: str | Path, setting: str = "prepare.tokenizer") -> HFTokenizer:
+        found = local_hf_dir(directory, setting)
+        hf_tokenizer_digest(found)  # no tokenizer files: say so before transformers does
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:
+            raise DatasetError(
+                'hf: tokenizers need transformers: pip install "mlharness[hf]".'
+            ) from exc
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(found), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"Cannot load the tokenizer in {found}: {exc}.") from exc
+        return cls(found, tokenizer)
+
+    def encode_array(self, text: str) -> TokenIds:
+        # The Rust tokenizer encodes the pieces in parallel; the slow Python ones in turn.
+        pieces = split_for_batching(text)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            encodings = backend.encode_batch(pieces, add_special_tokens=False)
+            return np.concatenate([np.asarray(e.ids, dtype=np.uint32) for e in encodings])
+        return np.concatenate([np.asarray(self.encode(p), dtype=np.uint32) for p in pieces])
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        text: str = self.tokenizer.decode(list(ids))
+        return text
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "type": "hf",
+            "path": str(self.directory),
+            "sha256": hf_tokenizer_digest(self.directory),
+            "vocab_size": self.vocab_size,
+        }
+
+
+def load_hf_spec(spec: dict[str, Any]) -> HFTokenizer:
+    """The tokenizer of an ``hf`` spec, refused if its files changed since the spec was made."""
+    tokenizer = HFTokenizer.load(spec["path"])
+    if tokenizer.spec()["sha256"] != spec.get("sha256"):
+        raise DatasetError(
+            f"The tokenizer files in {spec['path']} changed since this data was prepared, so "
+            f"its token ids may mean other tokens: {PREPARE_HINT} anew."
+        )
+    return tokenizer
+
+
 # --------------------------------------------------------------------------- from meta.json
 
 
@@ -320,6 +436,8 @@ def load_tokenizer(data_dir: Path, meta: dict[str, Any] | None = None) -> Tokeni
         return TiktokenTokenizer(spec["encoding"])
     if kind == "bpe":
         return BPETokenizer.load(data_dir / BPE_FILE)
+    if kind == "hf" and isinstance(spec, dict) and isinstance(spec.get("path"), str):
+        return load_hf_spec(spec)
     raise DatasetError(
         f"{data_dir / 'meta.json'} describes no tokenizer this version knows ({spec!r}): "
         f"{PREPARE_HINT} anew."
