@@ -22,6 +22,7 @@ import torch
 from mlharness.errors import CheckpointError, EvaluationError
 from mlharness.lm import checkpoints as ckpt
 from mlharness.lm.config import LMConfig, lm_config_from_raw
+from mlharness.lm.hf_model import HFModel
 from mlharness.lm.meta import data_changes, load_meta
 from mlharness.lm.model import GPT
 from mlharness.lm.sampler import load_model
@@ -108,7 +109,9 @@ def window_starts(n_tokens: int, block_size: int, max_tokens: int) -> np.ndarray
 
 
 @torch.no_grad()
-def split_loss(model: GPT, tokens: np.ndarray, starts: np.ndarray, device: torch.device) -> float:
+def split_loss(
+    model: GPT | HFModel, tokens: np.ndarray, starts: np.ndarray, device: torch.device
+) -> float:
     """Mean next-token cross-entropy over the windows at ``starts``."""
     block = model.config.block_size
     offsets = np.arange(block + 1)

@@ -1,9 +1,10 @@
-"""Weights to start from: a nanoGPT ``ckpt.pt``, or a checkpoint of one of our lm runs.
+"""Weights to start from: a nanoGPT ``ckpt.pt``, a checkpoint of one of our lm runs, or a
+local Hugging Face causal LM.
 
 An lm config's ``init_from = "PREFIX:PATH"`` names the source; :data:`SOURCES` maps each
-prefix to its loader, so another kind of source (``hf:``) is one more entry. Every loader
-returns a :class:`Pretrained`: the model's shape, its weights under our GPT's parameter
-names, and what its token ids mean, which the trainer holds against the prepared data.
+prefix to its loader. Every loader returns a :class:`Pretrained`: the model's shape (its
+``model_args``), its weights (under our GPT's parameter names, or a Hugging Face model's
+own), and what its token ids mean, which the trainer holds against the prepared data.
 
 nanoGPT's files are pickles. ``ckpt.pt`` is read with ``torch.load(weights_only=True)``,
 which builds only tensors and plain containers and refuses any other class without
@@ -28,6 +29,8 @@ from mlharness.runs import checkpoints as run_ckpt
 if TYPE_CHECKING:
     import torch
 
+    from mlharness.lm.hf_model import HFModel
+    from mlharness.lm.model import GPT
     from mlharness.lm.tokenizers import Tokenizer
 
 NANOGPT_FILE = "ckpt.pt"
@@ -41,7 +44,7 @@ GPT2_SPEC: dict[str, Any] = {"type": "tiktoken", "encoding": "gpt2"}
 class Pretrained:
     """A model to start from, in our GPT's terms."""
 
-    kind: str  # the init_from prefix: nanogpt | run
+    kind: str  # the init_from prefix: nanogpt | run | hf
     path: Path  # the file or checkpoint directory read
     model_args: dict[str, Any]  # GPTConfig's fields
     state: dict[str, torch.Tensor]  # our GPT's names; the tied lm_head may be absent
@@ -287,6 +290,27 @@ def load_run(path: Path) -> Pretrained:
     )
 
 
+# ----------------------------------------------------------------------------- Hugging Face
+
+
+def load_hf(path: Path) -> Pretrained:
+    """A local Hugging Face causal LM directory (GPT-2, Llama, Qwen2, ... layouts)."""
+    from mlharness.lm import hf_model
+    from mlharness.lm.tokenizers import HFTokenizer, local_hf_dir
+
+    directory = local_hf_dir(path, "init_from")
+    model = hf_model.load_hf_model(directory)
+    return Pretrained(
+        kind="hf",
+        path=directory,
+        model_args=hf_model.hf_model_args(model, directory),
+        state=model.state_dict(),
+        tokenizer=HFTokenizer.load(directory, "init_from").spec(),
+        tokenizer_dir=directory,
+        iteration=0,
+    )
+
+
 # ----------------------------------------------------------------------------- init_from
 
 
@@ -299,6 +323,7 @@ class Source:
 SOURCES: dict[str, Source] = {
     "nanogpt": Source(load_nanogpt, "a nanoGPT ckpt.pt or a directory holding one"),
     "run": Source(load_run, "an lm run directory or one of its ckpt_* directories"),
+    "hf": Source(load_hf, "a local Hugging Face causal LM directory"),
 }
 """``init_from`` prefixes and their loaders (``scratch`` is the absence of a source)."""
 
@@ -326,6 +351,8 @@ def describe_tokenizer(spec: Mapping[str, Any]) -> str:
         return f"tiktoken '{spec.get('encoding')}' ids"
     if kind == "bpe":
         return f"byte-level BPE ids ({spec.get('vocab_size')} tokens, its tokenizer.json)"
+    if kind == "hf":
+        return f"ids of the Hugging Face tokenizer in {spec.get('path')}"
     return f"ids of an unknown tokenizer ({dict(spec)!r})"
 
 
@@ -333,6 +360,8 @@ def check_vocabulary(source: Pretrained, meta: Mapping[str, Any], data_dir: Path
     """The prepared data's ids must mean what the source's meant, and fit its embedding."""
     data_spec = meta.get("tokenizer") or {}
     same = data_spec == source.tokenizer
+    if data_spec.get("type") == "hf" == source.tokenizer.get("type"):  # a copy reads alike
+        same = data_spec.get("sha256") == source.tokenizer.get("sha256")
     if same and data_spec.get("type") == "bpe":
         files = (source.tokenizer_dir / "tokenizer.json", data_dir / "tokenizer.json")
         same = all(f.is_file() for f in files) and files[0].read_bytes() == files[1].read_bytes()
@@ -377,6 +406,24 @@ def fit_to_run(
         )
     args.update(chosen)
     state = dict(source.state)
-    if "wpe.weight" in state:  # (load_into names it when absent)
+    if "wpe.weight" in state and "hf_config" not in args:  # (load_into names it when absent)
         state["wpe.weight"] = state["wpe.weight"][: args["block_size"]]
     return args, state
+
+
+def base_model(args: Mapping[str, Any], init_from: str) -> GPT | HFModel:
+    """The model of a run's checkpoints before their weights load into it.
+
+    A LoRA run's checkpoints hold only adapters: its frozen base comes from its source again
+    (``init_from``), loaded as the run first loaded it, then the adapter layers are added.
+    """
+    from mlharness.lm import hf_model
+
+    model = hf_model.build_model(args)
+    lora = args.get("lora")
+    if lora:
+        source = load_source(init_from)
+        chosen = {k: args[k] for k in ("block_size", "dropout")}
+        hf_model.load_model_state(model, fit_to_run(source, chosen)[1])
+        hf_model.add_lora_layers(model, lora)
+    return model

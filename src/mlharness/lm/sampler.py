@@ -19,8 +19,9 @@ import torch
 
 from mlharness.errors import CheckpointError, ConfigError
 from mlharness.lm import checkpoints as ckpt
-from mlharness.lm import pretrained
+from mlharness.lm import hf_model, pretrained
 from mlharness.lm.config import LMConfig
+from mlharness.lm.hf_model import HFModel
 from mlharness.lm.model import GPT, GPTConfig
 from mlharness.lm.pick import latest_run, sampling_checkpoint
 from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
@@ -62,18 +63,19 @@ def _nanogpt_dir(path: Path) -> bool:
 
 def load_model(
     checkpoint: Path, device: torch.device, use_ema: bool = True
-) -> tuple[GPT, dict[str, Any]]:
+) -> tuple[GPT | HFModel, dict[str, Any]]:
+    """Our GPT or a fine-tuned Hugging Face model (a LoRA run's base comes from its source)."""
     meta = ckpt.read_meta(checkpoint)
-    model = GPT(GPTConfig.from_dict(meta["model_args"]))
+    model = pretrained.base_model(meta["model_args"], meta["config"].get("init_from", "scratch"))
     ema = use_ema and bool(meta.get("has_ema"))
-    run_ckpt.load_into(model, ckpt.load_weights(checkpoint, ema=ema))
+    hf_model.load_model_state(model, ckpt.load_weights(checkpoint, ema=ema))
     model.to(device).eval()
     return model, meta
 
 
 def load_for_sampling(
     run_dir: Path, checkpoint: Path, device: torch.device, use_ema: bool = True
-) -> tuple[GPT, dict[str, Any], Tokenizer]:
+) -> tuple[GPT | HFModel, dict[str, Any], Tokenizer]:
     """The model, its checkpoint's meta and the tokenizer; a ``ckpt.pt`` file is nanoGPT's,
     with the tokenizer nanoGPT's sample.py would use (its meta.pkl, else GPT-2's BPE)."""
     if not checkpoint.is_file():
@@ -198,7 +200,7 @@ def _encode_start(tokenizer: Tokenizer, prompt: str) -> list[int]:
 
 
 def _generate(
-    model: GPT,
+    model: GPT | HFModel,
     tokenizer: Tokenizer,
     config: LMConfig,
     prompt: str,

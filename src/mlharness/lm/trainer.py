@@ -40,10 +40,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mlharness.errors import CheckpointError, ConfigError, DatasetError, RunDirectoryError
 from mlharness.lm import checkpoints as ckpt
-from mlharness.lm import pretrained
+from mlharness.lm import hf_model, pretrained
 from mlharness.lm.config import LMConfig, ModelConfig, config_snapshot
+from mlharness.lm.hf_model import HFModel
 from mlharness.lm.meta import data_changes, load_meta
-from mlharness.lm.model import GPT, GPTConfig
+from mlharness.lm.model import GPT
 from mlharness.lm.pretrained import MODEL_ARGS
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs import lifecycle
@@ -261,12 +262,13 @@ def _model_args(config: LMConfig, vocab_size: int) -> dict[str, Any]:
 def _with_shape(config: LMConfig, args: dict[str, Any]) -> LMConfig:
     """The config with the model section the run really has (from a source or checkpoint),
     so that its snapshots, and the evaluations that read them, describe the model."""
-    shape = {k: v for k, v in args.items() if k != "vocab_size"}
+    shape = {k: v for k, v in args.items() if k in MODEL_ARGS and k != "vocab_size"}
     return config.model_copy(update={"model": ModelConfig(**shape)})
 
 
 def _reconcile_model_args(ours: dict[str, Any], theirs: dict[str, Any], where: Path) -> None:
-    """The checkpoint's architecture wins on resume (seed 001); say what it overrides."""
+    """The checkpoint's architecture (and LoRA adapters) win on resume (seed 001); say what
+    it overrides."""
     diffs = [
         f"{k}: config {ours.get(k)!r} -> checkpoint {theirs.get(k)!r}"
         for k in MODEL_ARGS
@@ -279,7 +281,7 @@ def _reconcile_model_args(ours: dict[str, Any], theirs: dict[str, Any], where: P
             UserWarning,
             stacklevel=3,
         )
-    ours.update({k: theirs[k] for k in MODEL_ARGS if k in theirs})
+    ours.update(theirs)
 
 
 # What a run's tokens mean and which tokens it trains on: a resumed run must find the same.
@@ -333,11 +335,11 @@ class Trainer:
         # A resumed run has its weights: init_from applies to a new run only.
         start = self._pretrained(args) if resume is None and config.init_from != "scratch" else None
         self.model_args = args = start[0] if start else args
+        if resume is None and config.lora is not None:
+            args["lora"] = config.lora.model_dump()
         self.config = config = _with_shape(config, args)
         torch.manual_seed(t.seed)  # identical initial weights in every process
-        self.model = GPT(GPTConfig(**args)).to(self.device)
-        if start is not None:
-            run_ckpt.load_into(self.model, start[1])
+        self.model = self._build_model(args, start)
         self.optimizer = self._optimizer()
         self.ema: dict[str, torch.Tensor] | None = None
         if t.ema_decay > 0:
@@ -415,6 +417,23 @@ class Trainer:
             log.info("Starting from %s (iteration %d)", source.path, source.iteration)
         return fitted
 
+    def _build_model(
+        self, args: dict[str, Any], start: tuple[dict[str, Any], dict[str, Any]] | None
+    ) -> GPT | HFModel:
+        """Our GPT or a Hugging Face model: a new run's with its source's weights and fresh
+        LoRA layers; a resumed run's with what its checkpoint's weights load into."""
+        if start is None:
+            model = pretrained.base_model(args, self.config.init_from)
+        else:
+            model = hf_model.build_model(args)
+            hf_model.load_model_state(model, start[1])
+            if args.get("lora"):
+                args["lora"]["target_modules"] = hf_model.add_lora_layers(model, args["lora"])
+        if self.config.train.gradient_checkpointing:
+            hf_model.enable_gradient_checkpointing(model)
+        assert isinstance(model, (GPT, HFModel))
+        return model.to(self.device)
+
     def _wrap_model(self) -> None:
         """What runs the forward: compiled, under DDP, or split across CPU threads."""
         t, args = self.config.train, self.model_args
@@ -433,6 +452,7 @@ class Trainer:
             and self.device.type == "cpu"
             and threads > 1
             and args["dropout"] == 0
+            and not (args.get("lora") or {}).get("dropout")
             and not t.compile
             and not self.dist.enabled
             and not self.config.logits_outgrow_heap(args["vocab_size"])
@@ -464,7 +484,7 @@ class Trainer:
 
     def _restore(self, path: Path, meta: dict[str, Any]) -> None:
         try:
-            run_ckpt.load_into(self.model, ckpt.load_weights(path))
+            hf_model.load_model_state(self.model, ckpt.load_weights(path))
             state = run_ckpt.load_trainer_state(path)
             self.optimizer.load_state_dict(state["optimizer"])
             if self.ema is not None and meta.get("has_ema"):
@@ -539,7 +559,7 @@ class Trainer:
             run_ckpt.checkpoint_name(kind, self.iter, metric),
             kind=kind,
             iteration=self.iter,
-            model_state=self.model.state_dict(),
+            model_state=hf_model.model_state(self.model),
             ema_state=self.ema,
             trainer_state={
                 "optimizer": self.optimizer.state_dict(),

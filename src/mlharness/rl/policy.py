@@ -14,7 +14,6 @@ import copy
 import json
 import logging
 import re
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from mlharness.errors import CheckpointError, ConfigError, ModelError
+from mlharness.lm.hf_model import (
+    default_lora_targets,
+    hf_cache_kwarg,
+    load_hf_model,
+    load_hf_tokenizer,
+    lora_config,
+    set_dropout,
+)
+from mlharness.lm.hf_model import peft_quietly as _peft_quietly
 from mlharness.lm.model import GPT
 from mlharness.lm.sampler import load_model
 from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
@@ -35,7 +43,6 @@ Kind = Literal["gpt", "hf"]
 Step = Callable[[Tensor], Tensor]  # tokens (B, T) continuing the cache -> last logits (B, V)
 
 HF_DIR = "hf"  # inside an rl checkpoint: a save_pretrained directory (weights or adapter)
-GPT_LORA_TARGETS = ["c_attn", "c_proj", "c_fc"]
 _LAYER = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks|block)\.(\d+)\.")
 
 
@@ -212,18 +219,6 @@ class Policy:
         return max(found) + 1 if found else 0
 
 
-def hf_cache_kwarg() -> str:
-    """The keyword a Hugging Face model's forward takes its KV cache by.
-
-    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and
-    goes in 5.40); older releases know only ``past_key_values``.
-    """
-    from packaging.version import Version
-    from transformers import __version__
-
-    return "cache" if Version(__version__).release >= (5, 24) else "past_key_values"
-
-
 def _plain_gpt2(model: Any) -> bool:
     """Whether ``model`` is a GPT-2 that :func:`_gpt2_decoder` computes exactly: its
     activation and attention scaling, and no hooks (LoRA and other wrappers add them)."""
@@ -386,41 +381,18 @@ def disable_dropout(model: nn.Module) -> None:
     importance ratio and the KL to the reference would start away from 1 and 0 by noise
     alone, before any update. GPT-2 style configs ship with 0.1 dropout everywhere.
     """
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        for name in ("dropout", "attention_dropout"):  # rates read as floats in forward()
-            if isinstance(getattr(module, name, None), float):
-                setattr(module, name, 0.0)
+    set_dropout(model, 0.0)
 
 
 def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -> Policy:
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:
-        raise ModelError(
-            f"{path} is a Hugging Face model, which needs transformers: pip install "
-            '"mlharness[rl]".'
-        ) from exc
     adapter = (path / "adapter_config.json").is_file()
     base_path = path
     if adapter:
         base_path = Path(
             _read_json(path / "adapter_config.json").get("base_model_name_or_path", "")
         )
-    try:
-        tok = AutoTokenizer.from_pretrained(
-            str(path if (path / "tokenizer_config.json").is_file() else base_path),
-            local_files_only=True,
-        )
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(base_path), local_files_only=True, dtype=torch.float32
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"Cannot load a Hugging Face causal LM from {base_path}: {exc}. It must hold "
-            "config.json, the weights and the tokenizer files (save_pretrained writes them)."
-        ) from exc
+    tok = load_hf_tokenizer(path if (path / "tokenizer_config.json").is_file() else base_path)
+    model: Any = load_hf_model(base_path)
     disable_dropout(model)
     info: dict[str, Any] = {"model_type": "hf", "base_path": str(base_path), "hf_tokenizer": tok}
     if adapter:
@@ -437,38 +409,17 @@ def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -
     return Policy("hf", model.to(device), tokenizer, path, int(ctx) if ctx else None, info)
 
 
-@contextlib.contextmanager
-def _peft_quietly() -> Iterator[None]:
-    """PEFT still asks transformers for ``is_gradient_checkpointing``, which transformers 5
-    deprecates with a FutureWarning on every wrap: PEFT's to fix, nothing a user can act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-        )
-        yield
-
-
 def add_lora(
     policy: Policy, *, rank: int, alpha: float, dropout: float, targets: list[str] | None
 ) -> Policy:
     """Wrap the policy's model with fresh LoRA adapters; only they train."""
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as exc:
-        raise ModelError('model.use_lora needs peft: pip install "mlharness[rl]".') from exc
     if policy.uses_lora:
         return policy  # a checkpoint that already carries adapters: keep training them
     if targets is None:
-        targets = GPT_LORA_TARGETS if policy.kind == "gpt" else _hf_default_targets(policy.model)
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT annotates int, accepts any number
-        lora_dropout=dropout,
-        target_modules=targets,
-        bias="none",
-        # GPT-2's Conv1D stores weights as (in, out), the transpose of nn.Linear.
-        fan_in_fan_out=getattr(getattr(policy.model, "config", None), "model_type", "") == "gpt2",
-    )
+        targets = default_lora_targets(policy.model, "model.lora_target_modules")
+    config = lora_config(policy.model, rank=rank, alpha=alpha, dropout=dropout, targets=targets)
+    from peft import get_peft_model
+
     try:
         with _peft_quietly():
             model = get_peft_model(policy.model, config)
@@ -480,27 +431,6 @@ def add_lora(
     policy.model = model
     policy.info["lora"] = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
     return policy
-
-
-def _hf_default_targets(model: nn.Module) -> list[str]:
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    llama = [
-        n
-        for n in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-        if n in names
-    ]
-    if llama:
-        return llama
-    conv1d = {
-        n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Conv1D"
-    }
-    gpt2 = [n for n in ("c_attn", "c_proj", "c_fc") if n in names | conv1d]
-    if gpt2:
-        return gpt2
-    raise ConfigError(
-        "Cannot guess which modules LoRA should adapt in this model: set "
-        'model.lora_target_modules (e.g. ["q_proj", "v_proj"]).'
-    )
 
 
 def frozen_copy(policy: Policy) -> Policy:
