@@ -2,10 +2,9 @@
 
 llama-cpp-python builds llama.cpp from source when pip installs it (about 10 minutes on 2
 cores), so it is not a dependency and these tests skip without it; docs/lm.md gives the
-command. llama.cpp's GELU is the tanh approximation, ours the exact one: its logits are
-compared with our model's both as it is and with its GELU switched to tanh, which llama.cpp
-must match to float32 rounding; the greedy tokens must agree wherever our top two logits
-are not a near tie.
+command. llama.cpp tokenizes text into our ids; its logits differ from ours by its GELU
+(the tanh approximation, read from a float16 table on the CPU), within 5e-2, and its
+greedy tokens agree with ours wherever our top two logits are not a near tie.
 """
 
 from __future__ import annotations
@@ -57,10 +56,8 @@ def llama_logits(llm: Any, ids: list[int]) -> Any:
     return torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
 
 
-def our_logits(checkpoint: Path, ids: list[int], gelu: str = "none") -> Any:
+def our_logits(checkpoint: Path, ids: list[int]) -> Any:
     model, _ = load_model(checkpoint, torch.device("cpu"))
-    for block in model.h:
-        block.mlp.gelu = torch.nn.GELU(approximate=gelu)
     with torch.no_grad():
         return model(torch.tensor([ids]), all_logits=True)[0][0]
 
@@ -84,12 +81,8 @@ def test_llama_cpp_runs_the_gguf_with_our_ids_and_logits(
         0, ours.vocab_size, (block_size,), generator=torch.Generator().manual_seed(0)
     )
     theirs = llama_logits(llm, ids.tolist())
-    exact, tanh = (
-        our_logits(result.checkpoint, ids.tolist()),
-        our_logits(result.checkpoint, ids.tolist(), "tanh"),
-    )
-    assert (theirs - tanh).abs().max().item() < 1e-3  # the same function, float32 kernels
-    assert (theirs - exact).abs().max().item() < 5e-2  # GELU: tanh approximation vs exact
+    exact = our_logits(result.checkpoint, ids.tolist())
+    assert (theirs - exact).abs().max().item() < 5e-2
     top2 = exact.topk(2, dim=-1).values
     clear = (top2[:, 0] - top2[:, 1]) > 1e-2
     assert torch.equal(theirs.argmax(-1)[clear], exact.argmax(-1)[clear])
