@@ -17,6 +17,7 @@ from lm_support import TINY_LM  # noqa: E402
 from mlharness.config import deep_merge  # noqa: E402
 from mlharness.errors import ConfigError, DatasetError  # noqa: E402
 from mlharness.lm import checkpoints as ckpt  # noqa: E402
+from mlharness.lm import evaluate as lm_eval  # noqa: E402
 from mlharness.lm import sampler  # noqa: E402
 from mlharness.lm.config import load_lm_config  # noqa: E402
 from mlharness.lm.prepare import prepare_data  # noqa: E402
@@ -88,6 +89,8 @@ def test_lora_trains_only_the_adapters(workspace: Path) -> None:
         "dropout": 0.0,
         "target_modules": ["c_attn", "c_proj", "c_fc"],
     }
+    report = lm_eval.evaluate(result.run_dir, "ckpt_last_00000020")  # mlx eval's scoring
+    assert abs(report["results"]["val"]["loss"] - losses[-1]) < 0.2, (report, losses)
     # Sampling rebuilds the base from the source and adds the trained adapters.
     model, _ = sampler.load_model(result.run_dir / "checkpoints" / "ckpt_last_00000020", "cpu")
     assert all(model.state_dict()[k].equal(v) for k, v in after.items())
