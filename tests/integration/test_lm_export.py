@@ -275,3 +275,32 @@ def test_gguf_pads_the_vocabulary_to_the_embedding_rows(tmp_path: Path) -> None:
     assert meta["tokenizer.ggml.merges"] == ["ÿ ÿ"]  # llama.cpp needs one; 0xFF is never UTF-8
     with pytest.raises(ModelError, match="the model only 8 embeddings"):
         write_gguf(tmp_path, state, config.to_dict(), CharTokenizer("0123456789"), "float32", "x")
+
+
+def test_more_errors_each_one_sentence(tiny_lm: Any, tmp_path: Path) -> None:
+    _, run = trained(tiny_lm)
+    checkpoints = run / "checkpoints"
+    file_out = tmp_path / "taken"
+    file_out.write_text("x")
+    with pytest.raises(RunDirectoryError, match=r"--out .*taken is a file: name a directory"):
+        export(run, "hf", out=file_out, say=quiet)
+    # A best checkpoint that is still the baseline (GRPO's can be) points to the last one.
+    best = run_ckpt.list_checkpoints(checkpoints, "best")
+    for info in best:
+        info.path.rename(checkpoints / "ckpt_best_00000000_val_loss_9.0000")
+        break
+    for info in best[1:]:
+        run_ckpt.remove_directory(info.path)
+    with pytest.raises(CheckpointError, match=r"is its initial one .*pass --checkpoint last"):
+        locate(run)
+    run_ckpt.remove_directory(checkpoints / "ckpt_best_00000000_val_loss_9.0000")
+    with pytest.raises(CheckpointError, match=r"No ckpt_best_\* checkpoint in .*--checkpoint last"):
+        locate(run, "best")
+    # The run's meta.json (its tokenizer) is gone.
+    (run / "meta.json").rename(run / "meta.json.bak")
+    with pytest.raises(CheckpointError, match=r"has no meta\.json, so its tokenizer is unknown"):
+        export(run, "hf", say=quiet)
+    (run / "meta.json.bak").rename(run / "meta.json")
+    # Weights of another layout.
+    with pytest.raises(CheckpointError, match="not a GPT of this project's layout"):
+        full_state({"wte.weight": torch.zeros(2, 2)}, {"n_layer": 1, "n_embd": 2})

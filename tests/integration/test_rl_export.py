@@ -84,6 +84,10 @@ def test_lora_on_hf_merges_into_the_base_and_exports_the_adapter(workspace: Path
 
     with pytest.raises(ConfigError, match=r"run llama\.cpp's convert_hf_to_gguf\.py"):
         export(checkpoint, "gguf", say=quiet)
+    base.rename(base.with_name("moved"))
+    with pytest.raises(ConfigError, match=r"The adapter's base model .* is gone"):
+        export(checkpoint, "hf", adapter_only=True, out=workspace / "adapter", say=quiet)
+    assert not (workspace / "adapter").exists()
 
 
 def test_full_weights_of_an_hf_policy_export_in_float16(workspace: Path) -> None:

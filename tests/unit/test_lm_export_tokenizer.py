@@ -84,3 +84,15 @@ def test_gpt2_merges_equal_gpt2s_vocab_bpe_and_encode_alike() -> None:
     assert vocab.eos_id == 50256 and vocab.pre_tokenizer == "gpt-2"
     hf = hf_tokenizer(tok)
     assert hf.encode(TEXT * 20).ids == tok.encode(TEXT * 20)
+
+
+def test_a_token_that_is_no_merge_of_earlier_ones_is_refused() -> None:
+    from mlharness.errors import ModelError
+
+    ranks = {bytes([i]): i for i in range(256)}
+    ranks[b"abc"] = 256  # neither "ab" nor "bc" ranks before it
+    enc = tiktoken.Encoding(
+        name="bad", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens={}
+    )
+    with pytest.raises(ModelError, match=r"b'abc' \(id 256\) is not a merge of tokens ranked"):
+        vocabulary(TiktokenTokenizer(enc))
