@@ -547,6 +547,7 @@ def test_dual_gradients_route_answer_tokens_to_the_answer_layers(
         {"loss_type": "bnpo"},
         {"scale_rewards": "batch"},
         {"scale_rewards": "none"},
+        {"kl_importance_weighted": True, "num_iterations": 2},
         {"ppo_batch_size": 3, "num_rollout_samples": 5, "grad_accum_steps": 2},
     ],
     ids=lambda t: "-".join(f"{k}={v}" for k, v in t.items()),

@@ -104,6 +104,54 @@ def test_gradient_of_on_policy_loss_is_minus_advantage_times_score() -> None:
     assert logp.grad[0].tolist() == pytest.approx([-1.0, -1.0])  # -A / tokens each
 
 
+def test_importance_weighted_kl_matches_hand_computed_values() -> None:
+    # TRL's use_bias_correction_kl: loss_t = surrogate_t + beta * ratio_t * KL_t.
+    logp = torch.tensor([[-1.0, -0.5]])
+    old = torch.tensor([[-1.1, -0.5]])  # ratios e^0.1 and 1
+    ref = torch.tensor([[-0.7, -0.9]])
+    adv, mask, beta = torch.tensor([0.5]), torch.ones(1, 2), 0.1
+
+    def token(lp: float, o: float, r: float) -> float:
+        ratio = math.exp(lp - o)
+        d = r - lp
+        return -min(ratio * 0.5, min(max(ratio, 0.8), 1.2) * 0.5) + beta * ratio * (
+            math.exp(d) - d - 1
+        )
+
+    expected = (token(-1.0, -1.1, -0.7) + token(-0.5, -0.5, -0.9)) / 2
+    parts = grpo.grpo_loss(logp, old, adv, mask, ref, beta=beta, kl_weighted=True)
+    assert parts.loss.item() == pytest.approx(expected, rel=1e-6)
+    kl = [math.exp(0.1) * (math.exp(0.3) - 1.3), math.exp(-0.4) + 0.4 - 1]
+    assert parts.kl == pytest.approx(sum(kl) / 2, rel=1e-6)  # the term the loss holds
+    plain = grpo.grpo_loss(logp, old, adv, mask, ref, beta=beta)
+    assert plain.kl == pytest.approx((math.exp(0.3) - 1.3 + kl[1]) / 2, rel=1e-6)
+
+
+def test_importance_weighted_kl_changes_the_on_policy_gradient() -> None:
+    # On-policy (ratio = 1) the values agree, but the weighted term's gradient is
+    # beta * (logp - ref), the plain k3 term's beta * (1 - exp(ref - logp)); per token / 2.
+    lp, ref, beta = [-1.0, -0.5], [-0.7, -0.9], 0.1
+    grads = {}
+    for weighted in (False, True):
+        logp = torch.tensor([lp], requires_grad=True)
+        parts = grpo.grpo_loss(
+            logp,
+            logp.detach(),
+            torch.zeros(1),
+            torch.ones(1, 2),
+            torch.tensor([ref]),
+            beta=beta,
+            kl_weighted=weighted,
+        )
+        parts.loss.backward()
+        assert logp.grad is not None
+        grads[weighted] = logp.grad[0].tolist()
+    plain = [beta * (1 - math.exp(r - x)) / 2 for x, r in zip(lp, ref, strict=True)]
+    weighted = [beta * (x - r) / 2 for x, r in zip(lp, ref, strict=True)]
+    assert grads[False] == pytest.approx(plain, rel=1e-6)
+    assert grads[True] == pytest.approx(weighted, rel=1e-6)
+
+
 def test_kl_term_is_zero_when_policy_equals_reference() -> None:
     logp = torch.randn(3, 4)
     parts = grpo.grpo_loss(logp, logp, torch.zeros(3), torch.ones(3, 4), logp.clone(), beta=1.0)

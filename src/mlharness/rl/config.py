@@ -98,6 +98,12 @@ class TrainerConfig(_Strict):
         description="Weight of the KL penalty to the reference (0: no reference "
         "model is loaded at all).",
     )
+    kl_importance_weighted: bool = Field(
+        False,
+        description="Weight the KL term by the importance ratio (beta x ratio x KL), as TRL's "
+        "use_bias_correction_kl (its default): on-policy the KL gradient becomes the unbiased "
+        "reverse-KL gradient, beta x (logp - ref).",
+    )
     epsilon: float = Field(0.2, gt=0, description="Lower clip range of the importance ratio.")
     epsilon_high: float | None = Field(
         None, gt=0, description="Upper clip range (DAPO's clip-higher); default: epsilon."

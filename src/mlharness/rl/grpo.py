@@ -8,7 +8,10 @@ users of TRL expect:
     loss_t   = -min(ratio_t * A, clip(ratio_t, 1 - eps_low, 1 + eps_high) * A) + beta * KL_t
     KL_t     = exp(ref_t - logp_t) - (ref_t - logp_t) - 1           (k3: unbiased, >= 0)
 
-and ``loss_type`` decides how token losses are averaged (see :func:`reduce_loss`).
+and ``loss_type`` decides how token losses are averaged (see :func:`reduce_loss`). With
+``kl_weighted`` the KL term is ``beta * ratio_t * KL_t`` (TRL's ``use_bias_correction_kl``,
+DeepSeek-V3.2): on-policy its gradient is ``beta * (logp_t - ref_t)``, the unbiased gradient
+of the reverse KL, where the plain k3 term's is ``beta * (1 - exp(ref_t - logp_t))``.
 """
 
 from __future__ import annotations
@@ -87,12 +90,18 @@ def per_token_loss(
     beta: float,
     eps_low: float,
     eps_high: float,
+    kl_weighted: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(loss_t, surrogate_t, kl_t, low-clipped, high-clipped), each (B, T)."""
+    """(loss_t, surrogate_t, kl_t, low-clipped, high-clipped), each (B, T).
+
+    ``kl_t`` is the term the loss holds: times the ratio when ``kl_weighted``.
+    """
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(1)  # (B, 1)
     surrogate = -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
     kl = k3_kl(logp, ref_logp) if ref_logp is not None and beta != 0 else torch.zeros_like(logp)
+    if kl_weighted:
+        kl = kl * ratio  # the ratio is not detached: it carries gradient even where it is 1
     loss = surrogate + beta * kl
     low = (ratio < 1 - eps_low) & (adv < 0)
     high = (ratio > 1 + eps_high) & (adv > 0)
@@ -142,6 +151,7 @@ def grpo_loss(
     max_gen_len: int = 1,
     step_tokens: int | None = None,
     accum: int = 1,
+    kl_weighted: bool = False,
 ) -> LossParts:
     """The GRPO loss of one micro-batch; ``mask`` (B, T) marks the completion tokens trained."""
     mask = mask.to(logp.dtype)
@@ -153,6 +163,7 @@ def grpo_loss(
         beta=beta,
         eps_low=eps_low,
         eps_high=eps_low if eps_high is None else eps_high,
+        kl_weighted=kl_weighted,
     )
     n = int(mask.sum().item())
     kwargs = {

@@ -153,6 +153,7 @@ class GRPOUpdate:
             "max_gen_len": self.config.data.max_gen_len,
             "step_tokens": step_tokens,
             "accum": accum,
+            "kl_weighted": t.kl_importance_weighted,
         }
         parts = grpo.grpo_loss(logp, old_logp, adv, mask, ref, **kwargs)
         if not t.use_dual_gradients:
@@ -169,8 +170,13 @@ class GRPOUpdate:
             beta=t.grpo_beta,
             eps_low=t.epsilon,
             eps_high=t.epsilon_high or t.epsilon,
+            kl_weighted=t.kl_importance_weighted,
         )
-        shared = {k: v for k, v in kwargs.items() if k not in ("beta", "eps_low", "eps_high")}
+        shared = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in ("beta", "eps_low", "eps_high", "kl_weighted")
+        }
         think_loss = grpo.reduce_loss(loss_t * think, mask, **shared)
         answer_loss = grpo.reduce_loss(loss_t * answer, mask, **shared)
         self._backward(think_loss, lambda layer: grpo.layer_filter(layer, t0, t1))
