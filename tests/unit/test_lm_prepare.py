@@ -31,6 +31,7 @@ BUILT_INS = [
     "arithmetic",
     "bundestag_char",
     "bundestag_tiktoken",
+    "sft",
     "shakespeare",
     "shakespeare_char",
     "text",
@@ -107,7 +108,7 @@ def test_unknown_preparer(workspace: Path) -> None:
     assert str(info.value) == (
         "No preparer named 'mystery' is registered (without prepare.preparer, the experiment "
         "name is used). Available preparers: arithmetic, bundestag_char, bundestag_tiktoken, "
-        "shakespeare, shakespeare_char, text. Set prepare.preparer to one of them, for "
+        "sft, shakespeare, shakespeare_char, text. Set prepare.preparer to one of them, for "
         'example "text" for your own text file.'
     )
 

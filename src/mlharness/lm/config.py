@@ -43,6 +43,21 @@ class ArithmeticConfig(_Strict):
     seed: int = Field(1337, description="Seed of the generator; same seed, same file.")
 
 
+class SFTConfig(_Strict):
+    """Prompt/completion pairs for supervised fine-tuning (the `sft` preparer)."""
+
+    use_chat_template: bool | None = Field(
+        None,
+        description="Format prompts with the tokenizer's chat template; default: when it has "
+        "one (Hugging Face tokenizers). Use the same setting as the GRPO run that follows.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="System prompt for pairs without a `system` field (chat templates only), "
+        "as GRPO's data.system_prompt.",
+    )
+
+
 class PrepareConfig(_Strict):
     """How ``mlx prepare`` turns source text into ``train.bin``, ``val.bin`` and ``meta.json``."""
 
@@ -74,6 +89,10 @@ class PrepareConfig(_Strict):
     )
     arithmetic: ArithmeticConfig = Field(
         default_factory=ArithmeticConfig, description="Options of the `arithmetic` experiment."
+    )
+    sft: SFTConfig = Field(
+        default_factory=SFTConfig,
+        description="Options of the `sft` preparer (a JSONL of prompt/completion pairs).",
     )
 
     @field_validator("tokenizer")

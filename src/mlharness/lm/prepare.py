@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlharness.errors import ConfigError, DatasetError
+from mlharness.lm import sft
 from mlharness.lm.meta import load_meta
 from mlharness.lm.registry import Preparer, get
 from mlharness.lm.tokenizers import (
@@ -34,7 +35,6 @@ from mlharness.lm.tokenizers import (
     CharTokenizer,
     HFTokenizer,
     TiktokenTokenizer,
-    TokenIds,
     hf_tokenizer_digest,
     local_hf_dir,
 )
@@ -62,12 +62,14 @@ class Source:
     """Where a preparer's text comes from. Nothing is read or downloaded yet.
 
     ``path``: a UTF-8 file; when it is missing and ``url`` is set, it is downloaded there
-    first. ``text``: generated text, for preparers that make their own data.
+    first. ``text``: generated text, for preparers that make their own data. ``sft``: the
+    text is a JSONL of prompt/completion pairs for supervised fine-tuning (:mod:`.sft`).
     """
 
     path: Path | None = None
     url: str | None = None
     text: str | None = None
+    sft: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ def prepare_data(
     say = _reporter(progress)
     source = _source(preparer, ctx)
     text, origin = _load(source, preparer.name, say)
+    if source.sft:
+        return _prepare_sft(ctx, preparer.name, text, origin, progress, started)
     say(f"Tokenizing {origin['bytes'] / 1e6:.1f} MB with {config.prepare.tokenizer}")
     tokenizer = _build_tokenizer(config.prepare, text)
     ids = tokenizer.encode_array(text)
@@ -144,22 +148,71 @@ def prepare_data(
             f"The source text gives only {len(ids)} token(s), too few to split into training "
             "and validation data: use a longer text."
         )
-    dtype = token_dtype(tokenizer.vocab_size)
-    meta = {
+    meta = _meta(config, preparer.name, tokenizer, n_train, n_val, origin)
+    say(f"Writing {n_train:,} training and {n_val:,} validation tokens to {ctx.data_dir}")
+    stored = np.dtype(meta["dtype"]).newbyteorder("<")
+    files = {
+        "train.bin": ids[:n_train].astype(stored).tobytes(),
+        "val.bin": ids[n_train:].astype(stored).tobytes(),
+    }
+    _write(ctx.data_dir, files, meta, tokenizer)
+    return _report(ctx.data_dir, meta, started, skipped=False)
+
+
+def _meta(
+    config: LMConfig,
+    preparer: str,
+    tokenizer: CharTokenizer | TiktokenTokenizer | BPETokenizer | HFTokenizer,
+    n_train: int,
+    n_val: int,
+    origin: dict[str, Any],
+) -> dict[str, Any]:
+    return {
         "format": META_FORMAT,
         "experiment": config.experiment,
-        "preparer": preparer.name,
+        "preparer": preparer,
         "tokenizer": tokenizer.spec(),
         "vocab_size": tokenizer.vocab_size,
-        "dtype": dtype,
+        "dtype": token_dtype(tokenizer.vocab_size),
         "train_tokens": n_train,
         "val_tokens": n_val,
         "source": origin,
         "settings": _settings(config.prepare),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    say(f"Writing {n_train:,} training and {n_val:,} validation tokens to {ctx.data_dir}")
-    _write(ctx.data_dir, ids, n_train, meta, tokenizer)
+
+
+def _prepare_sft(
+    ctx: PrepareContext,
+    preparer: str,
+    text: str,
+    origin: dict[str, Any],
+    progress: bool,
+    started: float,
+) -> PrepareReport:
+    """Prompt/completion pairs -> ids, loss mask and example offsets per split (:mod:`.sft`);
+    the validation split is the last ``val_fraction`` of the examples (at least one)."""
+    prepare = ctx.config.prepare
+    where = str(origin.get("path", preparer))
+    pairs = sft.read_pairs(text, where)
+    tokenizer = _build_tokenizer(prepare, sft.plain_text(pairs))
+    encoded = sft.encode_pairs(
+        pairs, tokenizer, prepare.sft, where, progress and sys.stderr.isatty()
+    )
+    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * prepare.val_fraction)))
+    n_val_tokens = int(encoded.offsets[-1] - encoded.offsets[-1 - n_val])
+    meta = _meta(
+        ctx.config, preparer, tokenizer, len(encoded.ids) - n_val_tokens, n_val_tokens, origin
+    )
+    meta["settings"]["sft"] = prepare.sft.model_dump()
+    meta["sft"] = {
+        "train_examples": len(pairs) - n_val,
+        "val_examples": n_val,
+        "chat_template": encoded.chat_template,
+        "eos_id": encoded.eos_id,
+        "target_tokens": int(encoded.mask.sum()),
+    }
+    _write(ctx.data_dir, sft.split_files(encoded, n_val, meta["dtype"]), meta, tokenizer)
     return _report(ctx.data_dir, meta, started, skipped=False)
 
 
@@ -170,8 +223,7 @@ def token_dtype(vocab_size: int) -> str:
 
 def _write(
     data_dir: Path,
-    ids: TokenIds,
-    n_train: int,
+    files: dict[str, bytes],
     meta: dict[str, Any],
     tokenizer: CharTokenizer | TiktokenTokenizer | BPETokenizer | HFTokenizer,
 ) -> None:
@@ -182,9 +234,8 @@ def _write(
     (data_dir / BPE_FILE).unlink(missing_ok=True)  # a stale one would mislead readers
     if isinstance(tokenizer, BPETokenizer):
         tokenizer.save(data_dir / BPE_FILE)
-    stored = np.dtype(meta["dtype"]).newbyteorder("<")
-    atomic_write_bytes(data_dir / "train.bin", ids[:n_train].astype(stored).tobytes())
-    atomic_write_bytes(data_dir / "val.bin", ids[n_train:].astype(stored).tobytes())
+    for name, data in files.items():
+        atomic_write_bytes(data_dir / name, data)
     atomic_write_json(data_dir / "meta.json", meta)
 
 
@@ -336,10 +387,15 @@ def artifacts_current(config: LMConfig, input_path: Path | None = None) -> bool:
     except DatasetError:
         return False
     preparer = get(config.preparer)
+    settings = _settings(config.prepare)
+    if "sft" in meta:  # the same preparer always makes SFT data, or never
+        settings["sft"] = config.prepare.sft.model_dump()
+        if not all((ctx.data_dir / name).is_file() for name in sft.file_names()):
+            return False
     if (
         meta.get("format") != META_FORMAT
         or meta.get("preparer") != preparer.name
-        or meta.get("settings") != _settings(config.prepare)
+        or meta.get("settings") != settings
     ):
         return False
     recorded = meta.get("source")

@@ -46,6 +46,7 @@ from mlharness.lm.hf_model import HFModel
 from mlharness.lm.meta import data_changes, load_meta
 from mlharness.lm.model import GPT
 from mlharness.lm.pretrained import MODEL_ARGS
+from mlharness.lm.sft import SFTBatches
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs import lifecycle
 from mlharness.runs.checkpoints import CheckpointInfo
@@ -134,6 +135,15 @@ class TokenBatches:
         return x.to(self.device), y.to(self.device)
 
 
+def batches(
+    data_dir: Path, split: str, meta: dict[str, Any], block_size: int, device: torch.device
+) -> TokenBatches | SFTBatches:
+    """Random windows of a token stream, or whole examples of SFT data (its meta says)."""
+    if meta.get("sft"):
+        return SFTBatches(data_dir, split, meta["dtype"], block_size, device)
+    return TokenBatches(data_dir / f"{split}.bin", meta["dtype"], block_size, device)
+
+
 # ----------------------------------------------------------------------------- CPU threads
 
 
@@ -171,9 +181,16 @@ class ThreadShards:
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         n = min(self.threads, len(x))
         sizes = [len(x) // n + (i < len(x) % n) for i in range(n)]
+        # Each slice's mean loss weighs by its share of the counted targets (SFT data leaves
+        # some out with -1), so the sum is the batch's mean; without -1, its share of rows.
+        counted = (y != -1).sum(dim=1).tolist()
+        total = sum(counted)
+        shares = [sum(c) for c in torch.split(torch.tensor(counted), sizes)]
         futures = [
-            self.pool.submit(self._slice, xs, ys, scale * len(xs) / len(x), grad)
-            for xs, ys in zip(torch.split(x, sizes), torch.split(y, sizes), strict=True)
+            self.pool.submit(self._slice, xs, ys, scale * int(share) / total, grad)
+            for xs, ys, share in zip(
+                torch.split(x, sizes), torch.split(y, sizes), shares, strict=True
+            )
         ]
         results = [f.result() for f in futures]
         loss = results[0][0]
@@ -344,12 +361,10 @@ class Trainer:
         self.ema: dict[str, torch.Tensor] | None = None
         if t.ema_decay > 0:
             self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.train_data = TokenBatches(
-            config.data_dir / "train.bin", self.meta["dtype"], args["block_size"], self.device
+        self.train_data = batches(
+            config.data_dir, "train", self.meta, args["block_size"], self.device
         )
-        self.val_data = TokenBatches(
-            config.data_dir / "val.bin", self.meta["dtype"], args["block_size"], self.device
-        )
+        self.val_data = batches(config.data_dir, "val", self.meta, args["block_size"], self.device)
         self.batch_gen = torch.Generator().manual_seed(t.seed)
         torch.manual_seed(t.seed + self.dist.rank)  # dropout streams differ per process
         self.iter = 0
@@ -612,7 +627,7 @@ class Trainer:
         self.model.train()
         return out
 
-    def _mean_loss(self, data: TokenBatches) -> float:
+    def _mean_loss(self, data: TokenBatches | SFTBatches) -> float:
         t = self.config.train
         gen = torch.Generator().manual_seed(t.seed + 1)
         total = 0.0
