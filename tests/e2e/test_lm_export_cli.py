@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from e2e_helpers import Mlx, single_run_dir, write_config  # noqa: E402
 
 from export_support import load_cleanly  # noqa: E402
+from hf_lm_support import finetune_config, hf_model_dir, tiny_text  # noqa: E402
 from lm_support import TINY_LM, corpus_text  # noqa: E402
 from mlharness.config import deep_merge  # noqa: E402
 from mlharness.lm.tokenizers import load_tokenizer  # noqa: E402
@@ -59,8 +60,8 @@ def test_export_a_run_for_transformers_and_llama_cpp(mlx: Mlx, ws: Path) -> None
     mlx("export", run, "--format", "hf", "--force", check=0)
     err = mlx("export", run, "--format", "hf", "--adapter-only", check=1).stderr
     assert err == (
-        f"Error: {run} is an lm run, whose GPT has no adapters: --adapter-only is for GRPO "
-        "runs trained with LoRA; export it without --adapter-only.\n"
+        "Error: --adapter-only needs a run trained with LoRA ([lora]), and this one trained "
+        "every weight: export it without --adapter-only.\n"
     )
 
     out = mlx("export", run, "--format", "gguf", "--dtype", "q8_0", "--out", "tiny-gguf", check=0)
@@ -91,3 +92,38 @@ def test_export_errors_are_one_sentence(mlx: Mlx, ws: Path) -> None:
     )
     err = mlx("export", untrained, check=1).stderr
     assert "Missing option '--format'" in err
+
+
+def test_export_a_lora_fine_tune_of_a_hugging_face_model(mlx: Mlx, ws: Path) -> None:
+    pytest.importorskip("peft")
+    (ws / "corpus.txt").write_text(tiny_text(), encoding="utf-8")
+    base = hf_model_dir(ws / "models" / "tiny", "llama").resolve()
+    config = finetune_config("models/tiny", "corpus.txt", lora={"r": 4})
+    write_config(ws / "ft.json", deep_merge(config, {"train": {"max_iters": 10}}))
+    mlx("prepare", "ft", "--config", "ft.json", check=0)
+    mlx("train", "ft", "--config", "ft.json", check=0)
+    run = single_run_dir(ws, "ft")
+
+    out = mlx("export", run, "--format", "hf", "--adapter-only", check=0).stdout
+    assert "(iteration 10, LoRA adapters) as adapter float32" in out
+    exported = Path(out.strip().splitlines()[-1].removeprefix("Exported: "))
+    assert json.loads((exported / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ] == str(base)
+    err = mlx("export", run, "--format", "gguf", check=1).stderr
+    assert err == (
+        "Error: This run trained a Hugging Face llama model, which the GGUF writer here does "
+        "not spell (it writes GPT-2's layout): export it with --format hf, then run "
+        "llama.cpp's convert_hf_to_gguf.py on that directory.\n"
+    )
+    err = mlx("export", run, "--format", "gguf", "--adapter-only", check=1).stderr
+    assert err == (
+        "Error: --adapter-only writes a PEFT adapter directory, a Hugging Face format: use it "
+        "with --format hf.\n"
+    )
+    base.rename(base.with_name("moved"))
+    err = mlx("export", run, "--format", "hf", check=1).stderr
+    assert err == (
+        f"Error: This LoRA run's checkpoints hold only its adapters, and its base model {base} "
+        "(init_from) is gone: put the base model back there to export the run.\n"
+    )

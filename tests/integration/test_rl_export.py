@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from export_support import load_cleanly  # noqa: E402
 from mlharness.cli import main  # noqa: E402
 from mlharness.config import deep_merge  # noqa: E402
-from mlharness.errors import ConfigError  # noqa: E402
+from mlharness.errors import ConfigError, ModelError  # noqa: E402
 from mlharness.rl import trainer as rl_trainer  # noqa: E402
 from mlharness.rl.export import export  # noqa: E402
 from mlharness.rl.policy import load_policy  # noqa: E402
@@ -82,8 +82,10 @@ def test_lora_on_hf_merges_into_the_base_and_exports_the_adapter(workspace: Path
     answer = load_cleanly(adapter, base=str(base), ids=IDS)
     assert (torch.tensor(answer["logits"]) - ours).abs().max().item() < 1e-5
 
-    with pytest.raises(ConfigError, match=r"run llama\.cpp's convert_hf_to_gguf\.py"):
-        export(checkpoint, "gguf", say=quiet)
+    # GPT-2's layout goes to GGUF, but not this tokenizer (one WordLevel token per character).
+    with pytest.raises(ModelError, match=r"not a byte-level BPE .* convert_hf_to_gguf\.py"):
+        export(checkpoint, "gguf", out=workspace / "gguf", say=quiet)
+    assert not (workspace / "gguf").exists()
     base.rename(base.with_name("moved"))
     with pytest.raises(ConfigError, match=r"The adapter's base model .* is gone"):
         export(checkpoint, "hf", adapter_only=True, out=workspace / "adapter", say=quiet)
@@ -101,8 +103,10 @@ def test_full_weights_of_an_hf_policy_export_in_float16(workspace: Path) -> None
     answer = load_cleanly(result.out, ids=IDS)
     diff = torch.tensor(answer["logits"]) - policy_logits(checkpoint, IDS)
     assert diff.abs().max().item() < 5e-2  # float16 weights, float32 compute
-    with pytest.raises(ConfigError, match="--adapter-only needs a run trained with LoRA"):
+    with pytest.raises(ConfigError, match=r"needs a run trained with LoRA \(model\.use_lora\)"):
         export(checkpoint, "hf", adapter_only=True, say=quiet)
+    with pytest.raises(ConfigError, match=r"a Hugging Face llama model.*convert_hf_to_gguf\.py"):
+        export(checkpoint, "gguf", say=quiet)
 
 
 def test_our_gpt_policy_with_lora_exports_as_gpt2(tiny_lm: Any, workspace: Path) -> None:

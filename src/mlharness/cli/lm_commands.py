@@ -15,7 +15,7 @@ import typer
 
 from mlharness.cli import app
 from mlharness.cli.options import DryRunOption, FreshOption, SetOption, StrictOption, echo_json
-from mlharness.errors import ConfigError, ConfigValidationError
+from mlharness.errors import ConfigValidationError
 
 if TYPE_CHECKING:
     from mlharness.lm.config import LMConfig
@@ -272,7 +272,8 @@ ExportFormatOption = Annotated[
     str,
     typer.Option(
         "--format",
-        help="hf: a transformers GPT-2 directory; gguf: a llama.cpp/Ollama model file.",
+        help="hf: a transformers directory (our GPT as GPT-2); gguf: a llama.cpp/Ollama "
+        "model file.",
         metavar="hf|gguf",
         show_default=False,
     ),
@@ -307,8 +308,8 @@ AdapterOnlyOption = Annotated[
     bool,
     typer.Option(
         "--adapter-only",
-        help="GRPO runs with LoRA on a Hugging Face model: the PEFT adapter directory "
-        "instead of the merged model.",
+        help="Runs with LoRA on a Hugging Face model (lm or GRPO): the PEFT adapter "
+        "directory instead of the merged model.",
     ),
 ]
 
@@ -328,22 +329,18 @@ def export(
     ] = True,
     adapter_only: AdapterOnlyOption = False,
 ) -> None:
-    """Write a trained model with its tokenizer: an lm run's GPT, or the policy a GRPO run
-    trained, as a Hugging Face directory (GPT-2 for our GPT) or a GGUF file."""
+    """Write a trained model with its tokenizer: an lm run's model (our GPT or a fine-tuned
+    Hugging Face model, LoRA merged), or the policy a GRPO run trained, as a Hugging Face
+    directory (GPT-2 for our GPT) or a GGUF file."""
     from mlharness.cli.engines import run_kind
     from mlharness.lm import export as lm_export
 
-    lm_export.check_options(fmt, dtype)
+    lm_export.check_options(fmt, dtype, adapter_only)
     run_dir, chosen = lm_export.locate(source, checkpoint)
     options: dict[str, Any] = {"out": out, "dtype": dtype, "force": force}
     if run_kind(run_dir, None) == "rl":
         from mlharness.rl.export import export as rl_export
 
         rl_export(chosen, fmt, adapter_only=adapter_only, **options)
-    elif adapter_only:
-        raise ConfigError(
-            f"{run_dir} is an lm run, whose GPT has no adapters: --adapter-only is for GRPO "
-            "runs trained with LoRA; export it without --adapter-only."
-        )
     else:
-        lm_export.export(chosen, fmt, ema=ema, **options)
+        lm_export.export(chosen, fmt, ema=ema, adapter_only=adapter_only, **options)

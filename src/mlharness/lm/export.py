@@ -5,6 +5,8 @@ Our GPT computes what transformers' ``GPT2LMHeadModel`` computes with
 renaming: GPT-2's Conv1D layers store each Linear weight transposed, ``lm_head`` is tied
 to ``wte``, and a model trained with ``bias = false`` gets zero biases, which GPT-2 and
 llama.cpp require. The tokenizer travels with the weights (:mod:`.export_tokenizer`).
+A LoRA run of our GPT exports with its adapters merged into the base; a run that
+fine-tuned a Hugging Face model keeps that model's layout (:mod:`.export_hf`).
 
 The output is built in a hidden sibling directory and renamed into place, so an
 interrupted export never leaves a half directory under the name asked for, and an existing
@@ -25,6 +27,7 @@ from mlharness.runs.io import atomic_directory, atomic_write_json
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from mlharness.lm.tokenizers import Tokenizer
 
@@ -59,9 +62,14 @@ class Source:
 # ----------------------------------------------------------------------------- what to export
 
 
-def check_options(fmt: str, dtype: str) -> None:
+def check_options(fmt: str, dtype: str, adapter_only: bool = False) -> None:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format '{fmt}': use --format hf or --format gguf.")
+    if adapter_only and fmt != "hf":
+        raise ConfigError(
+            "--adapter-only writes a PEFT adapter directory, a Hugging Face format: use it "
+            "with --format hf."
+        )
     if dtype == "q8_0" and fmt != "gguf":
         raise ConfigError(
             "--dtype q8_0 is a GGUF quantization: use it with --format gguf, or export "
@@ -176,34 +184,62 @@ def export(
     dtype: str = "float32",
     force: bool = False,
     ema: bool = True,
+    adapter_only: bool = False,
     say: Callable[[str], None] = print,
 ) -> ExportResult:
     """Write ``source``'s checkpoint as ``fmt`` into ``out`` (default: under the run)."""
-    check_options(fmt, dtype)
+    from mlharness.lm import export_hf
+
+    check_options(fmt, dtype, adapter_only)
     run_dir, ckpt_dir = locate(source, checkpoint)
-    out = out if out is not None else default_out(run_dir, ckpt_dir, fmt, dtype)
-    check_out(out, force)
     src = read_source(run_dir, ckpt_dir)
-    from mlharness.lm import checkpoints as lm_ckpt
+    args = src.meta["model_args"]
+    export_hf.check_lm_run(args, src.meta["config"].get("init_from", ""), fmt, adapter_only)
+    what = "adapter" if adapter_only else fmt
+    out = out if out is not None else default_out(run_dir, ckpt_dir, what, dtype)
+    check_out(out, force)
     from mlharness.lm.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(src.tokenizer_dir)
     use_ema = ema and bool(src.meta.get("has_ema"))
-    state = full_state(lm_ckpt.load_weights(ckpt_dir, ema=use_ema), src.meta["model_args"])
     weights = "EMA weights" if use_ema else "weights"
+    if args.get("lora"):
+        weights = "LoRA adapters" if adapter_only else "LoRA merged into the base"
     say(
-        f"Exporting {ckpt_dir} (iteration {src.meta['iter']}, {weights}) as {fmt} {dtype} "
+        f"Exporting {ckpt_dir} (iteration {src.meta['iter']}, {weights}) as {what} {dtype} "
         f"to {out} ..."
     )
     with atomic_directory(out) as tmp:
-        if fmt == "hf":
-            write_hf(tmp, state, src.meta["model_args"], tokenizer, dtype)
+        if "hf_config" in args:
+            export_hf.write_lm_run(tmp, src, tokenizer, fmt, dtype, adapter_only)
         else:
-            from mlharness.lm.export_gguf import write_gguf
-
-            write_gguf(tmp, state, src.meta["model_args"], tokenizer, dtype, _name(run_dir))
+            write_gpt(tmp, src, tokenizer, fmt, dtype, use_ema)
     say(f"Exported: {out}")
-    return ExportResult(out, ckpt_dir, fmt, dtype)
+    return ExportResult(out, ckpt_dir, what, dtype)
+
+
+def write_gpt(
+    directory: Path, src: Source, tokenizer: Tokenizer, fmt: str, dtype: str, ema: bool
+) -> None:
+    """Our GPT as GPT-2 (hf) or GGUF; a LoRA run's adapters merged into its base first."""
+    from mlharness.lm import checkpoints as lm_ckpt
+
+    args = src.meta["model_args"]
+    if args.get("lora"):
+        import torch
+
+        from mlharness.lm.sampler import load_model
+
+        state = merged_state(load_model(src.checkpoint, torch.device("cpu"), ema)[0])
+    else:
+        state = lm_ckpt.load_weights(src.checkpoint, ema=ema)
+    state = full_state(state, args)
+    if fmt == "hf":
+        write_hf(directory, state, args, tokenizer, dtype)
+    else:
+        from mlharness.lm.export_gguf import write_gguf
+
+        write_gguf(directory, state, args, tokenizer, dtype, model_name(src.run_dir))
 
 
 def read_source(run_dir: Path, checkpoint: Path) -> Source:
@@ -224,8 +260,38 @@ def read_source(run_dir: Path, checkpoint: Path) -> Source:
     )
 
 
-def _name(run_dir: Path) -> str:
+def model_name(run_dir: Path) -> str:
+    """The name a GGUF file gives its model: the run's experiment and stamp."""
     return f"{run_dir.parent.name}-{run_dir.name}"
+
+
+def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s weights with any LoRA adapters merged and PEFT's names gone: what a
+    model without adapters would hold (shared with GRPO's checkpoints of our GPT).
+
+    Merged out of place: PEFT's merge_adapter/unmerge_adapter round trip adds and subtracts
+    the adapters' delta in the base weights, and W + BA - BA is not W in floating point, so
+    merging in place would move the frozen base.
+    """
+    import torch
+
+    state = {
+        k.replace(".base_layer", ""): v.detach().clone()
+        for k, v in model.state_dict().items()
+        if "lora_" not in k
+    }
+    if not any("lora_" in k for k, _ in model.named_parameters()):
+        return state
+    from peft.tuners.lora import LoraLayer
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer):
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A:  # every concrete LoRA layer has it
+                        delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]
+                        state[f"{name}.weight"] += delta
+    return state
 
 
 def full_state(state: dict[str, torch.Tensor], args: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -317,18 +383,12 @@ def write_hf(
     """config.json, generation_config.json, model.safetensors and the tokenizer files."""
     from safetensors.torch import save_file
 
-    from mlharness.lm.export_tokenizer import hf_tokenizer, hf_tokenizer_config
+    from mlharness.lm.export_tokenizer import save_hf_tokenizer
 
-    hf_tok = hf_tokenizer(tokenizer)
-    eos = hf_tok.token_to_id("<|endoftext|>")  # GPT-2 BPE has it; our own vocabularies do not
-    eos_text = None if eos is None else "<|endoftext|>"
+    eos = save_hf_tokenizer(directory, tokenizer, int(args["block_size"]))
     save_file(hf_state(state, dtype), str(directory / "model.safetensors"), {"format": "pt"})
     atomic_write_json(directory / "config.json", hf_config(args, eos, dtype))
     atomic_write_json(
         directory / "generation_config.json",
         {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos},
-    )
-    hf_tok.save(str(directory / "tokenizer.json"))
-    atomic_write_json(
-        directory / "tokenizer_config.json", hf_tokenizer_config(eos_text, int(args["block_size"]))
     )

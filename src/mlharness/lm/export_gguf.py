@@ -83,7 +83,7 @@ def write_gguf(
     writer.add_feed_forward_length(4 * int(args["n_embd"]))
     writer.add_block_count(int(args["n_layer"]))
     writer.add_head_count(int(args["n_head"]))
-    writer.add_layer_norm_eps(LAYER_NORM_EPS)
+    writer.add_layer_norm_eps(float(args.get("layer_norm_eps", LAYER_NORM_EPS)))
     writer.add_file_type(gguf.LlamaFileType[FILE_TYPES[dtype]])
     _add_vocabulary(writer, vocab)
     for key, tensor in sorted(state.items(), key=lambda kv: _order(kv[0])):

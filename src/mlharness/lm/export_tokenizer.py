@@ -1,5 +1,5 @@
-"""Our three tokenizers in the forms other tools load: a Hugging Face ``tokenizer.json`` and
-the vocabulary lists that a GGUF file holds.
+"""Our tokenizers in the forms other tools load: a Hugging Face ``tokenizer.json`` and the
+vocabulary lists that a GGUF file holds.
 
 Both forms keep our token ids, so an exported model reads and writes the same ids it was
 trained on:
@@ -12,6 +12,9 @@ trained on:
 - a char-level vocabulary becomes a ``tokenizers`` WordLevel model over single characters
   for Hugging Face; for GGUF, whose "gpt2" tokenizer is byte-level BPE, each character is
   one token in byte-level spelling, and merges join a multi-byte character's bytes.
+- a Hugging Face tokenizer (``hf:PATH``) is saved as it is; in GGUF only GPT-2's kind
+  (byte-level BPE split by GPT-2's pattern), whose vocabulary and merges are read as the
+  BPE ``mlx prepare`` trains.
 
 tokenizers and tiktoken are imported only by the functions that need them.
 """
@@ -21,10 +24,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlharness.errors import ModelError
-from mlharness.lm.tokenizers import BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer
+from mlharness.lm.tokenizers import (
+    BPETokenizer,
+    CharTokenizer,
+    HFTokenizer,
+    TiktokenTokenizer,
+    Tokenizer,
+)
+from mlharness.runs.io import atomic_write_json
 
 if TYPE_CHECKING:
     import tiktoken
@@ -90,7 +101,31 @@ def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
         return _bpe_vocabulary(tokenizer.tokenizer)
     if isinstance(tokenizer, CharTokenizer):
         return _char_vocabulary(tokenizer.chars)
+    if isinstance(tokenizer, HFTokenizer):
+        return _hf_vocabulary(tokenizer)
     raise ModelError(f"Cannot export a {type(tokenizer).__name__}: no exporter knows it.")
+
+
+def _hf_vocabulary(tokenizer: HFTokenizer) -> Vocabulary:
+    """A Hugging Face tokenizer that is GPT-2's kind: byte-level BPE split by GPT-2's
+    pattern (``ByteLevel`` with ``use_regex``), nothing normalized, no prefix space."""
+    backend = getattr(tokenizer.tokenizer, "backend_tokenizer", None)
+    data = json.loads(backend.to_str()) if backend is not None else {}
+    split = data.get("pre_tokenizer") or {}
+    gpt2_kind = (
+        (data.get("model") or {}).get("type") == "BPE"
+        and data.get("normalizer") is None
+        and split.get("type") == "ByteLevel"
+        and split.get("use_regex", True)
+        and not split.get("add_prefix_space")
+    )
+    if backend is None or not gpt2_kind:
+        raise ModelError(
+            f"The tokenizer of {tokenizer.directory} is not a byte-level BPE split as GPT-2's, "
+            "the only kind this GGUF writer spells: export with --format hf, then run "
+            "llama.cpp's convert_hf_to_gguf.py on that directory."
+        )
+    return _bpe_vocabulary(backend)
 
 
 def _tiktoken_vocabulary(encoding: tiktoken.Encoding) -> Vocabulary:
@@ -212,6 +247,24 @@ def _tiktoken_tokenizer(encoding: tiktoken.Encoding) -> tokenizers.Tokenizer:
     hf.decoder = decoders.ByteLevel()
     hf.add_special_tokens([AddedToken(text, special=True) for text in vocab.special.values()])
     return hf
+
+
+def save_hf_tokenizer(directory: Path, tokenizer: Tokenizer, block_size: int) -> int | None:
+    """``tokenizer.json`` and ``tokenizer_config.json`` in ``directory``; the end-of-text id.
+
+    A Hugging Face tokenizer (``hf:PATH`` data) is saved as it is, with its own special
+    tokens; ours get GPT-2's ``<|endoftext|>`` as eos when they have it.
+    """
+    if isinstance(tokenizer, HFTokenizer):
+        tokenizer.tokenizer.save_pretrained(str(directory))
+        eos_id: int | None = tokenizer.tokenizer.eos_token_id
+        return eos_id
+    hf = hf_tokenizer(tokenizer)
+    eos = hf.token_to_id("<|endoftext|>")  # GPT-2 BPE has it; our own vocabularies do not
+    hf.save(str(directory / "tokenizer.json"))
+    config = hf_tokenizer_config(None if eos is None else "<|endoftext|>", block_size)
+    atomic_write_json(directory / "tokenizer_config.json", config)
+    return eos
 
 
 def hf_tokenizer_config(eos: str | None, block_size: int) -> dict[str, Any]:

@@ -411,11 +411,12 @@ def fit_to_run(
     return args, state
 
 
-def base_model(args: Mapping[str, Any], init_from: str) -> GPT | HFModel:
+def base_model(args: Mapping[str, Any], init_from: str, *, adapters: bool = True) -> GPT | HFModel:
     """The model of a run's checkpoints before their weights load into it.
 
     A LoRA run's checkpoints hold only adapters: its frozen base comes from its source again
-    (``init_from``), loaded as the run first loaded it, then the adapter layers are added.
+    (``init_from``), loaded as the run first loaded it, then the adapter layers are added
+    (unless ``adapters`` is false: export hands the bare base to PEFT's own wrapper).
     """
     from mlharness.lm import hf_model
 
@@ -425,5 +426,6 @@ def base_model(args: Mapping[str, Any], init_from: str) -> GPT | HFModel:
         source = load_source(init_from)
         chosen = {k: args[k] for k in ("block_size", "dropout")}
         hf_model.load_model_state(model, fit_to_run(source, chosen)[1])
-        hf_model.add_lora_layers(model, lora)
+        if adapters:
+            hf_model.add_lora_layers(model, lora)
     return model

@@ -2,9 +2,10 @@
 
 A policy of our GPT exports as GPT-2 exactly as an lm run does (:mod:`mlharness.lm.export`):
 its checkpoints already hold the weights with any LoRA adapters merged. A Hugging Face
-policy keeps its own architecture, config and tokenizer: full weights are saved again with
-``save_pretrained``; LoRA adapters are merged into the base with PEFT's
-``merge_and_unload``, or, with ``adapter_only``, written as the PEFT adapter directory that
+policy keeps its own architecture, config and tokenizer, written as an lm run's fine-tuned
+Hugging Face model is (:mod:`mlharness.lm.export_hf`): full weights saved again with
+``save_pretrained``, LoRA adapters merged into the base with PEFT's ``merge_and_unload``
+(GGUF for GPT-2's layout), or, with ``adapter_only``, the PEFT adapter directory that
 ``PeftModel.from_pretrained`` loads on top of the base.
 """
 
@@ -14,9 +15,11 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mlharness.errors import ConfigError
 from mlharness.lm import export as lm_export
+from mlharness.lm import export_hf
 from mlharness.lm.export import ExportResult
 from mlharness.rl import checkpoints as rl_ckpt
 from mlharness.rl.policy import HF_DIR
@@ -36,21 +39,21 @@ def export(
     say: Callable[[str], None] = print,
 ) -> ExportResult:
     """Write the policy in rl ``checkpoint`` as ``fmt`` into ``out`` (default: under the run)."""
-    lm_export.check_options(fmt, dtype)
+    lm_export.check_options(fmt, dtype, adapter_only)
     meta = rl_ckpt.read(checkpoint)
     if meta.get("model_type") == "gpt":
         if adapter_only:
-            raise ConfigError(
-                "--adapter-only needs a Hugging Face base model: this run trained our GPT, "
-                "whose checkpoints hold its LoRA adapters merged; export it without "
-                "--adapter-only (as GPT-2)."
-            )
+            raise export_hf.gpt_has_no_adapter()
         return lm_export.export(
             checkpoint, fmt, out=out, dtype=dtype, force=force, ema=False, say=say
         )
     hf_dir = checkpoint / HF_DIR
     has_adapter = (hf_dir / "adapter_config.json").is_file()
-    _check_hf(fmt, adapter_only, has_adapter)
+    if adapter_only and not has_adapter:
+        raise export_hf.trained_every_weight("model.use_lora")
+    config = _model_config(hf_dir)
+    if fmt == "gguf" and config is not None:  # before a large model loads for nothing
+        export_hf.check_gguf_layout(config)
     run_dir = checkpoint.resolve().parent.parent
     what = "adapter" if adapter_only else fmt
     out = out if out is not None else lm_export.default_out(run_dir, checkpoint, what, dtype)
@@ -61,22 +64,9 @@ def export(
         if adapter_only:
             _copy_adapter(hf_dir, tmp)
         else:
-            _save_merged(checkpoint, tmp, dtype)
+            _save_merged(checkpoint, tmp, fmt, dtype, lm_export.model_name(run_dir))
     say(f"Exported: {out}")
     return ExportResult(out, checkpoint, what, dtype)
-
-
-def _check_hf(fmt: str, adapter_only: bool, has_adapter: bool) -> None:
-    if fmt == "gguf":
-        raise ConfigError(
-            "This run trained a Hugging Face model, which exports with --format hf; for GGUF, "
-            "run llama.cpp's convert_hf_to_gguf.py on that directory."
-        )
-    if adapter_only and not has_adapter:
-        raise ConfigError(
-            "--adapter-only needs a run trained with LoRA (model.use_lora), and this one "
-            "trained every weight: export it without --adapter-only."
-        )
 
 
 def _copy_adapter(hf_dir: Path, target: Path) -> None:
@@ -93,18 +83,26 @@ def _copy_adapter(hf_dir: Path, target: Path) -> None:
         )
 
 
-def _save_merged(checkpoint: Path, target: Path, dtype: str) -> None:
+def _model_config(hf_dir: Path) -> dict[str, Any] | None:
+    """The policy's config.json (an adapter's: its base's), None where it cannot be read."""
+    source = hf_dir
+    if (hf_dir / "adapter_config.json").is_file():
+        adapter = json.loads((hf_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        source = Path(str(adapter.get("base_model_name_or_path", "")))
+    try:
+        config: dict[str, Any] = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # loading the policy says what is wrong
+    return config
+
+
+def _save_merged(checkpoint: Path, target: Path, fmt: str, dtype: str, name: str) -> None:
     """The policy with any LoRA merged (PEFT's merge_and_unload), saved with its tokenizer."""
     import torch
 
+    from mlharness.lm.tokenizers import HFTokenizer
     from mlharness.rl.policy import load_policy
 
     policy = load_policy(checkpoint, device=torch.device("cpu"), trainable=False)
-    model = policy.model
-    if policy.uses_lora:
-        model = model.merge_and_unload()  # type: ignore[operator]
-    model.to(getattr(torch, dtype))
-    model.save_pretrained(str(target))  # type: ignore[operator]
-    tokenizer = policy.info.get("hf_tokenizer")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(target))
+    tokenizer = HFTokenizer(policy.source, policy.info["hf_tokenizer"])
+    export_hf.write_model(target, policy.model, tokenizer, fmt, dtype, name)

@@ -467,26 +467,7 @@ def load_policy_state(policy: Policy, state: dict[str, Tensor]) -> None:
 
 
 def export_plain_state(policy: Policy) -> dict[str, Tensor]:
-    """GPT weights with LoRA merged and PEFT's wrapper names removed (lm's checkpoint format).
+    """GPT weights with LoRA merged and PEFT's wrapper names removed (lm's checkpoint format)."""
+    from mlharness.lm.export import merged_state
 
-    Merged out of place: PEFT's merge_adapter/unmerge_adapter round trip adds and subtracts
-    the adapters' delta in the base weights, and W + BA - BA is not W in floating point, so
-    every checkpoint would move the frozen base (and the reference it stands for).
-    """
-    core = policy.core
-    state = {
-        k.replace(".base_layer", ""): v.detach().clone()
-        for k, v in core.state_dict().items()
-        if "lora_" not in k
-    }
-    if policy.uses_lora:
-        from peft.tuners.lora import LoraLayer
-
-        with torch.no_grad():
-            for name, module in core.named_modules():
-                if isinstance(module, LoraLayer):
-                    for adapter in module.active_adapters:
-                        if adapter in module.lora_A:  # every concrete LoRA layer has it
-                            delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]
-                            state[f"{name}.weight"] += delta
-    return state
+    return merged_state(policy.core)
