@@ -50,6 +50,10 @@ class RunDirectoryError(MlxError):
     """A run directory or the run index cannot be created, found or written."""
 
 
+class PeerProcessError(MlxError):
+    """Another process of a ``torchrun`` job stopped, so this one cannot go on."""
+
+
 def printable(text: str, limit: int | None = None) -> str:
     r"""``text`` safe to show on a terminal: control, format (bidi) and lone surrogate
     characters become ``\xNN``/``\uNNNN`` escapes, newlines and tabs stay; cut to ``limit``.

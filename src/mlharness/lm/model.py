@@ -15,7 +15,7 @@ hs = head size (C // nh), L = keys attended to, V = vocab size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
@@ -618,13 +618,15 @@ def sample_next_token(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """Draw one token per row from ``logits`` (B, V); returns (B,).
 
     ``temperature == 0`` is greedy (argmax). Otherwise the logits are divided by the
     temperature, cut to the ``top_k`` likeliest tokens, then to the nucleus: the smallest
-    set of likeliest tokens whose probability reaches ``top_p`` (never empty).
+    set of likeliest tokens whose probability reaches ``top_p`` (never empty). A sequence
+    of generators draws each equal block of rows from its own generator, so a block's
+    tokens do not depend on which other rows share the batch (GRPO's groups).
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -646,5 +648,10 @@ def sample_next_token(
     # token and with the same generator stream (an exponential race: argmax of p_i / E_i,
     # E_i ~ Exp(1)), minus its input validation, which costs ~50 us a call, a tenth of a
     # decode step; a softmax needs no validating. The tests compare the two draw for draw.
-    race = torch.empty_like(probs).exponential_(generator=generator)
+    race = torch.empty_like(probs)
+    if isinstance(generator, Sequence):
+        for block, gen in zip(race.chunk(len(generator)), generator, strict=True):
+            block.exponential_(generator=gen)
+    else:
+        race.exponential_(generator=generator)
     return (probs / race).argmax(dim=-1)

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlharness.rl.config import RL_METRICS, RLConfig, load_rl_config, rl_config_from_raw
 from mlharness.rl.preflight import check
+from mlharness.runs.device import leads
 from mlharness.runs.engine import EvalRequest
 
 METRICS = RL_METRICS
@@ -22,7 +23,8 @@ __all__ = ["METRICS", "check", "evaluate", "from_raw", "load", "plan", "quiet_hu
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    if leads():  # under torchrun only rank 0 reports, as only it writes the run
+        print(text, flush=True)
 
 
 def load(path: Path, set_items: Sequence[str], strict: bool) -> RLConfig:

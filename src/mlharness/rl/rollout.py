@@ -118,12 +118,17 @@ def generate(
     max_new_tokens: int,
     generation: GenerationConfig,
     stop: Sequence[list[int]],
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     greedy: bool = False,
     rules: ThinkRules | None = None,
     max_batch: int = 256,
 ) -> list[list[Completion]]:
-    """``group_size`` completions for each prompt; result[i] is prompt i's group."""
+    """``group_size`` completions for each prompt; result[i] is prompt i's group.
+
+    ``generator`` may be one per prompt: a group's completions then depend only on its
+    prompt and its generator, not on the prompts batched with it (or on which process of a
+    torchrun job generates it).
+    """
     was_training = policy.model.training
     policy.model.eval()
     out: list[list[Completion]] = [[] for _ in prompts]
@@ -136,6 +141,9 @@ def generate(
             members = buckets[length]
             for k in range(0, len(members), per_batch):
                 chunk = members[k : k + per_batch]
+                gens = (
+                    [generator[i] for i in chunk] if isinstance(generator, Sequence) else generator
+                )
                 rows = _generate_bucket(
                     policy,
                     [prompts[i] for i in chunk],
@@ -143,7 +151,7 @@ def generate(
                     max_new_tokens,
                     generation,
                     stop,
-                    generator,
+                    gens,
                     greedy,
                     rules,
                 )
@@ -164,7 +172,7 @@ def _generate_bucket(
     max_new_tokens: int,
     g: GenerationConfig,
     stop: Sequence[list[int]],
-    generator: torch.Generator | None,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
     greedy: bool,
     rules: ThinkRules | None,
 ) -> list[tuple[list[int], bool]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from mlharness.rl.data import Example, PromptStream, encode_prompt
 from mlharness.rl.policy import Policy
 from mlharness.rl.rewards import RewardContext, RewardSet
 from mlharness.rl.rollout import Completion, ThinkRules, generate
+from mlharness.runs.device import Dist
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,10 +82,32 @@ class Sampler:
                 return self.tokenizer.decode(ids[: -len(stop)])
         return text
 
+    def draw_seeds(self, n: int) -> list[int]:
+        """One seed per prompt from the run's generator (the same on every process)."""
+        gen = self.generator
+        return torch.randint(0, 2**62, (n,), generator=gen, device=gen.device).tolist()
+
     def run(
-        self, examples: Sequence[Example], group_size: int, *, greedy: bool = False
+        self,
+        examples: Sequence[Example],
+        group_size: int,
+        *,
+        greedy: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> list[Group]:
+        """Score ``group_size`` completions of each example.
+
+        Each group samples from a generator of its own, seeded from ``seeds`` (drawn here
+        when not given), so its completions do not depend on the prompts sharing its batch.
+        """
         prompts = [self.encode(e) for e in examples]
+        generators: list[torch.Generator] | None = None
+        if not greedy:
+            device = self.generator.device
+            generators = [
+                torch.Generator(device=device).manual_seed(s)
+                for s in (seeds if seeds is not None else self.draw_seeds(len(examples)))
+            ]
         generated = generate(
             self.policy,
             prompts,
@@ -90,7 +115,7 @@ class Sampler:
             max_new_tokens=self.config.data.max_gen_len,
             generation=self.config.generation,
             stop=self.stop,
-            generator=self.generator,
+            generator=generators,
             greedy=greedy,
             rules=self.rules,
         )
@@ -161,17 +186,47 @@ def step_record(groups: Sequence[Group], step: int) -> dict[str, Any]:
     return record
 
 
-def collect_groups(
-    sampler: Sampler, stream: PromptStream, config: RLConfig
-) -> tuple[list[Group], int, int]:
-    """A step's groups, how many were generated and how many are flat.
+def own_share(n: int, chunk: int, dist: Dist) -> list[int]:
+    """This process's indices of ``n`` items in chunks of ``chunk``: chunks rank, rank + world...
 
-    With dynamic sampling, groups whose rewards are all equal are dropped and refilled
-    from the next prompts, up to ``max_resample_rounds`` times.
+    A step's micro-batches are dealt out this way, as lm training deals its micro-batches.
+    """
+    chunks = range(0, n, chunk)[dist.rank :: dist.world_size]
+    return [i for start in chunks for i in range(start, min(start + chunk, n))]
+
+
+def interleave(parts: Sequence[Sequence[T]], chunk: int) -> list[T]:
+    """Undo :func:`own_share`: every process's items (``parts[rank]``) in the step's order."""
+    world = len(parts)
+    out: list[T] = []
+    k = 0
+    while True:
+        part = parts[k % world]
+        start = (k // world) * chunk
+        if start >= len(part):
+            return out
+        out.extend(part[start : start + chunk])
+        k += 1
+
+
+def collect_groups(
+    sampler: Sampler, stream: PromptStream, config: RLConfig, dist: Dist | None = None
+) -> tuple[list[Group], int, int]:
+    """This process's share of a step's groups, how many were generated and how many are flat.
+
+    Every process takes the step's prompts and their seeds from the same stream and
+    generator, and generates its share (:func:`own_share` of the micro-batches). With
+    dynamic sampling (one process only), groups whose rewards are all equal are dropped and
+    refilled from the next prompts, up to ``max_resample_rounds`` times.
     """
     t = config.trainer
     want = t.prompts_per_step
-    groups = sampler.run(stream.take(want), t.num_rollout_samples)
+    examples = stream.take(want)
+    seeds = sampler.draw_seeds(want)
+    mine = own_share(want, t.ppo_batch_size, dist or Dist())
+    groups = sampler.run(
+        [examples[i] for i in mine], t.num_rollout_samples, seeds=[seeds[i] for i in mine]
+    )
     generated = len(groups)
     if not t.dynamic_sampling:
         return groups, generated, 0

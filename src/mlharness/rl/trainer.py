@@ -13,10 +13,17 @@ One step (see :mod:`mlharness.rl.config` for the knobs):
 
 Checkpoints hold the policy, the optimizer, every RNG and the stream's position, so a
 resumed run continues at its step with its data order; it never restarts at step 0.
+
+Under ``torchrun`` every process loads the policy and its reference, takes the step's
+prompts and their sampling seeds from the same stream and generator, and generates and
+scores its share of the micro-batches (whole groups); rewards are gathered for the
+advantages, gradients summed before the update, and the step's groups gathered so that
+rank 0, which alone writes the run, logs the whole step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -30,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlharness.errors import CheckpointError, ConfigError
+from mlharness.errors import CheckpointError, ConfigError, RunDirectoryError
 from mlharness.rl import checkpoints as rl_ckpt
 from mlharness.rl.config import RLConfig, config_snapshot
 from mlharness.rl.data import Example, PromptStream, load_examples
@@ -46,6 +53,8 @@ from mlharness.rl.sampling import (
     Group,
     Sampler,
     collect_groups,
+    interleave,
+    own_share,
     sample_lines,
     step_record,
     summarize_groups,
@@ -53,9 +62,17 @@ from mlharness.rl.sampling import (
 from mlharness.rl.update import GRPOUpdate
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs import lifecycle
-from mlharness.runs.device import resolve_device
+from mlharness.runs.device import (
+    Dist,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    resolve_device,
+)
+from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_copy, atomic_write_text
 from mlharness.runs.metrics import MetricsWriter
+from mlharness.runs.output import OutputManager
 from mlharness.runs.progress import ProgressBar, ProgressTask
 
 log = logging.getLogger(__name__)
@@ -89,11 +106,9 @@ class GRPOTrainer:
         self, config: RLConfig, *, fresh: bool = False, progress: bool | None = None
     ) -> None:
         self.config = config
-        t, d = config.trainer, config.data
-        self.progress = progress if progress is not None else os.isatty(2)
-        self.device = resolve_device(t.device)
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
+        d = config.data
+        self._setup_device()
+        self.progress = (progress if progress is not None else os.isatty(2)) and self.dist.master
 
         # Cheap checks first: rewards and JSONL prompts fail in milliseconds, before any model
         # loads (NPY prompts need the policy's tokenizer to decode them).
@@ -101,28 +116,52 @@ class GRPOTrainer:
         self.rewards = RewardSet(config.rewards)
         if d.loader_type == "jsonl":
             self._load_data(None)
-        found = lifecycle.find_resumable(config.output_dir, config.experiment, "rl", fresh=fresh)
+        found = self._find_resumable(fresh)
         self.resumed_from: Path | None = found[1].path if found else None
         self.resumed_kind: str | None = found[1].kind if found else None
         resume_meta = rl_ckpt.read(found[1].path) if found else None
-        self.seed = int(resume_meta["seed"]) if resume_meta else resolve_seed(t.seed)
+        drawn = broadcast_object(resolve_seed(config.trainer.seed), self.dist)
+        self.seed = int(resume_meta["seed"]) if resume_meta else drawn
 
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed)  # the same initial weights (LoRA) in every process
         self._setup_policy()
         if d.loader_type == "npy":
             self._load_data(self.tokenizer)
         self.stream = PromptStream(self.train_examples, shuffle=d.shuffle_data, seed=self.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.sampler = Sampler(config, self.policy, self.rewards, self.generator)
+        if self.dist.rank:
+            torch.manual_seed(self.seed + self.dist.rank)  # dropout streams differ per process
         self.step = 0
         self.best_val_reward: float | None = None
         self.last_eval: dict[str, Any] = {}
         self.step_times: list[float] = []
         if found is not None and resume_meta is not None:
             self._restore(found[1].path, resume_meta)
-        self._open_run(found[0] if found else None)
+        self.output: OutputManager | None = None
+        self.metrics: MetricsWriter | None = None
+        self.wandb: Any = None
+        if self.dist.master:
+            self._open_run(found[0] if found else None)
 
     # -- setup -------------------------------------------------------------------------------
+
+    def _setup_device(self) -> None:
+        """Device, process group and CPU threads; what torchrun cannot share fails here."""
+        t = self.config.trainer
+        self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = init_distributed(self.device.type)
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        check_processes(self.config, self.dist)
+
+    def _find_resumable(self, fresh: bool) -> tuple[Path, run_ckpt.CheckpointInfo] | None:
+        """Rank 0 decides (and alone settles dead runs); every process follows it."""
+        found = None
+        if self.dist.master:
+            c = self.config
+            found = lifecycle.find_resumable(c.output_dir, c.experiment, "rl", fresh=fresh)
+        return broadcast_object(found, self.dist)  # type: ignore[no-any-return]
 
     def _setup_policy(self) -> None:
         """The policy (with LoRA when asked), its reference, and the update that trains it."""
@@ -144,7 +183,7 @@ class GRPOTrainer:
                 dropout=m.lora_dropout,
                 targets=m.lora_target_modules,
             )
-        self.update = GRPOUpdate(c, self.policy, self.reference, self.device)
+        self.update = GRPOUpdate(c, self.policy, self.reference, self.device, self.dist)
         self.optimizer = self.update.optimizer
 
     def _load_data(self, tokenizer: Any) -> None:
@@ -167,7 +206,6 @@ class GRPOTrainer:
             config={**config_snapshot(c), "policy": info, "resolved_seed": self.seed},
             seeds={"train": self.seed},
         )
-        self.run_dir = self.output.run_dir
         history: list[dict[str, Any]] = []
         if resume_dir is not None:
             history = lifecycle.keep_history(self.run_dir / "metrics", self.step, key="step")
@@ -188,23 +226,32 @@ class GRPOTrainer:
             plot_keys=PLOT_KEYS,
         )
         self.metrics.history = history
-        self.wandb: Any = None
         if c.monitoring.use_wandb:
             from mlharness.rl.tracking import start_wandb
 
             self.wandb = start_wandb(c, self.run_dir, self.seed)
 
+    @property
+    def run_dir(self) -> Path:
+        if self.output is None:
+            raise RunDirectoryError("Only rank 0 has a run directory.")
+        return self.output.run_dir
+
     # -- checkpoints -------------------------------------------------------------------------
 
     def save(self, kind: str = "last", val_reward: float | None = None) -> None:
+        """Write a checkpoint: every process hands in its RNG state, rank 0 writes."""
         c = self.config.checkpointing
         keep = c.keep_last_n if kind == "last" else 1
         final = kind == "last" and self.step >= self.config.trainer.num_training_steps
         if keep == 0 and not final:
             return  # keep_last_n = 0: only the final checkpoint is written
+        rngs = gather_objects(lifecycle.rng_state(), self.dist)
+        if not self.dist.master:
+            return
         trainer_state: dict[str, Any] = {
             "generator": self.generator.get_state(),
-            "rng": lifecycle.rng_state(),
+            "rng": rngs[0] if len(rngs) == 1 else rngs,  # one process: the format it had
             "stream": self.stream.state_dict(),
         }
         if c.save_optimizer_state:
@@ -226,6 +273,7 @@ class GRPOTrainer:
                 "val_reward": val_reward,
                 "metric": "val_reward",
                 "config": config_snapshot(self.config),
+                "world_size": self.dist.world_size,
             },
         )
         run_ckpt.rotate(directory, kind, max(keep, 1))
@@ -239,6 +287,8 @@ class GRPOTrainer:
         """
         if self.resumed_kind == "best" and last_due:
             self.save("last")
+        if not self.dist.master:
+            return
         directory = self.run_dir / self.config.checkpointing.checkpoint_dir
         run_ckpt.rotate(directory, "last", max(self.config.checkpointing.keep_last_n, 1))
         run_ckpt.rotate(directory, "best", 1)
@@ -257,13 +307,16 @@ class GRPOTrainer:
                     path,
                 )
             self.generator.set_state(state["generator"])
-            lifecycle.set_rng_state(state["rng"])
+            rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+            # A process the checkpoint had no state for (more processes now) takes rank 0's.
+            lifecycle.set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
             self.stream.load_state_dict(state["stream"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"Cannot resume from {path}: {exc}") from exc
         self.step = int(meta["step"])
         self.best_val_reward = meta.get("best_val_reward")
-        lifecycle.say_resuming(path, self.step, "step")
+        if self.dist.master:
+            lifecycle.say_resuming(path, self.step, "step")
 
     # -- rollouts and rewards ----------------------------------------------------------------
 
@@ -279,13 +332,15 @@ class GRPOTrainer:
         return learning_rate(step, self.config)
 
     def train_step(self) -> dict[str, Any]:
+        """One GRPO step; its record covers every process's groups (the whole step)."""
         t = self.config.trainer
         t0 = time.perf_counter()
-        groups, generated, flat = collect_groups(self.sampler, self.stream, self.config)
+        groups, generated, flat = collect_groups(self.sampler, self.stream, self.config, self.dist)
         t_gen = time.perf_counter() - t0
         self.update.advantages(groups)
         lr = self.learning_rate(self.step)
         losses = self.update.apply(groups, lr)
+        groups, losses = self._whole_step(groups, losses)
         self.step += 1
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
@@ -309,10 +364,25 @@ class GRPOTrainer:
         self._log_samples(groups)
         return record
 
+    def _whole_step(
+        self, groups: list[Group], losses: dict[str, float]
+    ) -> tuple[list[Group], dict[str, float]]:
+        """Every process's groups in the step's order, and its loss statistics averaged
+        (each process had as many micro-batches); the gradient norm is already global."""
+        if not self.dist.enabled:
+            return groups, losses
+        light = [dataclasses.replace(g, old_logp=[]) for g in groups]
+        everyone = interleave(gather_objects(light, self.dist), self.config.trainer.ppo_batch_size)
+        shares = gather_objects(losses, self.dist)
+        averaged = {k: float(np.mean([share[k] for share in shares])) for k in losses}
+        averaged["grad_norm"] = losses["grad_norm"]
+        return everyone, averaged
+
     def _log_samples(self, groups: list[Group]) -> None:
         mon = self.config.monitoring
         if (
-            not mon.log_samples_every
+            not self.dist.master
+            or not mon.log_samples_every
             or self.step % mon.log_samples_every
             or not mon.max_logged_samples
         ):
@@ -323,13 +393,16 @@ class GRPOTrainer:
         )
 
     def evaluate(self, examples: Sequence[Example] | None = None) -> dict[str, Any]:
-        """Greedy completions of the validation prompts, scored by the run's rewards."""
+        """Greedy completions of the validation prompts, scored by the run's rewards (each
+        process scores its share; every process returns the record of them all)."""
         examples = list(examples if examples is not None else self.val)[
             : self.config.trainer.eval_num_prompts
         ]
         if not examples:
             return {}
-        groups = self.rollout(examples, 1, greedy=True)
+        mine = [examples[i] for i in own_share(len(examples), 1, self.dist)]
+        groups = self.rollout(mine, 1, greedy=True) if mine else []
+        groups = interleave(gather_objects(groups, self.dist), 1)
         return {"step": self.step, **summarize_groups(groups, "val_")}
 
     def _evaluate_and_save(self) -> None:
@@ -338,13 +411,15 @@ class GRPOTrainer:
             return
         self.last_eval = record
         self._log(record)
-        log.info("step %d: val reward %.4f (greedy)", self.step, record["val_reward"])
+        if self.dist.master:
+            log.info("step %d: val reward %.4f (greedy)", self.step, record["val_reward"])
         if self.best_val_reward is None or record["val_reward"] > self.best_val_reward:
             self.best_val_reward = record["val_reward"]
             self.save("best", record["val_reward"])
 
     def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.log(record, sync=False)
+        if self.metrics is not None:
+            self.metrics.log(record, sync=False)
         if self.wandb is not None:
             self.wandb.log(
                 {k: v for k, v in record.items() if k != "step"}, step=int(record["step"])
@@ -362,19 +437,24 @@ class GRPOTrainer:
         status = lifecycle.COMPLETED
 
         def failed(status: str, error: str) -> None:
-            self._finish(status, error=error)
+            # torchrun sends SIGTERM to every process once one fails: the summary of the
+            # failure is written first (a second signal still cuts it short).
+            with GracefulInterrupt():
+                self._finish(status, error=error)
 
         with lifecycle.guarded(failed) as stop, ProgressBar(self.progress) as bar:
             task = bar.task("grpo", t.num_training_steps, self.step)
             while self.step < t.num_training_steps:
-                if stop.requested:
+                # Every process stops at the same step, or their collectives would not pair.
+                if any(gather_objects(stop.requested, self.dist)):
                     status = lifecycle.INTERRUPTED
                     break
                 self._step_and_report(task)
             if status == lifecycle.INTERRUPTED:
                 self.save("last")
         final = self._finish(status)
-        return RLResult(self.run_dir, status, self.step, final, self.resumed_from)
+        run_dir = self.output.run_dir if self.output is not None else Path()
+        return RLResult(run_dir, status, self.step, final, self.resumed_from)
 
     def _step_and_report(self, task: ProgressTask) -> None:
         """One training step; its record, evaluation and checkpoint when they are due."""
@@ -388,7 +468,7 @@ class GRPOTrainer:
                 f"train reward {record['reward']:.3f}  kl {record.get('kl', 0):.4f}  "
                 f"{record['tokens_per_sec']:,.0f} tok/s",
             )
-            if not self.progress:
+            if not self.progress and self.dist.master:
                 log.info(
                     "step %d: train reward %.4f (sampled), kl %.4f, %.0f tok/s",
                     self.step,
@@ -402,21 +482,56 @@ class GRPOTrainer:
             self.save("last")
 
     def _finish(self, status: str, error: str | None = None) -> dict[str, Any]:
+        history = self.metrics.history if self.metrics is not None else []
         final = final_metrics(
-            self.step, self.metrics.history, self.last_eval, self.best_val_reward, self.step_times
+            self.step, history, self.last_eval, self.best_val_reward, self.step_times
         )
-        self.metrics.close(final)
+        if self.metrics is not None:
+            self.metrics.close(final)
         if self.wandb is not None:
             self.wandb.finish()
-        lifecycle.finish(
-            self.output,
-            status,
-            final,
-            error=error,
-            resumed_from=self.resumed_from,
-            seed=self.seed,
-        )
+        if self.output is not None:
+            lifecycle.finish(
+                self.output,
+                status,
+                final,
+                error=error,
+                resumed_from=self.resumed_from,
+                seed=self.seed,
+            )
+        end_processes(self.dist, error is None)
         return final
+
+
+def check_processes(config: RLConfig, dist: Dist) -> None:
+    """Under torchrun: each process takes an equal share of whole micro-batches, and what
+    cannot be shared yet refuses to start rather than train differently."""
+    t = config.trainer
+    if not dist.enabled:
+        return
+    if t.grad_accum_steps % dist.world_size:
+        raise ConfigError(
+            f"trainer.grad_accum_steps ({t.grad_accum_steps}) must be a multiple of the number "
+            f"of processes ({dist.world_size}): each process takes an equal share of the "
+            "step's micro-batches."
+        )
+    if t.dynamic_sampling:
+        raise ConfigError(
+            "trainer.dynamic_sampling does not work under torchrun yet (refilled groups would "
+            "have to move between processes): set it to false or train in one process."
+        )
+
+
+def end_processes(dist: Dist, together: bool) -> None:
+    """Leave the process group; after a clean end, together (a process that left while rank
+    0 still wrote its files could be aborted by gloo); after an error a peer may be gone."""
+    import torch.distributed as tdist
+
+    if not dist.enabled or not tdist.is_initialized():
+        return
+    if together:
+        tdist.barrier()
+    tdist.destroy_process_group()
 
 
 def check_lengths(config: RLConfig, policy: Policy) -> None:

@@ -18,18 +18,30 @@ from mlharness.errors import ConfigError
 from mlharness.rl import grpo
 from mlharness.rl.config import RLConfig
 from mlharness.rl.policy import Policy
-from mlharness.rl.sampling import Group
+from mlharness.rl.sampling import Group, interleave, own_share
+from mlharness.runs.device import Dist, gather_objects, sum_gradients
 from mlharness.runs.optim import AdamW
 
 
 class GRPOUpdate:
-    """One GRPO update per step over the policy's trainable parameters."""
+    """One GRPO update per step over the policy's trainable parameters.
+
+    Under torchrun each process holds its share of the step's micro-batches: each loss is
+    scaled as its share of the whole step's (the step's micro-batch and token counts), and
+    the gradients are summed over the processes before clipping and the update.
+    """
 
     def __init__(
-        self, config: RLConfig, policy: Policy, reference: Policy | None, device: torch.device
+        self,
+        config: RLConfig,
+        policy: Policy,
+        reference: Policy | None,
+        device: torch.device,
+        dist: Dist | None = None,
     ) -> None:
         t = config.trainer
         self.config, self.policy, self.reference, self.device = config, policy, reference, device
+        self.dist = dist or Dist()
         self.tokenizer = policy.tokenizer
         self.layers = self._layer_ranges()
         self.params = [p for p in policy.model.parameters() if p.requires_grad]
@@ -58,12 +70,19 @@ class GRPOUpdate:
         return self.policy.layer_of()
 
     def advantages(self, groups: list[Group]) -> None:
-        """Each completion's reward minus its group's mean, scaled as ``scale_rewards`` says."""
-        t = self.config.trainer
-        rewards = torch.tensor(np.concatenate([g.rewards for g in groups]), dtype=torch.float32)
-        adv = grpo.group_advantages(rewards, t.num_rollout_samples, t.scale_rewards)
-        for i, g in enumerate(groups):
-            g.advantages = adv[i * t.num_rollout_samples : (i + 1) * t.num_rollout_samples]
+        """Each completion's reward minus its group's mean, scaled as ``scale_rewards`` says.
+
+        Under torchrun the step's rewards are gathered first (``batch`` scaling needs them
+        all), in the step's order, so every process computes what one process would.
+        """
+        t, n = self.config.trainer, self.config.trainer.num_rollout_samples
+        local = [g.rewards for g in groups]
+        everyone = interleave(gather_objects(local, self.dist), t.ppo_batch_size)
+        rewards = torch.tensor(np.concatenate(everyone), dtype=torch.float32)
+        adv = grpo.group_advantages(rewards, n, t.scale_rewards)
+        mine = own_share(len(everyone), t.ppo_batch_size, self.dist)
+        for g, i in zip(groups, mine, strict=True):
+            g.advantages = adv[i * n : (i + 1) * n]
 
     def _batch(self, groups: list[Group]) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
         """Right-padded prompt+completion rows: (ids (B, T), targets, completion mask, spans)."""
@@ -230,11 +249,17 @@ class GRPOUpdate:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         micro = [groups[i : i + t.ppo_batch_size] for i in range(0, len(groups), t.ppo_batch_size)]
+        accum = len(micro) * self.dist.world_size  # the step's micro-batches, all processes'
         step_tokens = sum(
-            len(c.ids)
-            for g in groups
-            for c in g.completions
-            if not (t.mask_truncated_completions and c.truncated)
+            gather_objects(
+                sum(
+                    len(c.ids)
+                    for g in groups
+                    for c in g.completions
+                    if not (t.mask_truncated_completions and c.truncated)
+                ),
+                self.dist,
+            )
         )
         if t.num_iterations > 1:  # the behaviour policy's log-probs, before any update
             with torch.no_grad():
@@ -250,11 +275,12 @@ class GRPOUpdate:
         }
         for _ in range(t.num_iterations):
             for mb in micro:
-                parts = self._policy_backward(mb, step_tokens, len(micro), t.num_iterations > 1)
+                parts = self._policy_backward(mb, step_tokens, accum, t.num_iterations > 1)
                 for k in ("policy_loss", "kl", "clip_low", "clip_high"):
                     stats[k].append(getattr(parts, k))
                 if t.use_sft_on_answer:
-                    stats["sft_loss"].append(self._sft_backward(mb, len(micro)))
+                    stats["sft_loss"].append(self._sft_backward(mb, accum))
+            sum_gradients(self.params, self.dist)
             grad_norm = 0.0
             if t.max_grad_norm > 0:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm))

@@ -6,11 +6,13 @@ this module (``mlx --help``, tabular runs, dry runs) never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mlharness.errors import ConfigError
+from mlharness.errors import ConfigError, PeerProcessError
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +42,90 @@ def init_distributed(device_type: str) -> Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if device_type == "cuda":
+            import torch
+
+            # nccl's object collectives run on the current device: this process's own GPU.
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
+
+
+def leads() -> bool:
+    """Whether this process reports: under torchrun only rank 0 does (it alone writes the run)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def broadcast_object(value: Any, dist: Dist) -> Any:
+    """Rank 0's ``value`` on every process (itself without a process group)."""
+    if not dist.enabled:
+        return value
+    import torch.distributed as tdist
+
+    box = [value]
+    with _collective(dist):
+        tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(value: Any, dist: Dist) -> list[Any]:
+    """Every process's ``value``, in rank order, on every process."""
+    if not dist.enabled:
+        return [value]
+    import torch.distributed as tdist
+
+    out: list[Any] = [None] * dist.world_size
+    with _collective(dist):
+        tdist.all_gather_object(out, value)
+    return out
+
+
+@contextlib.contextmanager
+def _collective(dist: Dist) -> Iterator[None]:
+    """A collective that fails because another process of the job is gone says so.
+
+    torchrun stops the job when one process fails; the others then fail in their next
+    collective with a transport error ("Connection closed by peer") that does not say why.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PeerProcessError(
+            f"Another process of this torchrun job stopped (torchrun's report names it, and "
+            f"its error is in the log), so process {dist.rank} stopped too: fix that and run "
+            f"the same command again to resume. [{first}]"
+        ) from exc
+
+
+def sum_gradients(params: Sequence[torch.Tensor], dist: Dist) -> None:
+    """Sum ``.grad`` over the processes, in place, with one all-reduce per dtype.
+
+    A parameter without a gradient on every process keeps none (AdamW then skips it, as one
+    process would); one with a gradient somewhere gets zeros where it had none.
+    """
+    if not dist.enabled:
+        return
+    import torch
+    import torch.distributed as tdist
+
+    device = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
+    with _collective(dist):
+        tdist.all_reduce(has, op=tdist.ReduceOp.MAX)
+    chosen = [p for p, h in zip(params, has.tolist(), strict=True) if h]
+    for p in chosen:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    for dtype in sorted({p.grad.dtype for p in chosen if p.grad is not None}, key=str):
+        grads = [p.grad for p in chosen if p.grad is not None and p.grad.dtype == dtype]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        with _collective(dist):
+            tdist.all_reduce(flat)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
