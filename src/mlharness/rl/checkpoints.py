@@ -47,7 +47,10 @@ def save(
                 if (tok_dir / file).is_file():
                     shutil.copyfile(tok_dir / file, tmp / file)
         else:
-            policy.model.save_pretrained(str(tmp / HF_DIR))  # type: ignore[operator]
+            # Adapters: no embedding layers (LoRA adapts Linear ones), which PEFT would
+            # otherwise check for at the base's name, a hub request for an lm checkpoint.
+            extra = {"save_embedding_layers": False} if policy.uses_lora else {}
+            policy.model.save_pretrained(str(tmp / HF_DIR), **extra)  # type: ignore[operator]
             tokenizer = policy.info.get("hf_tokenizer")
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(tmp / HF_DIR))

@@ -24,17 +24,21 @@ from torch import Tensor, nn
 
 from mlharness.errors import CheckpointError, ConfigError, ModelError
 from mlharness.lm.hf_model import (
+    HFModel,
+    build_model,
     default_lora_targets,
+    has_lora,
     hf_cache_kwarg,
     load_hf_model,
     load_hf_tokenizer,
+    load_model_state,
     lora_config,
     set_dropout,
 )
 from mlharness.lm.hf_model import peft_quietly as _peft_quietly
 from mlharness.lm.model import GPT
 from mlharness.lm.sampler import load_model
-from mlharness.lm.tokenizers import Tokenizer, load_tokenizer
+from mlharness.lm.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
 from mlharness.runs import checkpoints as run_ckpt
 
 log = logging.getLogger(__name__)
@@ -351,10 +355,16 @@ def load_policy(
     trainable: bool = True,
     prefer: str = "best",
 ) -> Policy:
-    """Load a GPT checkpoint/run or a local Hugging Face model (and any LoRA adapter in it)."""
+    """Load a GPT checkpoint/run or a local Hugging Face model (and any LoRA adapter in it).
+
+    An lm run that fine-tuned a Hugging Face model (``init_from = "hf:PATH"``, the SFT step
+    before GRPO) loads as a Hugging Face policy: see :func:`_load_hf_run`.
+    """
     kind, where = describe(path, prefer)
     if kind == "gpt":
         gpt, meta = load_model(where, torch.device("cpu"), use_ema=False)
+        if isinstance(gpt, HFModel):
+            return _ready(_load_hf_run(gpt, meta, where, device, use_chat_template), trainable)
         model: nn.Module = gpt
         disable_dropout(model)
         tok_dir = _gpt_tokenizer_dir(where)
@@ -369,6 +379,10 @@ def load_policy(
         )
     else:
         policy = _load_hf(where, device, use_chat_template)
+    return _ready(policy, trainable)
+
+
+def _ready(policy: Policy, trainable: bool) -> Policy:
     policy.model.train(trainable)
     policy.model.requires_grad_(trainable)
     return policy
@@ -384,6 +398,61 @@ def disable_dropout(model: nn.Module) -> None:
     set_dropout(model, 0.0)
 
 
+def _load_hf_run(
+    run_model: HFModel,
+    meta: dict[str, Any],
+    checkpoint: Path,
+    device: torch.device,
+    use_chat_template: bool | None,
+) -> Policy:
+    """A Hugging Face policy from an lm checkpoint: the fine-tuned weights (a LoRA run's
+    adapters merged, as ``mlx export`` merges them), the run's tokenizer and chat template.
+
+    The model's ``name_or_path`` is the checkpoint, so GRPO's LoRA adapters saved from it
+    name the checkpoint as their base, and :func:`_load_hf` finds it there again.
+    """
+    if has_lora(run_model):
+        from mlharness.lm.export import merged_state
+
+        plain = build_model({k: v for k, v in meta["model_args"].items() if k != "lora"})
+        load_model_state(plain, merged_state(run_model.hf))
+        assert isinstance(plain, HFModel)
+        run_model = plain
+    model: Any = run_model.hf
+    model.config._name_or_path = str(checkpoint)
+    model.name_or_path = str(checkpoint)
+    disable_dropout(model)
+    tok_dir = _gpt_tokenizer_dir(checkpoint)
+    tok = load_tokenizer(tok_dir)
+    if not isinstance(tok, HFTokenizer):
+        raise CheckpointError(
+            f"The run of {checkpoint} fine-tuned a Hugging Face model on data prepared with "
+            'another tokenizer: prepare its data with prepare.tokenizer = "hf:PATH".'
+        )
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    info = {"model_type": "hf", "base_path": str(checkpoint), "hf_tokenizer": tok.tokenizer}
+    tokenizer = _hf_tokenizer(tok.tokenizer, vocab, use_chat_template)
+    return Policy("hf", model.to(device), tokenizer, checkpoint, _context(model), info)
+
+
+def _context(model: Any) -> int | None:
+    ctx = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None
+    )
+    return int(ctx) if ctx else None
+
+
+def _with_adapter(policy: Policy, path: Path) -> Policy:
+    """``policy`` with the PEFT adapter saved in ``path`` on it, trainable."""
+    from peft import PeftModel
+
+    with _peft_quietly():
+        policy.model = PeftModel.from_pretrained(policy.model, str(path), is_trainable=True)
+    policy.info["lora"] = True
+    policy.source = path
+    return policy
+
+
 def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -> Policy:
     adapter = (path / "adapter_config.json").is_file()
     base_path = path
@@ -391,22 +460,17 @@ def _load_hf(path: Path, device: torch.device, use_chat_template: bool | None) -
         base_path = Path(
             _read_json(path / "adapter_config.json").get("base_model_name_or_path", "")
         )
+    if (base_path / run_ckpt.META_FILE).is_file():  # GRPO's adapters on an lm run's model
+        base = load_policy(base_path, device=device, use_chat_template=use_chat_template)
+        return _with_adapter(base, path)
     tok = load_hf_tokenizer(path if (path / "tokenizer_config.json").is_file() else base_path)
     model: Any = load_hf_model(base_path)
     disable_dropout(model)
     info: dict[str, Any] = {"model_type": "hf", "base_path": str(base_path), "hf_tokenizer": tok}
-    if adapter:
-        from peft import PeftModel
-
-        with _peft_quietly():
-            model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
-        info["lora"] = True
     vocab = int(model.get_output_embeddings().weight.shape[0])
-    ctx = getattr(model.config, "max_position_embeddings", None) or getattr(
-        model.config, "n_positions", None
-    )
     tokenizer = _hf_tokenizer(tok, vocab, use_chat_template)
-    return Policy("hf", model.to(device), tokenizer, path, int(ctx) if ctx else None, info)
+    policy = Policy("hf", model.to(device), tokenizer, path, _context(model), info)
+    return _with_adapter(policy, path) if adapter else policy
 
 
 def add_lora(
@@ -449,7 +513,9 @@ def policy_state(policy: Policy) -> dict[str, Tensor]:
     if policy.uses_lora:
         from peft import get_peft_model_state_dict
 
-        state: dict[str, Tensor] = get_peft_model_state_dict(policy.model)
+        state: dict[str, Tensor] = get_peft_model_state_dict(
+            policy.model, save_embedding_layers=False
+        )
         return state
     return policy.model.state_dict()
 

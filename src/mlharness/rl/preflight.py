@@ -66,7 +66,8 @@ def _model_dir_problem(path: Path) -> str | None:
     if not path.is_dir():
         return f"is {_file_kind(path)}, not a model directory"
     try:
-        if (path / "config.json").is_file() and not (path / "checkpoint.json").is_file():
+        hf_dir = not any((path / m).is_file() for m in ("checkpoint.json", "summary.json"))
+        if (path / "config.json").is_file() and hf_dir:  # a run's config.json is its own
             return _hf_config_problem(path / "config.json")
         markers = ("checkpoint.json", "config.json")
         if any((path / m).is_file() for m in markers) or (path / "checkpoints").is_dir():
