@@ -268,3 +268,49 @@ def test_a_process_that_dies_ends_the_job_with_a_message(ddp_ws: Path) -> None:
     summary = read_json(run / "summary.json")
     assert summary["status"] == "failed"
     assert "Another process of this torchrun job stopped" in summary["error"]
+
+
+def test_two_nodes_on_loopback_train_as_one_node(
+    ddp_ws: Path, full_runs: tuple[Path, Path, Any]
+) -> None:
+    """``--nnodes=2`` with c10d rendezvous, one process per "node", as two machines would."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = set(run_dirs(ddp_ws, "full"))
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                f"--node_rank={k}",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "-m",
+                "mlharness",
+                "train",
+                "--config",
+                "full.yaml",
+                "--fresh",
+            ],
+            cwd=ddp_ws,
+            env=base_env(ddp_ws, {"OMP_NUM_THREADS": "1"}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            umask=UMASK,
+        )
+        for k in range(2)
+    ]
+    outputs = [node.communicate(timeout=240) for node in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outputs
+    (run,) = sorted(set(run_dirs(ddp_ws, "full")) - before)
+    # One node reports (the one c10d gave rank 0), and the run is the one-node run's.
+    assert sum(out.count(f"Run directory: {run}") for out, _ in outputs) == 2
+    a, b = weights(last(full_runs[1])), weights(last(run))
+    assert all(a[k].equal(b[k]) for k in a)
