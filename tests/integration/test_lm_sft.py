@@ -145,6 +145,17 @@ def test_examples_beyond_the_window_are_left_out_with_a_warning(workspace: Path)
         SFTBatches(cfg.data_dir, "train", "uint16", 4, torch.device("cpu"))
 
 
+def test_missing_or_mismatched_files_are_refused(workspace: Path) -> None:
+    cfg = _hf_sft(workspace)
+    (cfg.data_dir / "val_mask.bin").write_bytes(b"\x01")
+    with pytest.raises(DatasetError, match=r"The val files in .* do not fit together"):
+        Trainer(cfg, fresh=True, progress=False)
+    (cfg.data_dir / "val_offsets.npy").unlink()
+    assert not artifacts_current(cfg)  # mlx loop prepares it again
+    with pytest.raises(DatasetError, match=r"lacks val_offsets\.npy: run `mlx prepare"):
+        Trainer(cfg, fresh=True, progress=False)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
