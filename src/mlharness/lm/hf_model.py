@@ -236,7 +236,24 @@ def build_model(args: Mapping[str, Any]) -> GPT | HFModel:
     config = AutoConfig.for_model(hf_config.pop("model_type"), **hf_config)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     set_dropout(model, float(args["dropout"]))
+    fuse_tanh_gelu(model)
     return HFModel(model, GPTConfig(**{k: args[k] for k in _GPT_FIELDS}))
+
+
+def fuse_tanh_gelu(model: nn.Module) -> None:
+    """Run GPT-2's tanh GELU (``gelu_new``) as PyTorch's fused kernel, ``GELUTanh``.
+
+    transformers writes ``gelu_new`` as seven elementwise ops whose intermediates autograd
+    keeps: for LoRA on GPT-2 small at 8 x 256 tokens on a CPU, about 0.2 s of a 9 s step and
+    1.4 GB of peak memory (bench/finetune.py). transformers' ``GELUTanh`` is the same function
+    (float32 results within 2.4e-7); the config still says ``gelu_new``: exports are unchanged.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, NewGELUActivation):
+                setattr(module, name, GELUTanh())
 
 
 def core(model: nn.Module) -> nn.Module:
