@@ -37,7 +37,7 @@ def _val_losses(run_dir: Path) -> list[float]:
     return [r["val_loss"] for r in iter_records(run_dir) if "val_loss" in r]
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
 def test_full_fine_tuning_lowers_val_loss_and_samples_as_transformers(
     workspace: Path, arch: str
 ) -> None:

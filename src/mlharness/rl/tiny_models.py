@@ -46,7 +46,7 @@ def char_tokenizer(chars: str = CHARS, chat_template: bool = False):  # type: ig
 def build_tiny_model(
     directory: Path,
     *,
-    arch: Literal["gpt2", "llama"] = "gpt2",
+    arch: Literal["gpt2", "llama", "qwen2"] = "gpt2",
     n_layer: int = 2,
     n_embd: int = 32,
     n_head: int = 2,
@@ -54,8 +54,12 @@ def build_tiny_model(
     seed: int = 0,
     chat_template: bool = False,
 ) -> Path:
-    """Save a random ``arch`` model and its character tokenizer to ``directory``."""
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    """Save a random ``arch`` model and its character tokenizer to ``directory``.
+
+    Three layouts: GPT-2 (learned positions, Conv1D), Llama (RoPE, RMSNorm, gated MLP) and
+    Qwen2 (Llama's, with biases on the query, key and value projections).
+    """
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
     tok = char_tokenizer(chat_template=chat_template)
     vocab = len(tok)
@@ -64,13 +68,13 @@ def build_tiny_model(
         "bos_token_id": tok.eos_token_id,
         "eos_token_id": tok.eos_token_id,
     }
-    config: GPT2Config | LlamaConfig
+    config: GPT2Config | LlamaConfig | Qwen2Config
     if arch == "gpt2":
         config = GPT2Config(
             n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=context, **common
         )
     else:
-        config = LlamaConfig(
+        config = (LlamaConfig if arch == "llama" else Qwen2Config)(
             num_hidden_layers=n_layer,
             hidden_size=n_embd,
             num_attention_heads=n_head,
