@@ -497,9 +497,8 @@ def _trl_trainer(spec: dict[str, Any]) -> tuple[Any, list[float], list[float]]:
     """SFTTrainer on the windows with our LoRA and optimizer settings, timed and recorded."""
     import numpy as np
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     dataset = Dataset.from_dict({"input_ids": np.load(spec["windows"]).tolist()})
     step_s: list[float] = []
@@ -520,9 +519,25 @@ def _trl_trainer(spec: dict[str, Any]) -> tuple[Any, list[float], list[float]]:
             losses.append(float(loss))  # TRL logs only every logging_steps (10)
             return loss
 
+    config, peft_config = trl_settings(spec["output_dir"], spec["steps"])
+    trainer = RecordingSFTTrainer(
+        model=spec["model"],
+        args=config,
+        train_dataset=dataset,
+        peft_config=peft_config,
+        callbacks=[StepTimer()],
+    )
+    return trainer, step_s, losses
+
+
+def trl_settings(output_dir: str, steps: int) -> tuple[Any, Any]:
+    """TRL's SFTConfig and PEFT's LoraConfig with the settings of our generated config."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
     config = SFTConfig(
-        output_dir=spec["output_dir"],
-        max_steps=spec["steps"],
+        output_dir=output_dir,
+        max_steps=steps,
         per_device_train_batch_size=BATCH,
         gradient_accumulation_steps=1,
         max_length=BLOCK + 1,
@@ -553,14 +568,7 @@ def _trl_trainer(spec: dict[str, Any]) -> tuple[Any, list[float], list[float]]:
         task_type="CAUSAL_LM",
         fan_in_fan_out=True,  # GPT-2's Conv1D, as ours
     )
-    trainer = RecordingSFTTrainer(
-        model=spec["model"],
-        args=config,
-        train_dataset=dataset,
-        peft_config=peft_config,
-        callbacks=[StepTimer()],
-    )
-    return trainer, step_s, losses
+    return config, peft_config
 
 
 def _copy_adapters(model: Any, checkpoint: str) -> int:
@@ -656,62 +664,43 @@ def summarise(summary: Summary, train: dict[str, Any], with_trl: bool) -> None:
     def theirs(key: str) -> float | None:
         return across(trl, key) if with_trl else ISSUE_REFERENCE.get(key)
 
-    o_tps, t_tps = across(ours, "tokens_per_sec"), theirs("tokens_per_sec")
-    r = ratio(o_tps, t_tps)
-    summary.add(
-        "tokens/s (median step after warm-up)",
-        o_tps,
-        t_tps,
-        digits=1,
-        reference=ref,
-        target=f">= {MIN_TOKENS_RATIO:g}x",
-        met=None if r is None else r >= MIN_TOKENS_RATIO,
-    )
-    summary.add(
-        "tokens/s, 10th percentile step",
-        across(ours, "tokens_per_sec_p10"),
-        theirs("tokens_per_sec_p10"),
-        digits=1,
-    )
-    summary.add("s/step (median)", across(ours, "s_per_step"), theirs("s_per_step"))
-    gaps = [g for g in train["loss_gap"] if g["max_abs"] is not None]
+    def targeted(figure: str, key: str, digits: int, limit: float, at_least: bool) -> None:
+        o, t = across(ours, key), theirs(key)
+        r = ratio(o, t)
+        summary.add(
+            figure,
+            o,
+            t,
+            digits=digits,
+            reference=ref,
+            target=f"{'>=' if at_least else '<='} {limit:g}x",
+            met=None if r is None else (r >= limit if at_least else r <= limit),
+        )
+
+    targeted("tokens/s (median step after warm-up)", "tokens_per_sec", 1, MIN_TOKENS_RATIO, True)
+    for figure, key, digits in (
+        ("tokens/s, 10th percentile step", "tokens_per_sec_p10", 1),
+        ("s/step (median)", "s_per_step", 2),
+    ):
+        summary.add(figure, across(ours, key), theirs(key), digits=digits)
+    gaps = [g["max_abs"] for g in train["loss_gap"] if g["max_abs"] is not None]
     if gaps:
-        worst = max(g["max_abs"] for g in gaps)
         summary.add(
             "loss curve: largest |ours - TRL| over the steps",
-            worst,
+            max(gaps),
             None,
             digits=6,
             target="equal curve",
             show_ratio=False,
         )
-    o_mem, t_mem = across(ours, "peak_rss_mb"), theirs("peak_rss_mb")
-    r = ratio(o_mem, t_mem)
-    summary.add(
-        "peak RSS (MB)",
-        o_mem,
-        t_mem,
-        digits=0,
-        reference=ref,
-        target=f"<= {MAX_MEMORY_RATIO:g}x",
-        met=None if r is None else r <= MAX_MEMORY_RATIO,
-    )
-    summary.add(
-        "process wall time (s)", across(ours, "process_wall_s"), theirs("process_wall_s"), digits=1
-    )
-    summary.add(
-        "  of which outside the steps (s)",
-        across(ours, "outside_steps_s"),
-        theirs("outside_steps_s"),
-        digits=1,
-    )
-    summary.add(
-        "    of which our closing evaluation (s)",
-        across(ours, "final_eval_s"),
-        None,
-        digits=1,
-        show_ratio=False,
-    )
+    targeted("peak RSS (MB)", "peak_rss_mb", 0, MAX_MEMORY_RATIO, False)
+    for figure, key in (
+        ("process wall time (s)", "process_wall_s"),
+        ("  of which outside the steps (s)", "outside_steps_s"),
+    ):
+        summary.add(figure, across(ours, key), theirs(key), digits=1)
+    closing = across(ours, "final_eval_s")
+    summary.add("    of which our closing eval (s)", closing, None, digits=1, show_ratio=False)
 
 
 # --------------------------------------------------------------------------- main
@@ -777,6 +766,32 @@ def load_line() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What was run, for the JSON record."""
+    return {
+        "steps": args.steps,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "model": {**MODEL_SHAPE, "vocab_size": MODEL_VOCAB},
+        "tokenizer_vocab": TOKENIZER_VOCAB,
+        "batch": BATCH,
+        "block": BLOCK,
+        "lora": LORA,
+        "learning_rate": LEARNING_RATE,
+        "warmup_steps_ignored": WARMUP_STEPS,
+    }
+
+
+def print_header(v: dict[str, str | None]) -> None:
+    say("mlharness LoRA fine-tuning benchmark against TRL's SFTTrainer")
+    say(f"command: {' '.join([Path(PYTHON).name, *sys.argv])}")
+    say(
+        f"python {platform.python_version()} on {platform.platform()}, CPUs: {os.cpu_count()}, "
+        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
+    )
+    say(f"load average (1/5/15 min): {load_line()}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args._child:
@@ -785,14 +800,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with_trl = not args.skip_trl and importlib.util.find_spec("trl") is not None
     started = time.perf_counter()
-    say("mlharness LoRA fine-tuning benchmark against TRL's SFTTrainer")
-    say(f"command: {' '.join([Path(PYTHON).name, *sys.argv])}")
     v = versions()
-    say(
-        f"python {platform.python_version()} on {platform.platform()}, CPUs: {os.cpu_count()}, "
-        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-    )
-    say(f"load average (1/5/15 min): {load_line()}")
+    print_header(v)
     if not with_trl:
         say(TRL_MISSING if not args.skip_trl else "--skip-trl: only our side runs.")
     work = Path(tempfile.mkdtemp(prefix="mlx-finetune-bench-"))
@@ -801,22 +810,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": v,
         "cpu_count": os.cpu_count(),
         "load_average_before": list(os.getloadavg()),
-        "settings": {
-            "steps": args.steps,
-            "threads": args.threads,
-            "repeats": args.repeats,
-            "model": {**MODEL_SHAPE, "vocab_size": MODEL_VOCAB},
-            "tokenizer_vocab": TOKENIZER_VOCAB,
-            "batch": BATCH,
-            "block": BLOCK,
-            "lora": LORA,
-            "learning_rate": LEARNING_RATE,
-            "warmup_steps_ignored": WARMUP_STEPS,
-        },
+        "settings": settings(args),
         "trl_measured": with_trl,
         "issue_reference": ISSUE_REFERENCE,
     }
-    summary = Summary()
     try:
         figures["setup"] = setup(work, args.steps, args.threads)
         if "error" in figures["setup"]:
@@ -831,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"\nscratch directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    summary = Summary()
     summarise(summary, figures["train"], with_trl)
     summary.print()
     figures["targets"] = summary.targets
