@@ -128,6 +128,86 @@ class Mlx:
         )
 
 
+# ----------------------------------------------------------------------------- torchrun
+
+
+def torchrun_argv(*args: str, nproc: int = 2) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=NPROC -m mlharness ARGS``: one node."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "mlharness",
+        *args,
+    ]
+
+
+def torchrun(ws: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run ``mlx ARGS`` as two processes on one node in ``ws``, one thread each."""
+    return subprocess.run(
+        torchrun_argv(*args),
+        cwd=ws,
+        env=base_env(ws, {"OMP_NUM_THREADS": "1"}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        umask=UMASK,
+    )
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a rendezvous endpoint)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def two_nodes(
+    workspaces: Sequence[Path], *args: str, timeout: float = 240
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``mlx ARGS`` as two torchrun "nodes" on loopback, one process each, with c10d
+    rendezvous as on two machines; node ``k`` runs in ``workspaces[k]`` (the same path twice
+    for a shared directory). Returns each node's result once both have ended."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+    ]
+    nodes = [
+        subprocess.Popen(
+            [*argv, f"--node_rank={k}", "-m", "mlharness", *args],
+            cwd=ws,
+            env=base_env(ws, {"OMP_NUM_THREADS": "1"}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            umask=UMASK,
+        )
+        for k, ws in enumerate(workspaces)
+    ]
+    try:
+        outputs = [node.communicate(timeout=timeout) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+    return [
+        subprocess.CompletedProcess(node.args, node.returncode, out, err)
+        for node, (out, err) in zip(nodes, outputs, strict=True)
+    ]
+
+
 # ----------------------------------------------------------------------------- crashes
 
 

@@ -1,5 +1,5 @@
 """The lm commands end to end: prepare, train, sample, loop, run-experiment, kill and resume,
-and two-process DistributedDataParallel training, each through a real subprocess."""
+each through a real subprocess (torchrun: test_lm_torchrun.py)."""
 
 from __future__ import annotations
 
@@ -203,53 +203,3 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(
     assert final_a.keys() == final_b.keys()
     for key in final_a:
         assert final_a[key].equal(final_b[key]), f"{key} differs (killed at step {reached})"
-
-
-def test_two_process_ddp_matches_one_process(mlx: Mlx, lm_ws: Path) -> None:
-    settings = [
-        "--set",
-        "train.grad_accum_steps=2",
-        "--set",
-        "train.max_iters=10",
-        "--set",
-        "train.log_interval=1",
-        "--fresh",
-    ]
-    mlx("prepare", "tiny", "--config", "tiny.toml", check=0)
-    mlx("train", "tiny", "--config", "tiny.toml", *settings, check=0)
-    env = base_env(lm_ws, {"OMP_NUM_THREADS": "1"})
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mlharness",
-            "train",
-            "tiny",
-            "--config",
-            "tiny.toml",
-            *settings,
-        ],
-        cwd=lm_ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    single, double = _runs(lm_ws)
-    # Only rank 0 reports, as only it writes: the run it writes, as it starts and at the end.
-    assert result.stdout.count("Run directory:") == 2, result.stdout
-    assert result.stdout.count(f"Run directory: {double}") == 2
-
-    def losses(run: Path) -> list[float]:
-        lines = (run / "metrics" / "metrics.ndjson").read_text().splitlines()
-        return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
-
-    assert len(losses(double)) == 10
-    assert losses(double) == pytest.approx(losses(single), rel=1e-4)
-    config = json.loads((double / "config.json").read_text())
-    assert config["train"]["grad_accum_steps"] == 2

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,18 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from e2e_helpers import UMASK, base_env, make_workspace, read_json, run_dirs, run_mlx, write_config
+from e2e_helpers import (
+    UMASK,
+    base_env,
+    make_workspace,
+    read_json,
+    run_dirs,
+    run_mlx,
+    torchrun,
+    torchrun_argv,
+    two_nodes,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,31 +112,6 @@ def ddp_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
             config["model"].update(use_lora=True, lora_rank=4, lora_alpha=8)
         write_config(ws / f"{name}.yaml", config)
     return ws
-
-
-def torchrun_argv(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "mlharness",
-        *args,
-    ]
-
-
-def torchrun(ws: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        torchrun_argv(*args),
-        cwd=ws,
-        env=base_env(ws, {"OMP_NUM_THREADS": "1"}),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        umask=UMASK,
-    )
 
 
 def weights(checkpoint: Path) -> dict[str, Any]:
@@ -274,43 +259,11 @@ def test_two_nodes_on_loopback_train_as_one_node(
     ddp_ws: Path, full_runs: tuple[Path, Path, Any]
 ) -> None:
     """``--nnodes=2`` with c10d rendezvous, one process per "node", as two machines would."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     before = set(run_dirs(ddp_ws, "full"))
-    nodes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes=2",
-                "--nproc_per_node=1",
-                f"--node_rank={k}",
-                "--rdzv-backend=c10d",
-                f"--rdzv-endpoint=127.0.0.1:{port}",
-                "-m",
-                "mlharness",
-                "train",
-                "--config",
-                "full.yaml",
-                "--fresh",
-            ],
-            cwd=ddp_ws,
-            env=base_env(ddp_ws, {"OMP_NUM_THREADS": "1"}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            umask=UMASK,
-        )
-        for k in range(2)
-    ]
-    outputs = [node.communicate(timeout=240) for node in nodes]
-    assert [n.returncode for n in nodes] == [0, 0], outputs
+    results = two_nodes([ddp_ws, ddp_ws], "train", "--config", "full.yaml", "--fresh")
+    assert [r.returncode for r in results] == [0, 0], [r.stdout + r.stderr for r in results]
     (run,) = sorted(set(run_dirs(ddp_ws, "full")) - before)
     # One node reports (the one c10d gave rank 0), and the run is the one-node run's.
-    assert sum(out.count(f"Run directory: {run}") for out, _ in outputs) == 2
+    assert sum(r.stdout.count(f"Run directory: {run}") for r in results) == 2
     a, b = weights(last(full_runs[1])), weights(last(run))
     assert all(a[k].equal(b[k]) for k in a)
