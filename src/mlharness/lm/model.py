@@ -439,13 +439,16 @@ class GPT(nn.Module):
             else:
                 logits = forward_cached(next_tok.view(-1, 1))
 
-    def decoder(self, batch_size: int) -> tuple[KVCache, Callable[[Tensor], Tensor]]:
+    def decoder(
+        self, batch_size: int, weights: PlainWeights | None = None
+    ) -> tuple[KVCache, Callable[[Tensor], Tensor]]:
         """A KV cache for ``batch_size`` rows and a step function: tokens (B, T) continuing
         the cached positions -> the last position's logits (B, V).
 
         The fast path for sampling and for GRPO's rollouts; call it under inference_mode.
+        ``weights`` replaces the model's own (rl.policy passes them with LoRA folded in).
         """
-        weights = self._plain_weights()
+        weights = self._plain_weights() if weights is None else weights
         device, dtype = self.wte.weight.device, self.wte.weight.dtype
         cache = KVCache(self.config, batch_size, device=device, dtype=dtype)
 
@@ -463,11 +466,20 @@ class GPT(nn.Module):
         PEFT's LoRA, parametrizations and forward hooks change what a layer computes, which
         only the modules' own forward() knows; such models sample through forward().
         """
-        for module in self.modules():
-            if type(module) not in _PLAIN_MODULES or module._forward_hooks:
-                return None
-            if module._forward_pre_hooks:
-                return None
+        if not all(plain_module(module) for module in self.modules()):
+            return None
+        return self.plain_weights()
+
+    def plain_weights(self, weight: Callable[[nn.Module], Tensor] | None = None) -> PlainWeights:
+        """The parameters as plain tensors, unchecked (see :meth:`_plain_weights`).
+
+        ``weight`` gives a Linear layer's weight as its forward applies it: rl.policy folds
+        LoRA adapters in (W + B A * scaling), so that LoRA rollouts take this path too.
+        """
+
+        def w_t(layer: nn.Linear) -> Tensor:
+            return (layer.weight if weight is None else weight(layer)).t()
+
         blocks = []
         for block in self.h:
             assert isinstance(block, Block)
@@ -476,15 +488,15 @@ class GPT(nn.Module):
                 BlockWeights(
                     ln_1_weight=block.ln_1.weight,
                     ln_1_bias=block.ln_1.bias,
-                    attn_t=attn.c_attn.weight.t(),
+                    attn_t=w_t(attn.c_attn),
                     attn_bias=attn.c_attn.bias,
-                    attn_proj_t=attn.c_proj.weight.t(),
+                    attn_proj_t=w_t(attn.c_proj),
                     attn_proj_bias=attn.c_proj.bias,
                     ln_2_weight=block.ln_2.weight,
                     ln_2_bias=block.ln_2.bias,
-                    fc_t=mlp.c_fc.weight.t(),
+                    fc_t=w_t(mlp.c_fc),
                     fc_bias=mlp.c_fc.bias,
-                    mlp_proj_t=mlp.c_proj.weight.t(),
+                    mlp_proj_t=w_t(mlp.c_proj),
                     mlp_proj_bias=mlp.c_proj.bias,
                 )
             )
@@ -493,7 +505,7 @@ class GPT(nn.Module):
             wpe=self.wpe.weight,
             ln_f_weight=self.ln_f.weight,
             ln_f_bias=self.ln_f.bias,
-            head_t=self.lm_head.weight.t(),
+            head_t=w_t(self.lm_head),
             blocks=blocks,
             n_head=self.config.n_head,
         )
@@ -504,6 +516,13 @@ _PLAIN_MODULES: frozenset[type[nn.Module]] = frozenset(
     {GPT, Block, CausalSelfAttention, MLP, nn.ModuleList, nn.Linear, nn.LayerNorm, nn.Embedding}
     | {nn.Dropout, nn.GELU}
 )
+
+
+def plain_module(module: nn.Module) -> bool:
+    """Whether :meth:`GPT.plain_weights` computes ``module`` as its forward() does."""
+    return type(module) in _PLAIN_MODULES and not (
+        module._forward_hooks or module._forward_pre_hooks
+    )
 
 
 class BlockWeights(NamedTuple):

@@ -36,7 +36,15 @@ from mlharness.lm.hf_model import (
     set_dropout,
 )
 from mlharness.lm.hf_model import peft_quietly as _peft_quietly
-from mlharness.lm.model import GPT
+from mlharness.lm.model import (
+    GPT,
+    BlockWeights,
+    GPTConfig,
+    KVCache,
+    PlainWeights,
+    plain_decode_step,
+    plain_module,
+)
 from mlharness.lm.sampler import load_model
 from mlharness.lm.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
 from mlharness.runs import checkpoints as run_ckpt
@@ -157,6 +165,11 @@ class Policy:
     source: Path
     context_len: int | None
     info: dict[str, Any] = field(default_factory=dict)  # what a checkpoint must record
+    # LoRA rollouts' weights with the adapters folded in, and the parameter versions they
+    # were folded from (see decoder()).
+    _folded: tuple[tuple[Any, ...], PlainWeights] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def uses_lora(self) -> bool:
@@ -172,7 +185,14 @@ class Policy:
         return core
 
     def logits(self, ids: Tensor) -> Tensor:
-        """Logits (B, T, V) of every position; rows may be right-padded (causal: harmless)."""
+        """Logits (B, T, V) of every position; rows may be right-padded (causal: harmless).
+
+        A forward with gradients is the training pass: the folded LoRA weights of the
+        rollouts go first, so that they do not add to its peak memory (the optimizer step
+        that follows changes the adapters anyway).
+        """
+        if torch.is_grad_enabled():
+            self._folded = None
         if self.kind == "gpt":
             out: Tensor = self.core(ids, all_logits=True)[0]
             return out
@@ -180,14 +200,22 @@ class Policy:
         return result
 
     def decoder(self, batch_size: int) -> Step:
-        """A fresh KV cache and a step function over it, for rollouts."""
+        """A fresh KV cache and a step function over it, for rollouts.
+
+        Our GPT and GPT-2 run the plain-tensor decode step (lm.model.plain_decode_step),
+        with LoRA too: on weights with the adapters folded in, W + B A * scaling, computed
+        once per set of weights (the optimizer step changes them), so a LoRA rollout costs
+        what a full fine-tuning one does. Other models decode through HF's forward.
+        """
+        weights = self._lora_folded() if self.uses_lora else None
         if self.kind == "gpt":
             core = self.core
             assert isinstance(core, GPT)
-            return core.decoder(batch_size)[1]
-        fast = _gpt2_decoder(self.model, batch_size) if not self.uses_lora else None
-        if fast is not None:
-            return fast
+            return core.decoder(batch_size, weights)[1]
+        if weights is None and not self.uses_lora and _plain_gpt2(self.core):
+            weights = _gpt2_weights(self.core, None)
+        if weights is not None:
+            return _gpt2_step(self.core.config, weights, batch_size)
         from transformers import DynamicCache
 
         cache = DynamicCache()
@@ -200,6 +228,17 @@ class Policy:
             return logits
 
         return step
+
+    def _lora_folded(self) -> PlainWeights | None:
+        """The plain decode weights with LoRA folded in; None where folding is not exact."""
+        key = _weights_key(self.core)
+        if self._folded is not None and self._folded[0] == key:
+            return self._folded[1]
+        self._folded = None
+        weights = _fold_lora(self.core, self.kind)
+        if weights is not None:
+            self._folded = (key, weights)
+        return weights
 
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:
@@ -237,40 +276,40 @@ def _plain_gpt2(model: Any) -> bool:
     )
 
 
-def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
-    """A Hugging Face GPT-2's cached decode step through our GPT's plain decode path.
+def _gpt2_weights(model: Any, weight: Callable[[nn.Module], Tensor] | None) -> PlainWeights:
+    """A Hugging Face GPT-2's parameters for our GPT's plain decode path.
 
     Why: at rollout sizes a one-token forward through HF's modules is mostly Python and
     dispatch overhead (3.3 ms at batch 8 for a 4-layer, 128-wide model here, against 1.6 ms
     for this path; see bench/grpo.py). GPT-2 is our GPT with biases and a tanh GELU, and its
     Conv1D weights are (in, out) already, so :func:`plain_decode_step` runs it on HF's own
-    parameters, no copy. Other architectures, LoRA and GPT-2 variants it does not model go
-    through HF's forward.
+    parameters, no copy. ``weight`` gives a layer's weight as its forward applies it (LoRA
+    folded in, see :func:`_fold_lora`).
     """
-    from mlharness.lm.model import BlockWeights, GPTConfig, KVCache, PlainWeights, plain_decode_step
-
-    if not _plain_gpt2(model):
-        return None
     cfg, tr = model.config, model.transformer
-    weights = PlainWeights(
+
+    def w(layer: Any) -> Tensor:
+        return layer.weight if weight is None else weight(layer)
+
+    return PlainWeights(
         wte=tr.wte.weight,
         wpe=tr.wpe.weight,
         ln_f_weight=tr.ln_f.weight,
         ln_f_bias=tr.ln_f.bias,
-        head_t=model.lm_head.weight.t(),  # (C, V)
+        head_t=w(model.lm_head).t(),  # (C, V)
         blocks=[
             BlockWeights(
                 b.ln_1.weight,
                 b.ln_1.bias,
-                b.attn.c_attn.weight,
+                w(b.attn.c_attn),
                 b.attn.c_attn.bias,
-                b.attn.c_proj.weight,
+                w(b.attn.c_proj),
                 b.attn.c_proj.bias,
                 b.ln_2.weight,
                 b.ln_2.bias,
-                b.mlp.c_fc.weight,
+                w(b.mlp.c_fc),
                 b.mlp.c_fc.bias,
-                b.mlp.c_proj.weight,
+                w(b.mlp.c_proj),
                 b.mlp.c_proj.bias,
             )
             for b in tr.h
@@ -279,6 +318,9 @@ def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
         eps=cfg.layer_norm_epsilon,
         gelu="tanh",
     )
+
+
+def _gpt2_step(cfg: Any, weights: PlainWeights, batch_size: int) -> Step:
     shape = GPTConfig(
         block_size=cfg.n_positions,
         vocab_size=cfg.vocab_size,
@@ -289,6 +331,61 @@ def _gpt2_decoder(model: Any, batch_size: int) -> Step | None:
     )
     cache = KVCache(shape, batch_size, device=weights.wte.device, dtype=weights.wte.dtype)
     return lambda idx: plain_decode_step(idx, cache, weights)
+
+
+def _fold_lora(core: nn.Module, kind: Kind) -> PlainWeights | None:
+    """Decode weights of a LoRA model with each adapted Linear's W + B A * scaling.
+
+    None (rollouts then go through the model's forward) unless every LoRA layer is a plain
+    Linear adapter (no DoRA, no LoRA bias) that the plain path reads, and the rest of the
+    model is what it computes: our GPT's own layers, or a GPT-2 it models exactly.
+    """
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    tuners: list[Any] = [m for m in core.modules() if isinstance(m, BaseTunerLayer)]
+    for m in tuners:
+        names = [a for a in m.active_adapters if a in m.lora_A]
+        if type(m) is not LoraLinear or m._forward_hooks or m._forward_pre_hooks:
+            return None
+        if any(m.use_dora.get(a) or m.lora_bias.get(a) for a in names):
+            return None
+    inside = {id(sub) for m in tuners for sub in m.modules()}
+    if kind == "gpt":
+        if not all(plain_module(m) or id(m) in inside for m in core.modules()):
+            return None
+    elif not _plain_gpt2(core):
+        return None
+    read: set[int] = set()
+
+    def folded(layer: Any) -> Tensor:
+        if not isinstance(layer, LoraLinear):
+            return layer.weight  # type: ignore[no-any-return]
+        read.add(id(layer))
+        base: Any = layer.get_base_layer()
+        w: Tensor = base.weight
+        if layer.merged or layer.disable_adapters:
+            return w
+        for name in layer.active_adapters:
+            if name in layer.lora_A:
+                w = w + layer.get_delta_weight(name)  # Conv1D's transpose included
+        return w
+
+    with torch.no_grad():
+        if isinstance(core, GPT):
+            weights = core.plain_weights(folded)
+        else:
+            weights = _gpt2_weights(core, folded)
+    return weights if read == {id(m) for m in tuners} else None
+
+
+def _weights_key(core: nn.Module) -> tuple[Any, ...]:
+    """Changes whenever a parameter is replaced or updated in place (the optimizer step,
+    a checkpoint load), or adapters are switched: when folded weights are stale."""
+    lora: list[Any] = [m for m in core.modules() if hasattr(m, "lora_A")]
+    flags = [(m.disable_adapters, m.merged, tuple(m.active_adapters)) for m in lora]
+    params = [(p.data_ptr(), p._version) for p in core.parameters()]
+    return (tuple(flags), tuple(params))
 
 
 # ----------------------------------------------------------------------------- loading
