@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help bwrap install dev demo test unit integration e2e format lint typecheck quality bench bench-lm bench-sandbox \
-	bench-grpo bench-finetune grpo-demo prepare train sample loop tensorboard clean
+	bench-grpo bench-grpo-large bench-finetune grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ bench-sandbox: dev ## Benchmark the code sandbox: bubblewrap against the process
 
 bench-grpo: dev ## Benchmark GRPO against TRL's GRPOTrainer (TRL: pip install "mlharness[bench]")
 	$(PY) bench/grpo.py $(BENCH_ARGS)
+
+bench-grpo-large: dev ## GRPO at GPT-2-small size, full and LoRA, against TRL's GRPOTrainer (~15 min)
+	$(PY) bench/grpo_large.py $(BENCH_ARGS)
 
 bench-finetune: dev ## Benchmark LoRA fine-tuning against TRL's SFTTrainer (TRL: pip install "mlharness[bench]")
 	$(PY) bench/finetune.py $(BENCH_ARGS)

@@ -618,6 +618,7 @@ def child_trl_train(spec: dict[str, Any]) -> None:
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
+        **spec.get("settings", {}),  # bench/grpo_large.py: disable_dropout
     )
     trainer = GRPOTrainer(
         model=spec["model"],
@@ -625,6 +626,7 @@ def child_trl_train(spec: dict[str, Any]) -> None:
         args=config,
         train_dataset=dataset,
         callbacks=[StepTimer()],
+        peft_config=trl_lora(spec.get("lora")),
     )
     eos_ids.update(int(i) for i in trainer.eos_token_ids)
     model = trainer.model
@@ -670,6 +672,22 @@ def child_trl_train(spec: dict[str, Any]) -> None:
             "dtype": str(next(model.parameters()).dtype),
             "versions": versions(),
         }
+    )
+
+
+def trl_lora(lora: dict[str, Any] | None) -> Any:
+    """PEFT's LoraConfig for TRL from our settings (bench/grpo_large.py); None: full."""
+    if not lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        fan_in_fan_out=True,  # GPT-2's Conv1D, as ours
+        task_type="CAUSAL_LM",
     )
 
 
@@ -827,7 +845,8 @@ def child_profile(spec: dict[str, Any]) -> None:
     }
     if cprofiled is not None:
         result["cprofile"] = cprofiled
-    result.update(micro_benchmarks(trainer, torch))
+    if spec.get("micro", True):
+        result.update(micro_benchmarks(trainer, torch))
     emit(result)
 
 
@@ -835,7 +854,7 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
     """One decode step, one training pass and one AdamW step at the step's shape."""
     from mlharness.lm.model import GPT, GPTConfig, _without_onednn
     from mlharness.rl import grpo as grpo_mod
-    from mlharness.rl.policy import Policy
+    from mlharness.rl.policy import Policy, add_lora, frozen_copy
 
     policy: Policy = trainer.policy
     hf = policy.model
@@ -913,6 +932,9 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
     def hf_step() -> Any:
         return policy.decoder(B)
 
+    def lora_step() -> Any:
+        return lora.decoder(B)
+
     def hf_cache_step() -> Any:
         """HF's own forward with a DynamicCache: what rollouts of other architectures run."""
         from transformers import DynamicCache
@@ -923,12 +945,24 @@ def micro_benchmarks(trainer: Any, torch: Any) -> dict[str, Any]:
     def gpt_step() -> Any:
         return gpt.decoder(B)[1]
 
+    lora = add_lora(frozen_copy(policy), rank=16, alpha=32.0, dropout=0.0, targets=None)
+
+    def lora_peft_step() -> Any:
+        """Our LoRA rollouts before the adapters were folded: PEFT's forward, a DynamicCache."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        model = lora.model
+        return lambda ids: model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]
+
     decode_rows = interleaved(
         [
             ("Policy.decoder (our rollouts: plain path for GPT-2)", decode(hf_step, True, threads)),
             ("  same, oneDNN off", decode(hf_step, False, threads)),
             ("  same, 1 thread", decode(hf_step, True, 1)),
             ("  same, 1 thread, oneDNN off", decode(hf_step, False, 1)),
+            ("Policy.decoder, LoRA r=16 (adapters folded in)", decode(lora_step, True, threads)),
+            ("  LoRA r=16 through PEFT's forward (before)", decode(lora_peft_step, True, threads)),
             ("HF generate(), sampling (TRL's path; incl. prefill)", generate),
             (
                 "HF forward + DynamicCache (the generic path)",

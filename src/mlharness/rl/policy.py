@@ -263,8 +263,8 @@ class Policy:
 
 
 def _plain_gpt2(model: Any) -> bool:
-    """Whether ``model`` is a GPT-2 that :func:`_gpt2_decoder` computes exactly: its
-    activation and attention scaling, and no hooks (LoRA and other wrappers add them)."""
+    """Whether ``model`` is a GPT-2 that :func:`plain_decode_step` computes exactly: its
+    activation and attention scaling, and no forward hooks (they change what it computes)."""
     cfg: Any = getattr(model, "config", None)
     return not (
         getattr(cfg, "model_type", None) != "gpt2"
