@@ -195,6 +195,9 @@ def report(results: dict[str, list[dict[str, Any]]], numel: int, reduce_s: float
     verdict = "meets" if scaling >= AIM else "below"
     print(f"\nScaling, 2 processes against 1 at the same global batch: {scaling:.2f}x", end="")
     print(f" ({verdict} the aim of {AIM}x); against the faster one-process setup {best:.2f}x")
+    rounds = zip(results["one"], results["two"], strict=True)
+    per_round = ", ".join(f"{a['s_per_step'] / b['s_per_step']:.2f}x" for a, b in rounds)
+    print(f"one over two, round by round: {per_round}")
     print(f"Ideal (two = share): {s['one'] / s['share']:.2f}x; ", end="")
     print(f"two takes {s['two'] - s['share']:+.3f} s/step more than one process's share alone")
     print(f"gloo all-reduce of {numel:,} floats on 2 processes: {reduce_s * 1e3:.1f} ms")
