@@ -95,7 +95,7 @@ bench-sandbox: dev ## Benchmark the code sandbox: bubblewrap against the process
 bench-grpo: dev ## Benchmark GRPO against TRL's GRPOTrainer (TRL: pip install "mlharness[bench]")
 	$(PY) bench/grpo.py $(BENCH_ARGS)
 
-bench-grpo-large: dev ## GRPO at GPT-2-small size, full and LoRA, against TRL's GRPOTrainer (~15 min)
+bench-grpo-large: dev ## GRPO at GPT-2-small size, full and LoRA, against TRL's GRPOTrainer (~12 min)
 	$(PY) bench/grpo_large.py $(BENCH_ARGS)
 
 bench-finetune: dev ## Benchmark LoRA fine-tuning against TRL's SFTTrainer (TRL: pip install "mlharness[bench]")

@@ -2,7 +2,7 @@
 
 Run it from the repository root with the project's virtual environment::
 
-    .venv/bin/python bench/grpo_large.py                    # 1 round, 4 steps a run, ~15 min
+    .venv/bin/python bench/grpo_large.py                    # 1 round, 4 steps a run, ~12 min
     .venv/bin/python bench/grpo_large.py --only train --steps 3
     .venv/bin/python bench/grpo_large.py --repeats 2 --steps 6 --json grpo_large.json
     .venv/bin/python bench/grpo_large.py --only profile,decode    # where our step goes
@@ -181,12 +181,13 @@ def section_train(work: Path, steps: int, threads: int, repeats: int, trl: bool)
         for mode, side in RUNS:
             if side != "ours" and not trl:
                 continue
+            before = list(os.getloadavg())
             say(f"round {r}, {mode}, {side} (load {load()}) ...")
             if side == "ours":
                 res = our_run(work, mode, steps, threads, f"r{r}")
             else:
                 res = trl_run(work, mode, side, steps, threads, f"r{r}")
-            res["load_before"] = list(os.getloadavg())
+            res["load_before"] = before
             out[f"{mode}/{side}"].append(res)
             describe(res)
     return out
