@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from export_support import load_cleanly, local_encoding  # noqa: E402
 from mlharness.errors import CheckpointError, ConfigError, ModelError, RunDirectoryError  # noqa: E402
-from mlharness.lm.export import export, full_state, locate  # noqa: E402
+from mlharness.lm.export import export, locate  # noqa: E402
 from mlharness.lm.export_gguf import GGUF_FILE, gguf_name  # noqa: E402
 from mlharness.lm.export_tokenizer import byte_level, vocabulary  # noqa: E402
+from mlharness.lm.export_weights import full_state  # noqa: E402
 from mlharness.lm.sampler import load_model  # noqa: E402
 from mlharness.lm.tokenizers import load_tokenizer  # noqa: E402
 from mlharness.lm.trainer import train  # noqa: E402

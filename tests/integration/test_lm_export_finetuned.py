@@ -25,8 +25,9 @@ from lm_support import TINY_LM, corpus_text  # noqa: E402
 from mlharness.config import deep_merge  # noqa: E402
 from mlharness.errors import CheckpointError, ConfigError, ModelError  # noqa: E402
 from mlharness.lm.config import load_lm_config  # noqa: E402
-from mlharness.lm.export import export, merged_state  # noqa: E402
+from mlharness.lm.export import export  # noqa: E402
 from mlharness.lm.export_gguf import GGUF_FILE  # noqa: E402
+from mlharness.lm.export_weights import merged_state  # noqa: E402
 from mlharness.lm.prepare import prepare_data  # noqa: E402
 from mlharness.lm.sampler import load_model  # noqa: E402
 from mlharness.lm.tokenizers import load_tokenizer  # noqa: E402

@@ -56,8 +56,8 @@ def write_gguf(
     """``directory/model.gguf`` and an Ollama ``Modelfile`` that points at it."""
     import gguf
 
-    from mlharness.lm.export import LAYER_NORM_EPS
     from mlharness.lm.export_tokenizer import vocabulary
+    from mlharness.lm.export_weights import LAYER_NORM_EPS
 
     vocab = vocabulary(tokenizer)
     rows = int(args["vocab_size"])

@@ -23,7 +23,7 @@ from mlharness.errors import CheckpointError, ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from mlharness.lm.export import Source
+    from mlharness.lm.export_weights import Source
     from mlharness.lm.tokenizers import HFTokenizer, Tokenizer
 
 CONVERTER = "run llama.cpp's convert_hf_to_gguf.py on that directory"
@@ -142,7 +142,7 @@ def write_lm_run(
     directory: Path, src: Source, tokenizer: Tokenizer, fmt: str, dtype: str, adapter_only: bool
 ) -> None:
     """An lm run of a Hugging Face model, merged or as its adapter."""
-    from mlharness.lm.export import model_name
+    from mlharness.lm.export_weights import model_name
     from mlharness.lm.tokenizers import HFTokenizer
 
     if not isinstance(tokenizer, HFTokenizer):  # the trainer's vocabulary check prevents it
@@ -205,7 +205,7 @@ def write_gpt2_gguf(
 def gpt_names(state: Mapping[str, torch.Tensor], args: Mapping[str, Any]) -> dict[str, Any]:
     """GPT-2's tensors under our GPT's names and layout: ``transformer.`` dropped, Conv1D
     weights transposed back to nn.Linear's (out, in); ``lm_head`` is tied to ``wte``."""
-    from mlharness.lm.export import full_state, is_linear
+    from mlharness.lm.export_weights import full_state, is_linear
 
     ours = {}
     for key, tensor in state.items():

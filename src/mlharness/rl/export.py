@@ -21,6 +21,7 @@ from mlharness.errors import ConfigError
 from mlharness.lm import export as lm_export
 from mlharness.lm import export_hf
 from mlharness.lm.export import ExportResult
+from mlharness.lm.export_weights import model_name
 from mlharness.rl import checkpoints as rl_ckpt
 from mlharness.rl.policy import HF_DIR
 from mlharness.runs.io import atomic_directory
@@ -64,7 +65,7 @@ def export(
         if adapter_only:
             _copy_adapter(hf_dir, tmp)
         else:
-            _save_merged(checkpoint, tmp, fmt, dtype, lm_export.model_name(run_dir))
+            _save_merged(checkpoint, tmp, fmt, dtype, model_name(run_dir))
     say(f"Exported: {out}")
     return ExportResult(out, checkpoint, what, dtype)
 

@@ -509,7 +509,7 @@ def _load_hf_run(
     name the checkpoint as their base, and :func:`_load_hf` finds it there again.
     """
     if has_lora(run_model):
-        from mlharness.lm.export import merged_state
+        from mlharness.lm.export_weights import merged_state
 
         plain = build_model({k: v for k, v in meta["model_args"].items() if k != "lora"})
         load_model_state(plain, merged_state(run_model.hf))
@@ -631,6 +631,6 @@ def load_policy_state(policy: Policy, state: dict[str, Tensor]) -> None:
 
 def export_plain_state(policy: Policy) -> dict[str, Tensor]:
     """GPT weights with LoRA merged and PEFT's wrapper names removed (lm's checkpoint format)."""
-    from mlharness.lm.export import merged_state
+    from mlharness.lm.export_weights import merged_state
 
     return merged_state(policy.core)
