@@ -52,8 +52,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from grpo import Summary, across, fmt, heading, median, ratio, say  # bench/ is on sys.path
-from lm import TEXT, ChildRun, child_env, emit, run_child
+from grpo import (  # bench/ is on sys.path
+    Summary,
+    across,
+    bench_env,
+    fmt,
+    heading,
+    median,
+    ratio,
+    say,
+)
+from lm import TEXT, ChildRun, emit, run_child
 from report import table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,20 +114,6 @@ def versions() -> dict[str, str | None]:
 
     names = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
     return {d: version(d) for d in names}
-
-
-def bench_env(work: Path, threads: int) -> dict[str, str]:
-    """Both sides: the same thread count, passive OpenMP waits, offline, runs in ``work``."""
-    return child_env(
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-        MLX_WORKSPACE=str(work),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONWARNINGS="ignore",
-    )
 
 
 def child(mode: str, spec: dict[str, Any], work: Path, threads: int, **kwargs: Any) -> ChildRun:

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import grpo  # bench/ is on sys.path when a script runs
-from grpo import Summary, across, fmt, heading, say, summarise_steps, write_config
+from grpo import Summary, across, bench_env, fmt, heading, say, summarise_steps, write_config
 from lm import emit, run_child
 from report import section_parser, table
 
@@ -86,10 +86,6 @@ RUNS = [
     ("lora", "trl"),
     ("lora", "ours"),
 ]
-
-
-def bench_env(work: Path, threads: int) -> dict[str, str]:
-    return grpo.bench_env(work, threads)
 
 
 def child(mode: str, spec: dict[str, Any], work: Path, threads: int) -> Any:
