@@ -21,6 +21,7 @@ from mlharness.config.paths import workspace_root
 from mlharness.errors import RunDirectoryError
 from mlharness.runs import index, recovery
 from mlharness.runs.io import atomic_write_json
+from mlharness.runs.tags import run_tags
 
 # crashed: the process died (SIGKILL, power loss) and left nothing to resume from; set by the
 # next process that finds the run (runs.recovery), never by the run itself.
@@ -144,6 +145,7 @@ class OutputManager:
             "created_at": self.created_at.isoformat(),
             "kind": self.kind,
             "status": "running",
+            **run_tags(),
         }
 
     def write_config(self, config: dict[str, Any], seeds: dict[str, Any] | None = None) -> Path:
@@ -163,6 +165,7 @@ class OutputManager:
                     "seeds": seeds or {},
                     "command": sys.argv,
                     "created_at": self.created_at.isoformat(),
+                    **run_tags(),
                 },
             },
         )
