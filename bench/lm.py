@@ -85,18 +85,30 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from report import section_parser, table  # bench/ is on sys.path when a script runs
+from report import (  # bench/ is on sys.path when a script runs
+    RESULT_MARKER,
+    ChildRun,
+    child_env,
+    emit,
+    finish,
+    fmt,
+    heading,
+    ratio,
+    run_child,
+    save_json,
+    say,
+    section_parser,
+    table,
+    versions,
+)
+from report import self_command as run_self
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -105,7 +117,6 @@ FAST_CONFIG = REPO / "experiments" / "shakespeare_char_cpu_fast.toml"
 GPT2_VOCAB_CONFIG = REPO / "experiments" / "shakespeare_cpu.toml"
 SECTIONS = ("prepare", "train", "compile", "fast", "sample", "gpt2vocab")
 
-POLL_SECONDS = 0.05
 BUSY_LOAD_PER_CPU = 0.5  # 1-minute load average per CPU above which we warn
 SKIP_FIRST_ITERS = 10  # iterations left out of the median step time (warm-up)
 LIVE_RECORD_SECONDS = 0.5  # metrics records seen within this are being written live
@@ -186,7 +197,6 @@ NANOGPT_ITER_LINE = re.compile(
 NANOGPT_EVAL_LINE = re.compile(r"^step (\d+): train loss ([\d.]+|nan), val loss ([\d.]+|nan)")
 NANOGPT_TRAIN_START = "using fused AdamW"  # its last line before the training loop
 RUN_DIR_MARKER = "LMBENCH_RUN_DIR="
-RESULT_MARKER = "LMBENCH_RESULT="
 
 
 # --------------------------------------------------------------------------- helpers
@@ -196,59 +206,18 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def ratio(ours: float | None, theirs: float | None) -> float | None:
-    if ours is None or theirs is None or theirs == 0:
-        return None
-    return ours / theirs
-
-
-def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}{suffix}"
-
-
-def heading(title: str) -> None:
-    print(f"\n{title}\n{'=' * len(title)}", flush=True)
-
-
 def section_heading(title: str) -> None:
-    heading(title)
-    say(f"load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    # Both sides wait passively: with OpenMP's default spinning, two torch threads on two
-    # vCPUs that the host does not schedule together ran steps 20-35x slower here (the lm
-    # package sets the same default for itself). Pass OMP_WAIT_POLICY to override.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    env.update(extra)
-    return env
+    heading(title, load=True)
 
 
 def machine_facts() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.machine(),
         "cpu_count": os.cpu_count(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "torch": version("torch"),
-        "numpy": version("numpy"),
-        "tiktoken": version("tiktoken"),
-        "tokenizers": version("tokenizers"),
+        **versions(("torch", "numpy", "tiktoken", "tokenizers")),
         "thread_env": {
             k: os.environ[k]
             for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TIKTOKEN_CACHE_DIR")
@@ -274,194 +243,9 @@ def print_machine(facts: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- child runs
 
 
-@dataclass
-class ChildRun:
-    """One monitored child process: its timestamped output lines, memory and exit."""
-
-    returncode: int
-    wall_seconds: float
-    lines: list[tuple[float, str]]  # (seconds since start, line without newline)
-    records: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # tailed ndjson
-    peak_rss_polled: int = 0  # bytes, summed over the process tree
-    peak_rss_rusage: int = 0  # bytes, the child's ru_maxrss from wait4
-
-    @property
-    def peak_rss_mb(self) -> float:
-        return max(self.peak_rss_polled, self.peak_rss_rusage) / 1e6
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def tail(self, n: int = 15) -> str:
-        return "\n".join("    " + line for _, line in self.lines[-n:])
-
-    def marker(self, prefix: str) -> str | None:
-        """The value of the last ``prefix...`` line the child printed."""
-        for _, line in reversed(self.lines):
-            if line.startswith(prefix):
-                return line[len(prefix) :]
-        return None
-
-    def result(self) -> dict[str, Any]:
-        """The JSON document an internal ``--_child`` mode printed."""
-        value = self.marker(RESULT_MARKER)
-        if value is None:
-            raise RuntimeError(f"the child printed no result; its output ends:\n{self.tail()}")
-        data: dict[str, Any] = json.loads(value)
-        return data
-
-
-class NdjsonTail:
-    """Reads complete new lines of the first ``metrics.ndjson`` found under a directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.path: Path | None = None
-        self.offset = 0
-        self.buffer = b""
-        self.searched = -1.0
-
-    def poll(self, now: float, out: list[tuple[float, dict[str, Any]]], final: bool) -> None:
-        if self.path is None:
-            if now - self.searched < 0.5 and not final:  # a directory walk: not every poll
-                return
-            self.searched = now
-            found = sorted(self.root.rglob("metrics.ndjson")) if self.root.exists() else []
-            if not found:
-                return
-            self.path = found[0]
-        try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-        except OSError:
-            return
-        self.offset += len(chunk)
-        self.buffer += chunk
-        *complete, self.buffer = self.buffer.split(b"\n")
-        for raw in complete:
-            if raw.strip():
-                try:
-                    out.append((now, json.loads(raw)))
-                except json.JSONDecodeError:
-                    continue
-
-
-class TreeRss:
-    """Summed RSS of a process and its descendants, cheap enough to sample every 50 ms.
-
-    Listing descendants scans /proc, so it is refreshed only every ``REFRESH_SECONDS``;
-    reading the known processes' RSS is one small file each.
-    """
-
-    REFRESH_SECONDS = 1.0
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.root = psutil.Process(pid)
-        self.procs: list[Any] = [self.root]
-        self.refreshed = 0.0
-
-    def sample(self, now: float) -> int:
-        psutil = self._psutil
-        if now - self.refreshed >= self.REFRESH_SECONDS:
-            self.refreshed = now
-            try:
-                self.procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.Error:
-                return 0
-        total = 0
-        for proc in self.procs:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
-
-
-def run_child(
-    cmd: Sequence[str],
-    *,
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    tail_dir: Path | None = None,
-    echo: Callable[[str], bool] | None = None,
-    on_record: Callable[[float, dict[str, Any]], None] | None = None,
-) -> ChildRun:
-    """Run ``cmd`` to completion while timestamping its output and watching its memory.
-
-    stdout and stderr are merged and read line by line on a thread, each line stamped with
-    the seconds since the process was started. ``tail_dir``: also tail the
-    ``metrics.ndjson`` that appears under it, passing each new record to ``on_record``.
-    ``echo(line)``: print the lines it accepts.
-    """
-    lines: list[tuple[float, str]] = []
-    records: list[tuple[float, dict[str, Any]]] = []
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        list(cmd),
-        cwd=cwd,
-        env=env or child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        bufsize=1,
-    )
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            text = line.rstrip("\n")
-            lines.append((time.perf_counter() - start, text))
-            if echo is not None and echo(text):
-                say(f"    {text}")
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    tail = NdjsonTail(tail_dir) if tail_dir is not None else None
-    rss = TreeRss(proc.pid)
-    peak = 0
-    while True:
-        # wait4 (not Popen.poll) so the exit status comes with this child's own rusage.
-        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-        now = time.perf_counter() - start
-        if tail is not None:
-            seen = len(records)
-            tail.poll(now, records, final=pid != 0)
-            if on_record is not None:
-                for t, record in records[seen:]:
-                    on_record(t, record)
-        if pid != 0:
-            break
-        peak = max(peak, rss.sample(now))
-        time.sleep(POLL_SECONDS)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(timeout=10)
-    if proc.stdout is not None:
-        proc.stdout.close()
-    return ChildRun(
-        returncode=proc.returncode,
-        wall_seconds=wall,
-        lines=lines,
-        records=records,
-        peak_rss_polled=peak,
-        peak_rss_rusage=rusage.ru_maxrss * 1024,  # Linux reports KiB
-    )
-
-
 def self_command(kind: str, spec: dict[str, Any]) -> list[str]:
     """This script re-run in one of its internal ``--_child`` modes."""
-    return [PYTHON, str(Path(__file__).resolve()), "--_child", kind, json.dumps(spec)]
-
-
-def emit(result: dict[str, Any]) -> None:
-    """How a ``--_child`` mode hands its figures back to the parent."""
-    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+    return run_self(__file__, kind, spec)
 
 
 # --------------------------------------------------------------------------- nanoGPT side
@@ -1194,8 +978,8 @@ def section_train(
             say(
                 f"  {name}: {speed_summary(res)}, val loss "
                 f"{fmt(res['final_val_loss'], 4)} @ {res['final_iter']}, "
-                f"val <= {TARGET_VAL_LOSS} at {fmt(res['seconds_to_target'])} s, "
-                f"{fmt(res['process_wall_seconds'])} s in all, "
+                f"val <= {TARGET_VAL_LOSS} at {fmt(res['seconds_to_target'], 1)} s, "
+                f"{fmt(res['process_wall_seconds'], 1)} s in all, "
                 f"peak RSS {fmt(res['peak_rss_mb'], 0)} MB"
             )
     ok: dict[str, Any] = ours if not status(ours) else {}
@@ -1316,7 +1100,8 @@ def section_compile(
         if res and not status(res):
             say(
                 f"  {name}: {speed_summary(res)}, first step "
-                f"{fmt(res['first_step_seconds'])} s, {fmt(res['process_wall_seconds'])} s in all"
+                f"{fmt(res['first_step_seconds'], 1)} s, "
+                f"{fmt(res['process_wall_seconds'], 1)} s in all"
             )
     say(
         "  (nanoGPT's first step also runs its step-0 evaluation, compiling the eval-mode "
@@ -1368,9 +1153,9 @@ def section_fast(
     ok: dict[str, Any] = ours if not status(ours) else {}
     if ok:
         say(
-            f"  val <= {TARGET_VAL_LOSS} at {fmt(ok['seconds_to_target'])} s (iteration "
+            f"  val <= {TARGET_VAL_LOSS} at {fmt(ok['seconds_to_target'], 1)} s (iteration "
             f"{ok['iter_at_target']}); final val loss {fmt(ok['final_val_loss'], 4)} @ "
-            f"{ok['final_iter']}; {fmt(ok['process_wall_seconds'])} s in all; peak RSS "
+            f"{ok['final_iter']}; {fmt(ok['process_wall_seconds'], 1)} s in all; peak RSS "
             f"{fmt(ok['peak_rss_mb'], 0)} MB"
         )
     theirs, from_issue = reference(nanogpt_train_result, "seconds_to_target")
@@ -1616,26 +1401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     report.print()
-    elapsed = time.perf_counter() - started
     figures["targets"] = dict(report.targets)
-    figures["elapsed_seconds"] = elapsed
-    figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    say(
-        f"\nDone in {elapsed:.0f} s; load average now "
-        f"{' / '.join(map(str, figures['load_average_after']))}."
-    )
-    if args.json:
-        save_json(args.json, figures)
-        say(f"Figures saved to {args.json}")
+    finish(figures, started, args.json)
     return 0
-
-
-def save_json(path: str | None, figures: dict[str, Any]) -> None:
-    """Write the figures so far (also after each section, so an interrupted run keeps them)."""
-    if path:
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
