@@ -1,4 +1,5 @@
-"""Shared fixtures; every test gets its folder's marker (unit, integration, e2e)."""
+"""Shared fixtures; every test gets its folder's marker (unit, integration, e2e), and
+``cuda``-marked tests skip where torch sees no CUDA GPU."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kind = Path(str(item.fspath)).relative_to(_TESTS).parts[0]
         if kind in ("unit", "integration", "e2e"):
             item.add_marker(getattr(pytest.mark, kind))
+    cuda = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda and not _cuda_available():
+        for item in cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+def _cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU; asked only when a cuda-marked test was collected."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 @pytest.fixture(autouse=True)
