@@ -1,4 +1,4 @@
-"""Shared fixtures; every test gets its folder's marker (unit, integration, e2e), and
+"""Shared fixtures; every test gets its folder's marker (unit, integration, e2e, acceptance), and
 ``cuda``-marked tests skip where torch sees no CUDA GPU."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ _TESTS = Path(__file__).parent
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         kind = Path(str(item.fspath)).relative_to(_TESTS).parts[0]
-        if kind in ("unit", "integration", "e2e"):
+        if kind in ("unit", "integration", "e2e", "acceptance"):
             item.add_marker(getattr(pytest.mark, kind))
     cuda = [item for item in items if item.get_closest_marker("cuda")]
     if cuda and not _cuda_available():
