@@ -101,6 +101,10 @@ bench-grpo-large: dev ## GRPO at GPT-2-small size, full and LoRA, against TRL's 
 bench-finetune: dev ## Benchmark LoRA fine-tuning against TRL's SFTTrainer (TRL: pip install "mlharness[bench]")
 	$(PY) bench/finetune.py $(BENCH_ARGS)
 
+.PHONY: gpu-check
+gpu-check: dev ## On one CUDA GPU (< 8 min): lm at GPT-2-small size, GRPO, pytest -m cuda
+	PYTHON=$(PY) bench/gpu_check.sh $(BENCH_ARGS)
+
 # The language-model playground: make loop EXP=shakespeare_char CONFIG=experiments/shakespeare_char_cpu.toml
 # INPUT=path/to/text.txt uses a local source file instead of a download.
 LM_ARGS = $(EXP) $(if $(CONFIG),--config $(CONFIG))
