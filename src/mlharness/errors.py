@@ -50,6 +50,10 @@ class RunDirectoryError(MlxError):
     """A run directory or the run index cannot be created, found or written."""
 
 
+class SweepError(MlxError):
+    """A sweep cannot start or go on: no Optuna, an unknown study, a metric its runs lack."""
+
+
 class PeerProcessError(MlxError):
     """Another process of a ``torchrun`` job stopped, so this one cannot go on."""
 

@@ -67,6 +67,7 @@ def _root(
 from mlharness.cli import commands as _commands  # noqa: E402,F401
 from mlharness.cli import lm_commands as _lm_commands  # noqa: E402,F401
 from mlharness.cli import rl_commands as _rl_commands  # noqa: E402,F401
+from mlharness.cli import sweep_commands as _sweep_commands  # noqa: E402,F401
 
 
 class _ConsoleHandler(logging.Handler):

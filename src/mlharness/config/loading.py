@@ -447,7 +447,15 @@ def load_raw(
             data = [deep_merge(defaults, d) if isinstance(d, Mapping) else d for d in data]
         elif isinstance(data, Mapping):
             data = deep_merge(defaults, data)
-    return apply_overrides(data, set_items)
+    return without_sweep(apply_overrides(data, set_items))
+
+
+def without_sweep(data: Any) -> Any:
+    """The config without its ``sweep:`` section, which ``mlx sweep`` reads and the engines'
+    strict schemas would refuse: a sweep's base config trains as it is."""
+    if isinstance(data, Mapping) and "sweep" in data:
+        return {k: v for k, v in data.items() if k != "sweep"}
+    return data
 
 
 def load_config(

@@ -1,0 +1,403 @@
+"""A sweep's Optuna study: where it is stored, how trials are claimed, run and told.
+
+The study is the sweep's whole state, so any number of ``mlx sweep`` processes, on one
+machine or several, can work on it and a later one continues it. The budget counts
+finished trials (complete or pruned) in the study, not trials this process ran: a sweep
+killed halfway and started again ends with exactly ``n_trials`` of them. A trial is
+claimed (stale trials failed, the budget checked, a trial asked) under a file lock next to
+an SQLite study, so two processes never start one trial too many; on a server database
+the check is repeated after asking instead.
+
+A trial whose sweep process died keeps state RUNNING until its heartbeat is older than the
+grace period; the next process fails it and Optuna's
+``RetryHeartbeatStaleTrialCallback`` queues it again with the same parameters and
+attributes. The retry runs in the same experiment, so an lm or rl run resumes from its
+checkpoint, a tabular one from its last checkpoint, and a run that had already completed
+is read, not run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlharness.config.loading import deep_merge
+from mlharness.errors import MlxError, SweepError
+from mlharness.runs.sweep import trials
+from mlharness.runs.sweep.spec import SweepSpec, nested
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+FAILURES_IN_A_ROW = 3  # errors of trial runs before the sweep gives up: a broken base config
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything a sweep process needs, resolved by the command before it starts."""
+
+    spec: SweepSpec
+    name: str
+    config: Path  # the base config file every trial runs
+    experiment: str  # the base experiment's name
+    base: dict[str, Any]  # its experiment (MLX_OVERRIDES and --set applied), for the trials
+    overrides: dict[str, Any]  # MLX_OVERRIDES and --set of the sweep, handed to every trial
+    output_dir: Path  # the experiments' output directory
+    storage: str  # an Optuna RDB URL
+    step_key: str  # the key of the kind's metric records (epoch, iter, step)
+    resolve: Callable[[dict[str, Any]], dict[str, Any]]  # raw config -> resolved config
+    strict: bool = False
+
+    @property
+    def directory(self) -> Path:
+        return sweep_dir(self.output_dir, self.name)
+
+
+def sweep_dir(output_dir: Path, name: str) -> Path:
+    """``<output_dir>/sweeps/<name>/``: the default study, the trials' logs, the plots."""
+    return output_dir / "sweeps" / name
+
+
+def default_storage(output_dir: Path, name: str) -> str:
+    """An SQLite file in the sweep's directory: nothing to start, moves with the runs."""
+    path = sweep_dir(output_dir, name) / "study.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def import_optuna() -> Any:
+    """Optuna, or a SweepError saying how to install it."""
+    try:
+        import optuna
+    except ImportError as exc:
+        raise SweepError(
+            "mlx sweep needs Optuna, which is not installed: pip install 'mlharness[sweep]' "
+            "(or pip install optuna)."
+        ) from exc
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats and their retry callback are "experimental" in Optuna's words since 2.8;
+    # beating outside study.optimize is what an ask-and-tell sweep of processes has to do.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    return optuna
+
+
+def storage_for(url: str, spec: SweepSpec | None = None) -> Any:
+    """An RDBStorage with heartbeats and retries of stale trials (Optuna's own machinery)."""
+    optuna = import_optuna()
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # several writers
+    if spec is not None:
+        kwargs.update(
+            heartbeat_interval=spec.heartbeat_interval,
+            grace_period=spec.grace_period or 4 * spec.heartbeat_interval,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(spec.max_retry),
+        )
+    try:
+        return RDBStorage(url, **kwargs)
+    except (ImportError, optuna.exceptions.StorageInternalError, ValueError) as exc:
+        raise SweepError(
+            f"Cannot open the sweep storage {url} ({exc}); check the URL and that its "
+            "database driver is installed."
+        ) from exc
+
+
+def open_study(sweep: Sweep) -> optuna.Study:
+    """The sweep's study, created on first use; an existing one must optimise the same way."""
+    import_optuna()
+    import optuna
+
+    spec = sweep.spec
+    study = optuna.create_study(
+        study_name=sweep.name,
+        storage=storage_for(sweep.storage, spec),
+        sampler=make_sampler(spec),
+        pruner=make_pruner(spec),
+        direction=spec.direction,
+        load_if_exists=True,
+    )
+    recorded = study.direction.name.lower()
+    if recorded != spec.direction:
+        raise SweepError(
+            f"Study '{sweep.name}' in {sweep.storage} was created to {recorded} its metric, "
+            f"not to {spec.direction}: use the same direction, or another sweep name."
+        )
+    study.set_user_attr("metric", spec.metric)
+    study.set_user_attr("config", str(sweep.config.resolve()))
+    study.set_user_attr("experiment", sweep.experiment)
+    return study
+
+
+def distributions(spec: SweepSpec) -> dict[str, Any]:
+    """Optuna's distribution for every searched key."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    out: dict[str, Any] = {}
+    for key, p in spec.params.items():
+        if p.choices is not None:
+            out[key] = CategoricalDistribution(p.choices)
+        elif p.is_int:
+            assert p.low is not None and p.high is not None
+            step = int(p.step or 1)
+            out[key] = IntDistribution(int(p.low), int(p.high), log=p.log, step=step)
+        else:
+            assert p.low is not None and p.high is not None
+            out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
+    return out
+
+
+def grid(spec: SweepSpec) -> dict[str, list[Any]]:
+    """Every value of every key, for the grid sampler."""
+    out: dict[str, list[Any]] = {}
+    for key, p in spec.params.items():
+        if p.choices is not None:
+            out[key] = list(p.choices)
+            continue
+        assert p.low is not None and p.high is not None
+        step = p.step or 1
+        count = int((p.high - p.low) / step + 1e-9) + 1
+        values = [p.low + i * step for i in range(count)]
+        out[key] = [int(v) for v in values] if p.is_int else [float(v) for v in values]
+    return out
+
+
+def budget(spec: SweepSpec) -> int | None:
+    """Finished trials the study ends with: n_trials, else the grid's size, else no count."""
+    if spec.n_trials is not None:
+        return spec.n_trials
+    if spec.sampler == "grid":
+        size = 1
+        for values in grid(spec).values():
+            size *= len(values)
+        return size
+    return None
+
+
+def make_sampler(spec: SweepSpec) -> Any:
+    from optuna import samplers
+
+    if spec.sampler == "grid":
+        return samplers.GridSampler(grid(spec), seed=spec.seed)
+    if spec.sampler == "random":
+        return samplers.RandomSampler(seed=spec.seed)
+    return samplers.TPESampler(seed=spec.seed)
+
+
+def make_pruner(spec: SweepSpec) -> Any:
+    from optuna import pruners
+
+    name, options = spec.pruner, spec.pruner_options
+    chosen = {
+        "none": pruners.NopPruner,
+        "median": pruners.MedianPruner,
+        "successive_halving": pruners.SuccessiveHalvingPruner,
+    }[name]
+    try:
+        return chosen(**options)
+    except (TypeError, ValueError) as exc:
+        raise SweepError(
+            f"The {name} pruner does not take {options} ({exc}); see Optuna's "
+            f"{chosen.__name__} for its options."
+        ) from exc
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+def finished_states() -> tuple[Any, ...]:
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def count(study: optuna.Study, states: tuple[Any, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+@contextlib.contextmanager
+def _claim_lock(sweep: Sweep) -> Iterator[None]:
+    if not sweep.storage.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(sweep.storage.removeprefix("sqlite:///") + ".lock"):
+        yield
+
+
+def claim(study: optuna.Study, sweep: Sweep, limit: int | None) -> optuna.Trial | None:
+    """A new trial (a queued retry first), or None when finished plus running trials fill
+    the budget."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    taken = (*finished_states(), TrialState.RUNNING)
+    with _claim_lock(sweep):
+        fail_stale_trials(study)
+        if limit is not None and count(study, taken) >= limit:
+            return None
+        trial = study.ask(distributions(sweep.spec))
+        trials.beat(trial)  # stale only once it stops beating
+    if limit is not None and not sweep.storage.startswith("sqlite:///"):
+        others = study.get_trials(deepcopy=False, states=taken)
+        if sum(t.number < trial.number for t in others) >= limit:  # lost a race: hand it back
+            trial.set_user_attr("error", "not run: the budget was spent by other processes")
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+    return trial
+
+
+# --------------------------------------------------------------------------- running
+
+
+def experiment_name(sweep: Sweep, trial: optuna.Trial) -> str:
+    """``<sweep>-trial-<n>``: each trial its own experiment, so a retry resumes its run."""
+    return str(trial.user_attrs.get("experiment") or f"{sweep.name}-trial-{trial.number}")
+
+
+def start(study: optuna.Study, sweep: Sweep, trial: optuna.Trial) -> trials.TrialRun | None:
+    """Launch the trial's run; None when a retried trial's run had already completed."""
+    experiment = experiment_name(sweep, trial)
+    retry = "experiment" in trial.user_attrs
+    if retry and _complete_from_earlier_run(study, sweep, trial, experiment):
+        return None
+    params = nested(trial.params)
+    overrides = deep_merge(deep_merge(sweep.overrides, params), {"name": experiment})
+    try:
+        config = sweep.resolve(deep_merge(sweep.base, overrides))
+    except MlxError as exc:  # a value the schema refuses: this trial cannot run
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("error", str(exc))
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning("Trial %d failed: its config is invalid: %s", trial.number, exc)
+        return None
+    trial.set_user_attr("experiment", experiment)
+    trial.set_user_attr("config", config)
+    trial.set_user_attr("overrides", params)
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    log.info("Trial %d started%s: %s", trial.number, " (retry)" * retry, shown)
+    return trials.launch(
+        trial,
+        config=sweep.config,
+        overrides=overrides,
+        sweep=sweep.name,
+        log_path=sweep.directory / "trials" / f"trial-{trial.number}.log",
+        fresh=not retry,
+        strict=sweep.strict,
+    )
+
+
+def _complete_from_earlier_run(
+    study: optuna.Study, sweep: Sweep, trial: optuna.Trial, experiment: str
+) -> bool:
+    """A retried trial whose run completed after its sweep died: tell its result."""
+    parent = sweep.output_dir / experiment
+    runs = sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+    if not runs or trials.read_summary(runs[-1]).get("status") != "completed":
+        return False
+    trial.set_user_attr("run_dir", str(runs[-1].resolve()))
+    _tell_completed(study, sweep, trial, trials.read_summary(runs[-1]))
+    return True
+
+
+def _tell_completed(
+    study: optuna.Study, sweep: Sweep, trial: optuna.Trial, summary: dict[str, Any]
+) -> None:
+    from optuna.trial import TrialState
+
+    metrics = summary.get("final_metrics") or {}
+    metric = sweep.spec.metric
+    if metric not in metrics:
+        study.tell(trial, state=TrialState.FAIL)
+        raise SweepError(
+            f"Metric '{metric}' is not among the final metrics of trial {trial.number}'s run "
+            f"({', '.join(sorted(metrics)) or 'none'}): set the sweep's metric to one of them."
+        )
+    value = metrics[metric]
+    if not isinstance(value, (int, float)):  # NaN is written as null
+        trial.set_user_attr("error", f"{metric} is {value} (diverged?)")
+        study.tell(trial, state=TrialState.FAIL)
+        log.info("Trial %d failed: %s is %s", trial.number, metric, value)
+        return
+    study.tell(trial, float(value))
+    _say_result(study, trial, f"{metric} {_short(value)}")
+
+
+def _say_result(study: optuna.Study, trial: optuna.Trial, result: str) -> None:
+    from optuna.trial import TrialState
+
+    done = count(study, finished_states())
+    best = ""
+    with contextlib.suppress(ValueError):  # no complete trial yet
+        best = f"; best {_short(study.best_value)} (trial {study.best_trial.number})"
+    state = study._storage.get_trial(trial._trial_id).state
+    word = "pruned" if state == TrialState.PRUNED else "complete"
+    log.info("Trial %d %s: %s%s [%d finished]", trial.number, word, result, best, done)
+
+
+def settle(study: optuna.Study, sweep: Sweep, run: trials.TrialRun) -> bool:
+    """Tell the study how an ended trial went; True when its run failed on an error."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    code = run.process.returncode
+    if run.run_dir is None:
+        run.run_dir = trials.find_run_dir(run.log_path)
+    if run.pruned:
+        study.tell(run.trial, state=TrialState.PRUNED)
+        _say_result(study, run.trial, f"stopped at {sweep.step_key} {_last_step(run.trial)}")
+        return False
+    summary = trials.read_summary(run.run_dir)
+    if code == 0 and summary.get("status") == "completed":
+        _tell_completed(study, sweep, run.trial, summary)
+        return False
+    error = trials.last_error(run.log_path)
+    run.trial.set_user_attr("error", error)
+    frozen = study.tell(run.trial, state=TrialState.FAIL)
+    if run.stopped or code != 1:  # interrupted or killed, not an error of the run: again
+        RetryHeartbeatStaleTrialCallback(sweep.spec.max_retry)(study, frozen)
+        log.info("Trial %d stopped (exit code %s): queued to run again", run.number, code)
+        return False
+    log.warning("Trial %d failed: %s (log: %s)", run.number, error, run.log_path)
+    return True
+
+
+def _last_step(trial: optuna.Trial) -> Any:
+    values = trial.study._storage.get_trial(trial._trial_id).intermediate_values
+    return max(values) if values else "?"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+@contextlib.contextmanager
+def _sigterm_is_ctrl_c() -> Iterator[None]:
+    """``kill PID`` stops a sweep as Ctrl+C does: its trials save and are queued again."""
+
+    def handle(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
