@@ -40,30 +40,33 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from grpo import (  # bench/ is on sys.path
-    Summary,
-    across,
-    bench_env,
+from grpo import Summary, across, bench_env  # bench/ is on sys.path
+from lm import TEXT
+from report import (
+    ChildRun,
+    emit,
+    finish,
     fmt,
     heading,
     median,
+    print_header,
     ratio,
+    run_child,
+    save_json,
     say,
+    self_command,
+    table,
+    versions,
 )
-from lm import TEXT, ChildRun, emit, run_child
-from report import table
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -105,20 +108,11 @@ TRL_MISSING = (
 # --------------------------------------------------------------------------- helpers
 
 
-def versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    names = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
-    return {d: version(d) for d in names}
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
 
 
 def child(mode: str, spec: dict[str, Any], work: Path, threads: int, **kwargs: Any) -> ChildRun:
-    """This script re-run in one of its internal ``--_child`` modes."""
-    cmd = [PYTHON, str(Path(__file__).resolve()), "--_child", mode, json.dumps(spec)]
+    cmd = self_command(__file__, mode, spec)
     return run_child(cmd, cwd=REPO, env=bench_env(work, threads), **kwargs)
 
 
@@ -344,7 +338,8 @@ def section_train(
 ) -> dict[str, Any]:
     heading(
         f"Training: {steps} LoRA steps of {BATCH} x {BLOCK} tokens, {threads} thread(s), "
-        f"{repeats} round(s), ours then TRL (which starts from our initial adapters)"
+        f"{repeats} round(s), ours then TRL (which starts from our initial adapters)",
+        load=True,
     )
     out: dict[str, Any] = {"ours": [], "trl": [], "loss_gap": []}
     for r in range(1, repeats + 1):
@@ -482,7 +477,7 @@ def child_trl(spec: dict[str, Any]) -> None:
                 p.numel() for p in trainer.model.parameters() if p.requires_grad
             ),
             "optim": str(trainer.args.optim),
-            "versions": versions(),
+            "versions": versions(LIBRARIES),
             "classes": [SFTConfig.__name__, SFTTrainer.__name__],
         }
     )
@@ -584,7 +579,7 @@ def _copy_adapters(model: Any, checkpoint: str) -> int:
 
 
 def section_profile(work: Path, steps: int, threads: int, n: int) -> dict[str, Any]:
-    heading(f"Profile of our side: {n} steps in-process (after one warm-up), torch.profiler")
+    heading(f"Profile of our side: {n} steps in-process (after one warm-up), torch.profiler", True)
     config = write_config(
         work / "finetune_bench_profile.json",
         our_config(work, steps, threads, work / "ours-profile"),
@@ -750,17 +745,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def save_json(path: str | None, figures: dict[str, Any]) -> None:
-    if path:
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-
-
-def load_line() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What was run, for the JSON record."""
     return {
@@ -777,16 +761,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def print_header(v: dict[str, str | None]) -> None:
-    say("mlharness LoRA fine-tuning benchmark against TRL's SFTTrainer")
-    say(f"command: {' '.join([Path(PYTHON).name, *sys.argv])}")
-    say(
-        f"python {platform.python_version()} on {platform.platform()}, CPUs: {os.cpu_count()}, "
-        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-    )
-    say(f"load average (1/5/15 min): {load_line()}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args._child:
@@ -795,16 +769,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with_trl = not args.skip_trl and importlib.util.find_spec("trl") is not None
     started = time.perf_counter()
-    v = versions()
-    print_header(v)
+    machine = print_header(
+        "mlharness LoRA fine-tuning benchmark against TRL's SFTTrainer", LIBRARIES
+    )
     if not with_trl:
         say(TRL_MISSING if not args.skip_trl else "--skip-trl: only our side runs.")
     work = Path(tempfile.mkdtemp(prefix="mlx-finetune-bench-"))
     say(f"scratch directory: {work}")
     figures: dict[str, Any] = {
-        "versions": v,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": list(os.getloadavg()),
+        **machine,
         "settings": settings(args),
         "trl_measured": with_trl,
         "issue_reference": ISSUE_REFERENCE,
@@ -827,12 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summarise(summary, figures["train"], with_trl)
     summary.print()
     figures["targets"] = summary.targets
-    figures["elapsed_s"] = time.perf_counter() - started
-    figures["load_average_after"] = list(os.getloadavg())
-    say(f"\nDone in {figures['elapsed_s']:.0f} s; load average now {load_line()}.")
-    if args.json:
-        save_json(args.json, figures)
-        say(f"Figures saved to {args.json}")
+    finish(figures, started, args.json)
     return 0
 
 

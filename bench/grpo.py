@@ -67,8 +67,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -77,12 +75,27 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lm import ChildRun, child_env, emit, run_child  # bench/ is on sys.path when a script runs
-from report import section_parser, table
+import report  # bench/ is on sys.path when a script runs
+from report import (
+    ChildRun,
+    child_env,
+    emit,
+    finish,
+    fmt,
+    heading,
+    median,
+    print_header,
+    ratio,
+    run_child,
+    save_json,
+    say,
+    section_parser,
+    self_command,
+    table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -129,37 +142,8 @@ TRL_MISSING = (
 # --------------------------------------------------------------------------- helpers
 
 
-def say(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def heading(title: str) -> None:
-    say(f"\n{title}\n{'=' * len(title)}")
-    say(f"load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
-
-
-def median(values: Sequence[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
-
-
-def ratio(ours: float | None, theirs: float | None) -> float | None:
-    if ours is None or theirs is None or theirs == 0:
-        return None
-    return ours / theirs
-
-
-def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:,.{digits}f}{suffix}"
-
-
 def versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {d: version(d) for d in ("torch", "transformers", "trl", "accelerate", "datasets")}
+    return report.versions(("torch", "transformers", "trl", "accelerate", "datasets"))
 
 
 def bench_env(work: Path, threads: int) -> dict[str, str]:
@@ -176,13 +160,9 @@ def bench_env(work: Path, threads: int) -> dict[str, str]:
     )
 
 
-def self_command(mode: str, spec: dict[str, Any]) -> list[str]:
-    """This script re-run in one of its internal ``--_child`` modes."""
-    return [PYTHON, str(Path(__file__).resolve()), "--_child", mode, json.dumps(spec)]
-
-
 def child(mode: str, spec: dict[str, Any], work: Path, threads: int, **kwargs: Any) -> ChildRun:
-    return run_child(self_command(mode, spec), cwd=REPO, env=bench_env(work, threads), **kwargs)
+    cmd = self_command(__file__, mode, spec)
+    return run_child(cmd, cwd=REPO, env=bench_env(work, threads), **kwargs)
 
 
 def failure(what: str, run: ChildRun) -> dict[str, Any]:
@@ -266,7 +246,7 @@ def setup(work: Path, threads: int) -> dict[str, Any] | None:
 
 
 def section_import(work: Path, threads: int, repeats: int, with_trl: bool) -> dict[str, Any]:
-    heading(f"Import time: fresh interpreters, median of {repeats}, alternated")
+    heading(f"Import time: fresh interpreters, median of {repeats}, alternated", load=True)
     names = [n for n in IMPORTS if with_trl or n != "trl"]
     seconds: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(repeats):
@@ -415,7 +395,8 @@ def section_train(
 ) -> dict[str, Any]:
     heading(
         f"Training: {steps} steps of {PROMPTS_PER_STEP} prompt x {GROUP_SIZE} completions "
-        f"(<= {MAX_COMPLETION} tokens), {threads} thread(s), {repeats} round(s)"
+        f"(<= {MAX_COMPLETION} tokens), {threads} thread(s), {repeats} round(s)",
+        load=True,
     )
     out: dict[str, Any] = {"trl": [], "ours": []}
     for r in range(1, repeats + 1):
@@ -452,7 +433,8 @@ def section_profile(
     trl: list[dict[str, Any]],
 ) -> dict[str, Any]:
     heading(
-        f"Profile of our side: {profile_steps} train_step calls in-process, then micro-benchmarks"
+        f"Profile of our side: {profile_steps} train_step calls in-process, then micro-benchmarks",
+        load=True,
     )
     runs_dir = work / "ours-profile"
     config = write_config(
@@ -1130,7 +1112,7 @@ class Summary:
         )
 
     def print(self) -> None:
-        heading("Summary (medians over rounds)")
+        heading("Summary (medians over rounds)", load=True)
         say(table(["figure", "ours", "TRL", "ours/TRL", "target", "met?"], self.rows))
         if self.used_reference:
             say(
@@ -1297,13 +1279,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def save_json(path: str | None, figures: dict[str, Any]) -> None:
-    if path:
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args._child:
@@ -1313,22 +1288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = args.only or list(SECTIONS)
     with_trl = not args.skip_trl and importlib.util.find_spec("trl") is not None
     started = time.perf_counter()
-    say("mlharness GRPO benchmark against TRL's GRPOTrainer")
-    say(f"command: {' '.join([Path(PYTHON).name, *sys.argv])}")
-    v = versions()
-    say(
-        f"python {platform.python_version()} on {platform.platform()}, CPUs: {os.cpu_count()}, "
-        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-    )
-    say(f"load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    machine = print_header("mlharness GRPO benchmark against TRL's GRPOTrainer", versions())
     if not with_trl:
         say(TRL_MISSING if not args.skip_trl else "--skip-trl: only our side runs.")
     work = Path(tempfile.mkdtemp(prefix="mlx-grpo-bench-"))
     say(f"scratch directory: {work}")
     figures: dict[str, Any] = {
-        "versions": v,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": list(os.getloadavg()),
+        **machine,
         "settings": {
             "steps": args.steps,
             "threads": args.threads,
@@ -1374,15 +1340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary.rows:
         summary.print()
     figures["targets"] = summary.targets
-    figures["elapsed_s"] = time.perf_counter() - started
-    figures["load_average_after"] = list(os.getloadavg())
-    say(
-        f"\nDone in {figures['elapsed_s']:.0f} s; load average now "
-        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}."
-    )
-    if args.json:
-        save_json(args.json, figures)
-        say(f"Figures saved to {args.json}")
+    finish(figures, started, args.json)
     return 0
 
 

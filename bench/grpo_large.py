@@ -48,7 +48,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -58,9 +57,22 @@ from pathlib import Path
 from typing import Any
 
 import grpo  # bench/ is on sys.path when a script runs
-from grpo import Summary, across, bench_env, fmt, heading, say, summarise_steps, write_config
-from lm import emit, run_child
-from report import section_parser, table
+from grpo import Summary, across, bench_env, summarise_steps, write_config
+from report import (
+    copy_bandwidth_gbs,
+    emit,
+    finish,
+    fmt,
+    heading,
+    load_line,
+    print_header,
+    run_child,
+    say,
+    section_parser,
+    self_command,
+    sgemm_peak_gflops,
+    table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -76,7 +88,6 @@ LORA: dict[str, Any] = {
     "dropout": 0.0,
     "target_modules": ["c_attn", "c_proj", "c_fc"],
 }
-DEVICE = "cpu"  # --device: where our side trains (TRL's side and the decode section: the CPU)
 MIN_STEPS_RATIO = 1.5  # the aims, against TRL's default configuration
 MAX_RSS_RATIO = 0.8
 # (mode, side): ours, TRL's default configuration, TRL with disable_dropout=True
@@ -90,12 +101,8 @@ RUNS = [
 
 
 def child(mode: str, spec: dict[str, Any], work: Path, threads: int) -> Any:
-    cmd = [PYTHON, str(Path(__file__).resolve()), "--_child", mode, json.dumps(spec)]
+    cmd = self_command(__file__, mode, spec)
     return run_child(cmd, cwd=REPO, env=bench_env(work, threads))
-
-
-def load() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # --------------------------------------------------------------------------- runs
@@ -105,7 +112,6 @@ def our_settings(work: Path, mode: str, steps: int, threads: int, runs: Path) ->
     config = grpo.our_config(work, steps, threads, runs)
     config["name"] = f"grpo_large_{mode}"
     config["data"]["max_gen_len"] = MAX_COMPLETION
-    config["trainer"]["device"] = DEVICE
     if mode == "lora":
         config["model"].update(
             use_lora=True,
@@ -172,7 +178,8 @@ def trl_run(work: Path, mode: str, side: str, steps: int, threads: int, label: s
 def section_train(work: Path, steps: int, threads: int, repeats: int, trl: bool) -> Any:
     heading(
         f"Training: {steps} steps a run (the first left out), 1 prompt x {grpo.GROUP_SIZE} "
-        f"completions of <= {MAX_COMPLETION} tokens, {threads} threads, {repeats} round(s)"
+        f"completions of <= {MAX_COMPLETION} tokens, {threads} threads, {repeats} round(s)",
+        load=True,
     )
     out: dict[str, list[Any]] = {f"{m}/{s}": [] for m, s in RUNS if trl or s == "ours"}
     for r in range(1, repeats + 1):
@@ -180,7 +187,7 @@ def section_train(work: Path, steps: int, threads: int, repeats: int, trl: bool)
             if side != "ours" and not trl:
                 continue
             before = list(os.getloadavg())
-            say(f"round {r}, {mode}, {side} (load {load()}) ...")
+            say(f"round {r}, {mode}, {side} (load {load_line()}) ...")
             if side == "ours":
                 res = our_run(work, mode, steps, threads, f"r{r}")
             else:
@@ -209,7 +216,7 @@ def describe(res: dict[str, Any]) -> None:
 
 
 def section_profile(work: Path, threads: int, steps: int) -> dict[str, Any]:
-    heading(f"Where our step goes: {steps} train_step calls in-process after a warm-up")
+    heading(f"Where our step goes: {steps} train_step calls in-process after a warm-up", True)
     out: dict[str, Any] = {}
     cases = [("full", False), ("lora", False), ("lora", True)]
     for mode, peft_rollouts in cases:
@@ -220,7 +227,7 @@ def section_profile(work: Path, threads: int, steps: int) -> dict[str, Any]:
             our_settings(work, mode, steps + 2, threads, runs),
         )
         spec = {"config": str(config), "steps": steps, "peft_rollouts": peft_rollouts}
-        say(f"{label} (load {load()}) ...")
+        say(f"{label} (load {load_line()}) ...")
         run = child("profile", {**spec, "threads": threads, "micro": False}, work, threads)
         if not run.ok:
             out[label] = {"error": f"profile failed:\n{run.tail(25)}"}
@@ -246,7 +253,7 @@ def print_phases(res: dict[str, Any]) -> None:
 
 
 def section_decode(work: Path, threads: int) -> dict[str, Any]:
-    heading("One decode step at B=8, this machine's memory bandwidth, decode's share of it")
+    heading("One decode step at B=8, this machine's memory bandwidth, decode's share of it", True)
     run = child("decode", {"model": str(work / "model"), "threads": threads}, work, threads)
     if not run.ok:
         return {"error": f"decode measurement failed:\n{run.tail(25)}"}
@@ -367,21 +374,9 @@ def child_decode(spec: dict[str, Any]) -> None:
     weights = sum(p.numel() * p.element_size() for p in policy.model.parameters())
     weights -= policy.core.transformer.wpe.weight.numel() * 4  # one position row is read
     kv = 2 * cfg.n_layer * B * cfg.n_embd * (P + 64) * 4
-    src = torch.ones(128 * 2**20)  # 512 MB
-    dst = torch.empty_like(src)
-    copies = []
-    for _ in range(6):
-        t = time.perf_counter()
-        dst.copy_(src)
-        copies.append(time.perf_counter() - t)
-    bandwidth = 2 * src.numel() * 4 / statistics.median(copies[1:]) / 1e9
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    mms = []
-    for _ in range(6):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        mms.append(time.perf_counter() - t)
-    gflops = 2 * 2048**3 / statistics.median(mms[1:]) / 1e9
+    copy_mb = 512
+    bandwidth = copy_bandwidth_gbs(spec["threads"], copy_mb)
+    gflops = sgemm_peak_gflops(spec["threads"])
     flops = 2 * B * weights / 4  # a multiply-add per weight and row (attention is ~1% more)
     emit(
         {
@@ -389,7 +384,7 @@ def child_decode(spec: dict[str, Any]) -> None:
                 [v[0], statistics.median(t)] for v, t in zip(variants, times, strict=True)
             ],
             "bandwidth_gbs": bandwidth,
-            "copy_mb": src.numel() * 4 / 1e6,
+            "copy_mb": copy_mb * 2**20 / 1e6,
             "weights_mb": weights / 1e6,
             "kv_mb": kv / 1e6,
             "step_mb": (weights + kv) / 1e6,
@@ -478,9 +473,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated sections (default all): {','.join(SECTIONS)}",
     )
     parser.add_argument("--skip-trl", action="store_true", help="measure only our side")
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu", help="where ours trains (default cpu)"
-    )
     parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
@@ -494,9 +486,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global DEVICE
     args = parse_args(argv)
-    DEVICE = args.device
     if args._child:
         mode, spec = args._child
         CHILD_MODES[mode](json.loads(spec))
@@ -504,18 +494,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = args.only or list(SECTIONS)
     trl = not args.skip_trl and importlib.util.find_spec("trl") is not None
     started = time.perf_counter()
-    say("mlharness GRPO at GPT-2-small size against TRL's GRPOTrainer")
-    say(f"command: {' '.join([Path(PYTHON).name, *sys.argv])}")
-    v = grpo.versions()
-    say(
-        f"python {platform.python_version()}, CPUs: {os.cpu_count()}, "
-        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-    )
+    title = "mlharness GRPO at GPT-2-small size against TRL's GRPOTrainer"
+    machine = print_header(title, grpo.versions())
     if not trl:
         say(grpo.TRL_MISSING if not args.skip_trl else "--skip-trl: only our side runs.")
     work = Path(tempfile.mkdtemp(prefix="mlx-grpo-large-"))
     figures: dict[str, Any] = {
-        "versions": v,
+        **machine,
         "settings": vars(args) | {"lora": LORA},
         "sections": {},
     }
@@ -543,10 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = Summary()
         summarise(summary, done["train"])
         summary.print()
-    figures["elapsed_s"] = time.perf_counter() - started
-    say(f"\nDone in {figures['elapsed_s']:.0f} s; load average now {load()}.")
-    if args.json:
-        grpo.save_json(args.json, figures)
+    finish(figures, started, args.json)
     return 0
 
 

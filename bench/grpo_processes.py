@@ -44,8 +44,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lm import child_env, emit, machine_facts, run_child  # bench/ is on sys.path
-from report import table
+from report import (  # bench/ is on sys.path
+    child_env,
+    emit,
+    finish,
+    print_header,
+    run_child,
+    table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -223,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args._child:
         child_allreduce(int(args._child[1]))
         return 0
-    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    started = time.perf_counter()
+    machine = print_header(__doc__.split("\n")[0], ("torch", "transformers"))
     with tempfile.TemporaryDirectory(prefix="grpo_processes_") as tmp:
         work = Path(tmp)
         numel = setup(work, args)
@@ -235,10 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[name].append(launch(work, args, name))
         reduce_s = allreduce(work, numel)
     report(results, numel, reduce_s)
-    if args.json:
-        figures: dict[str, Any] = {"machine": machine_facts(), "args": vars(args), "runs": results}
-        figures |= {"params": numel, "allreduce_s": reduce_s}
-        Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    figures: dict[str, Any] = {**machine, "args": vars(args), "runs": results}
+    figures |= {"params": numel, "allreduce_s": reduce_s}
+    finish(figures, started, args.json)
     return 0
 
 

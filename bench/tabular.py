@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import table  # bench/ is on sys.path when a script runs
+from report import finish, heading, table  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin/, where the `mlx` console script lives
@@ -144,10 +144,6 @@ def verdict(ok: bool) -> str:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f}"
-
-
-def heading(title: str) -> None:
-    print(f"\n{title}\n{'=' * len(title)}")
 
 
 # --------------------------------------------------------------------------- machine
@@ -724,18 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_cli(res)
         report["sections"]["cli"] = res
 
-    elapsed = time.perf_counter() - started
-    report["elapsed_seconds"] = elapsed
-    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    print(
-        f"\nDone in {elapsed:.0f} s; load average now "
-        f"{' / '.join(map(str, report['load_average_after']))}."
-    )
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"Figures saved to {path}")
+    finish(report, started, args.json)
     return 0
 
 
