@@ -84,8 +84,8 @@ def locate(source: Path, checkpoint: str | None = None) -> tuple[Path, Path]:
     """
     if not source.exists():
         raise CheckpointError(
-            f"{source} does not exist: pass a run directory (runs/EXPERIMENT/STAMP) or one of "
-            "its checkpoints (…/checkpoints/ckpt_*)."
+            f"There is no run or checkpoint at {source}: pass a run directory "
+            "(runs/EXPERIMENT/STAMP) or one of its checkpoints (…/checkpoints/ckpt_*)."
         )
     if (source / run_ckpt.META_FILE).is_file():
         if checkpoint is not None:
