@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help bwrap install dev demo test unit integration e2e format lint typecheck quality bench bench-lm bench-sandbox \
-	bench-grpo bench-grpo-large bench-finetune grpo-demo prepare train sample loop tensorboard clean
+	bench-grpo bench-grpo-large bench-finetune bench-lm-large grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ bench: dev ## Benchmark the tabular engine against scikit-learn
 
 bench-lm: dev ## Benchmark the lm engine (add NANOGPT=path to run nanoGPT side by side)
 	$(PY) bench/lm.py $(if $(NANOGPT),--nanogpt $(NANOGPT))
+
+bench-lm-large: dev ## lm training at nanoGPT's shakespeare_char config on the CPU (add NANOGPT=path)
+	$(PY) bench/lm_large.py $(if $(NANOGPT),--nanogpt $(NANOGPT)) $(BENCH_ARGS)
 
 bench-sandbox: dev ## Benchmark the code sandbox: bubblewrap against the process backend
 	$(PY) bench/sandbox.py $(BENCH_ARGS)
