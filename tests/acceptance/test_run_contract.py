@@ -4,7 +4,9 @@ A tabular run, an lm run (prepare, train, sample) and a GRPO run from that lm ru
 once, through the real ``mlx``, in a Python whose audit hook refuses every internet socket
 and writes down who asked. The tests then check, against those runs: the run layout
 DESIGN.md promises, the checkpoint retention of each kind, that nothing tried the network,
-and that the runs are recorded in the index with their final status.
+that the runs are recorded in the index with their final status, and the resume guarantee:
+a run of any kind killed with SIGKILL finishes, by the same command, with the weights of
+the run that never stopped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +25,15 @@ pytest.importorskip("torch")
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
 
-from e2e_helpers import CLASSIFICATION, make_workspace, read_json, run_mlx, write_config
+from e2e_helpers import (
+    CLASSIFICATION,
+    kill_hook,
+    make_workspace,
+    read_json,
+    run_mlx,
+    run_mlx_killed,
+    write_config,
+)
 
 # sitecustomize runs first in every Python the runs start (torchrun workers and sandbox
 # runners too). The audit hook sees every socket connect, sendto and name lookup, whatever
@@ -186,3 +197,64 @@ def test_samples_and_metrics_are_plain_readable_files(world: World) -> None:
     for line in (lm / "metrics" / "metrics.ndjson").read_text().splitlines():
         assert "iter" in json.loads(line)
     assert "|" in (lm / "metrics" / "metrics.md").read_text()  # a Markdown table
+
+
+# ----------------------------------------------------------------------------- resume
+
+EVERY_EPOCH = "import mlharness.tabular.loop as _loop\n_loop.RESUME_INTERVAL_S = 0.0\n"
+# (command, the call whose second return is the kill, the final checkpoint to compare)
+KILLED = {
+    "tabular": (
+        ["run-experiment", "--config", "tabular.json"],
+        "mlharness.tabular.resume.write_state",
+        "checkpoint_final",
+    ),
+    "lm": (
+        ["train", "arith", "--config", "lm.json"],
+        "mlharness.lm.checkpoints.save_checkpoint",
+        "ckpt_last_00000012",
+    ),
+    "rl": (
+        ["train", "--config", "grpo.json"],
+        "mlharness.rl.checkpoints.save",
+        "ckpt_last_00000004",
+    ),
+}
+
+
+def _tensors(checkpoint: Path) -> dict[str, Any]:
+    """Every array a checkpoint holds, by file and name (NumPy or safetensors)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    arrays: dict[str, Any] = {}
+    for path in sorted(checkpoint.iterdir()):
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                arrays.update({f"{path.name}:{k}": data[k] for k in data.files})
+        elif path.suffix == ".safetensors":
+            arrays.update({f"{path.name}:{k}": v for k, v in load_file(path).items()})
+    return arrays
+
+
+@pytest.mark.parametrize("kind", ["tabular", "lm", "rl"])
+def test_a_killed_run_of_any_kind_resumes_to_the_same_weights(world: World, kind: str) -> None:
+    """The resume guarantee: SIGKILL after the second saved state, then the same command
+    finishes the same run directory with the weights of the run that never stopped."""
+    argv, call, final = KILLED[kind]
+    reference = world.run(kind)
+    hook = (EVERY_EPOCH if kind == "tabular" else "") + kill_hook(call, "n == 2")
+    run_mlx_killed([*argv, "--fresh"], workspace=world.ws, hook=hook)
+    (killed,) = [r for r in reference.parent.iterdir() if r != reference]
+    assert read_json(killed / "summary.json")["status"] == "running"
+
+    out = run_mlx(argv, workspace=world.ws, check=0).stdout
+    assert str(killed) in out, f"the same command did not resume {killed}:\n{out}"
+    assert read_json(killed / "summary.json")["status"] == "completed"
+    expected, got = (
+        _tensors(reference / "checkpoints" / final),
+        _tensors(killed / "checkpoints" / final),
+    )
+    assert expected and expected.keys() == got.keys()
+    for name, array in expected.items():
+        assert (array == got[name]).all(), f"{kind}: {name} differs after the resume"
