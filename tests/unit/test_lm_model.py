@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -11,6 +11,7 @@ pytest.importorskip("torch")
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from mlharness.errors import ModelError
 from mlharness.lm.model import (
@@ -18,6 +19,8 @@ from mlharness.lm.model import (
     SHORT_CONTEXT,
     GPTConfig,
     KVCache,
+    _exponential_race,
+    _inverse_cdf,
     causal_attention,
     plain_decode_step,
     sample_next_token,
@@ -401,13 +404,35 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p() -> None:
     assert set(sample_next_token(logits, temperature=0.0).tolist()) == {0}
 
 
-def test_a_draw_is_torch_multinomials_draw() -> None:
-    logits = torch.randn(7, VOCAB, generator=torch.Generator().manual_seed(0))
-    for seed in range(20):
-        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-        expected = torch.multinomial(torch.softmax(logits, -1), 1, generator=theirs).squeeze(1)
-        assert torch.equal(sample_next_token(logits, generator=ours), expected)
-        assert torch.equal(ours.get_state(), theirs.get_state())  # the same stream after it
+@pytest.mark.parametrize("draw", [_inverse_cdf, _exponential_race])
+def test_draws_follow_the_softmax_and_never_pick_a_cut_token(draw: Callable[..., Tensor]) -> None:
+    # 40,000 draws: each token's count within 5 standard deviations of its odds; token 4 is
+    # cut (weight 0) and never drawn.
+    probs = torch.tensor([0.5, 0.3, 0.199, 0.001, 0.0])
+    n = 40_000
+    weights = probs.repeat(n, 1)
+    tokens = draw(weights, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=5).double()
+    sd = (n * probs.double() * (1 - probs.double())).sqrt()
+    assert counts[4] == 0
+    assert torch.all((counts - n * probs.double()).abs() <= 5 * sd + 1e-9), counts
+
+
+def test_a_lone_token_is_always_drawn_wherever_it_sits() -> None:
+    for position in (0, 7, VOCAB - 1):
+        logits = torch.full((64, VOCAB), float("-inf"))
+        logits[:, position] = 0.0
+        drawn = sample_next_token(logits, generator=torch.Generator().manual_seed(position))
+        assert drawn.tolist() == [position] * 64
+
+
+def test_each_block_of_rows_draws_from_its_own_generator() -> None:
+    # GRPO's groups: a block's tokens do not depend on the rows beside it.
+    logits = torch.randn(6, VOCAB, generator=torch.Generator().manual_seed(1))
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
+    together = sample_next_token(logits, generator=gens)
+    alone = sample_next_token(logits[2:4], generator=torch.Generator().manual_seed(6))
+    assert torch.equal(together[2:4], alone)
 
 
 # ---------------------------------------------------------------------------- errors
