@@ -21,6 +21,7 @@ from mlharness.errors import ConfigError
 from mlharness.lm.pretrained import SOURCES, init_from_problem
 from mlharness.runs.describe import Headline, RunMetrics
 from mlharness.runs.heap import HEAP_BLOCK_LIMIT
+from mlharness.runs.trackers import TrackerSettings
 
 Operation = Literal["+", "-", "*"]
 
@@ -249,7 +250,7 @@ class SampleConfig(_Strict):
         return start
 
 
-class OutputConfig(_Strict):
+class OutputConfig(_Strict, TrackerSettings):
     directory: SafePath | None = Field(
         None, description="Where runs go; default <workspace>/runs. Must be inside the workspace."
     )
@@ -281,7 +282,9 @@ class LMConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig, description="GPT shape.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     sample: SampleConfig = Field(default_factory=SampleConfig, description="Sampling.")
-    output: OutputConfig = Field(default_factory=OutputConfig, description="Run directories.")
+    output: OutputConfig = Field(
+        default_factory=OutputConfig, description="Run directories and trackers."
+    )
 
     @field_validator("init_from")
     @classmethod

@@ -531,6 +531,7 @@ class Trainer:
                 **({"started_from": self.started_from} if self.started_from else {}),
             },
             seeds={"train": c.train.seed},
+            trackers=c.output,
         )
         run_dir = self.output.run_dir
         if resume_dir is None:
@@ -545,7 +546,7 @@ class Trainer:
             run_dir / "metrics",
             c.experiment,
             step_key="iter",
-            tensorboard_dir=run_dir / "logs" / "tb",
+            trackers=self.output.trackers,
         )
         self.metrics.history = history
 

@@ -16,16 +16,24 @@ so any batch size works with any group size), one optimizer update per pass.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlharness.config.loading import deep_merge, experiment_kind, load_raw, validate
+from mlharness.config.loading import (
+    ConfigWarning,
+    deep_merge,
+    experiment_kind,
+    load_raw,
+    validate,
+)
 from mlharness.config.paths import SafeName, SafePath, workspace_root
 from mlharness.errors import ConfigError
 from mlharness.runs.describe import Headline, RunMetrics
+from mlharness.runs.trackers import TrackerSettings
 
 
 class _Strict(BaseModel):
@@ -311,11 +319,21 @@ class MonitoringConfig(_Strict):
     )
     max_logged_samples: int = Field(8, ge=0, description="Samples written each time, at most.")
     log_prompts: bool = Field(True, description="Include the prompt in logged samples.")
-    use_wandb: bool = Field(False, description="Also log to Weights & Biases.")
-    wandb_project: str = Field("mlharness-grpo", description="W&B project name.")
-    wandb_mode: Literal["auto", "online", "offline"] = Field(
-        "auto", description="`auto`: online when W&B's server answers, else offline."
+    use_wandb: bool = Field(
+        False,
+        description="Deprecated: add `wandb` to output.trackers. True still does that (with "
+        "a warning), taking wandb_project and wandb_mode below unless output sets them.",
     )
+    wandb_project: str = Field(
+        "mlharness-grpo", description="Deprecated with use_wandb: see output.wandb_project."
+    )
+    wandb_mode: Literal["auto", "online", "offline"] = Field(
+        "auto", description="Deprecated with use_wandb: see output.wandb_mode."
+    )
+
+
+class OutputConfig(_Strict, TrackerSettings):
+    """Where metrics go besides the run's files (the run directory is trainer.output_dir)."""
 
 
 class CheckpointingConfig(_Strict):
@@ -376,6 +394,7 @@ class RLConfig(_Strict):
         description="Python files or modules that register user rewards, imported first.",
     )
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Logging.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Trackers.")
     checkpointing: CheckpointingConfig = Field(
         default_factory=CheckpointingConfig, description="Checkpoints."
     )
@@ -389,6 +408,25 @@ class RLConfig(_Strict):
         for spec in self.rewards:
             if spec.name == "code_execution":
                 spec.config.setdefault("backend", self.sandbox.backend)
+        return self
+
+    @model_validator(mode="after")
+    def _use_wandb_alias(self) -> RLConfig:
+        """monitoring.use_wandb (seed 002's switch) as ``wandb`` in output.trackers."""
+        m, out = self.monitoring, self.output
+        if not m.use_wandb or "wandb" in out.trackers:
+            return self
+        warnings.warn(
+            'monitoring.use_wandb is deprecated: add "wandb" to output.trackers instead '
+            "(and set output.wandb_project and output.wandb_mode there).",
+            ConfigWarning,
+            stacklevel=2,
+        )
+        out.trackers = [*out.trackers, "wandb"]
+        if "wandb_project" not in out.model_fields_set:
+            out.wandb_project = m.wandb_project
+        if "wandb_mode" not in out.model_fields_set:
+            out.wandb_mode = m.wandb_mode
         return self
 
     @property

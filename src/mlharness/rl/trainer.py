@@ -24,6 +24,7 @@ rank 0, which alone writes the run, logs the whole step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import secrets
@@ -140,7 +141,6 @@ class GRPOTrainer:
             self._restore(found[1].path, resume_meta)
         self.output: OutputManager | None = None
         self.metrics: MetricsWriter | None = None
-        self.wandb: Any = None
         if self.dist.master:
             self._open_run(found[0] if found else None)
 
@@ -205,6 +205,7 @@ class GRPOTrainer:
             resume_dir=resume_dir,
             config={**config_snapshot(c), "policy": info, "resolved_seed": self.seed},
             seeds={"train": self.seed},
+            trackers=c.output,
         )
         history: list[dict[str, Any]] = []
         if resume_dir is not None:
@@ -221,15 +222,11 @@ class GRPOTrainer:
             self.run_dir / "metrics",
             c.experiment,
             step_key="step",
-            tensorboard_dir=self.run_dir / "logs" / "tb",
+            trackers=self.output.trackers,
             # The headline curves; every metric is in TensorBoard and the metrics files.
             plot_keys=PLOT_KEYS,
         )
         self.metrics.history = history
-        if c.monitoring.use_wandb:
-            from mlharness.rl.tracking import start_wandb
-
-            self.wandb = start_wandb(c, self.run_dir, self.seed)
 
     @property
     def run_dir(self) -> Path:
@@ -391,6 +388,9 @@ class GRPOTrainer:
         atomic_write_text(
             self.run_dir / "samples" / f"step_{self.step:08d}.jsonl", "\n".join(lines) + "\n"
         )
+        if self.metrics is not None:  # W&B's completions table, MLflow's tables/
+            rows = [json.loads(line) for line in lines]
+            self.metrics.log_table("completions", rows, self.step)
 
     def evaluate(self, examples: Sequence[Example] | None = None) -> dict[str, Any]:
         """Greedy completions of the validation prompts, scored by the run's rewards (each
@@ -420,10 +420,6 @@ class GRPOTrainer:
     def _log(self, record: dict[str, Any]) -> None:
         if self.metrics is not None:
             self.metrics.log(record, sync=False)
-        if self.wandb is not None:
-            self.wandb.log(
-                {k: v for k, v in record.items() if k != "step"}, step=int(record["step"])
-            )
 
     def fit(self) -> RLResult:
         t = self.config.trainer
@@ -488,8 +484,6 @@ class GRPOTrainer:
         )
         if self.metrics is not None:
             self.metrics.close(final)
-        if self.wandb is not None:
-            self.wandb.finish()
         if self.output is not None:
             lifecycle.finish(
                 self.output,

@@ -29,6 +29,7 @@ from mlharness.runs.checkpoints import CheckpointInfo, newest_checkpoint
 from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_write_text, dumps
 from mlharness.runs.output import OutputManager
+from mlharness.runs.trackers import TrackerSettings, call_each, open_trackers, require_packages
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,27 @@ def open_run(
     config: dict[str, Any] | None = None,
     seeds: dict[str, Any] | None = None,
     lock: bool = True,
+    trackers: TrackerSettings | None = None,
 ) -> OutputManager:
     """The run directory (a new one, or ``resume_dir``), marked running in the index.
 
     A new run records ``config``, the resolved config, with ``seeds`` and the provenance
     :meth:`OutputManager.write_config` adds; a resumed run keeps the one it started with.
-    With ``lock`` the process holds ``run.lock`` until :func:`finish`.
+    With ``lock`` the process holds ``run.lock`` until :func:`finish`. The ``trackers`` the
+    settings name are opened as ``output.trackers`` (a missing package fails before the run
+    directory is made) and ended by :func:`finish`.
     """
+    if trackers is not None:
+        require_packages(trackers)
     output = OutputManager(experiment, output_dir, kind=kind, resume_dir=resume_dir, lock=lock)
     if resume_dir is None and config is not None:
         output.write_config(config, seeds=seeds)
+    if trackers is not None:
+        try:
+            output.trackers = open_trackers(trackers, output)
+        except BaseException as exc:
+            finish(output, FAILED, error=describe_error(exc))
+            raise
     # Said as the run starts, for every kind, so that `tail -f` on its files can begin now.
     log.info("Run directory: %s%s", output.run_dir, " (resumed)" if resume_dir else "")
     return output
@@ -113,6 +125,8 @@ def finish(
     if resumed_from is not None:
         summary["resumed_from"] = str(resumed_from)
     output.finish(summary)
+    call_each(output.trackers, "finish", status)  # after summary.json, which they keep too
+    output.trackers = []
     return summary
 
 

@@ -20,22 +20,20 @@ from mlharness.runs.index import format_value
 from mlharness.runs.io import atomic_write_json, atomic_write_text, dumps, to_jsonable
 from mlharness.runs.plots import plot_curves
 from mlharness.runs.tables import column_groups, table
+from mlharness.runs.trackers import TensorBoardTracker, Tracker, call_each, scalars
+from mlharness.runs.trackers import tensorboard_tag as tensorboard_tag
 
 MAX_ROWS = 100  # training-log rows in metrics.md; the full history is in metrics.json
 MAX_EVAL_ROWS = 1000  # evaluation rows: all of them in any run people read
 
 
-def tensorboard_tag(key: str) -> str:
-    """``loss`` → ``train/loss``, ``val_loss`` → ``val/loss``; tags with a slash stay as is."""
-    if "/" in key:
-        return key
-    if key.startswith("val_"):
-        return "val/" + key[4:]
-    return "train/" + key
-
-
 class MetricsWriter:
-    """Writes ``metrics.ndjson`` per record and ``metrics.json``/``.md``/``curves.png`` on close."""
+    """Writes ``metrics.ndjson`` per record and ``metrics.json``/``.md``/``curves.png`` on close.
+
+    Each record also goes to ``trackers`` (:mod:`mlharness.runs.trackers`), which the run
+    lifecycle opens and ends; ``tensorboard_dir`` is a TensorBoard tracker of the writer's
+    own, closed with it.
+    """
 
     def __init__(
         self,
@@ -45,6 +43,7 @@ class MetricsWriter:
         tensorboard_dir: str | os.PathLike[str] | None = None,
         plot: bool = True,
         plot_keys: Sequence[str] | None = None,
+        trackers: Sequence[Tracker] = (),
     ) -> None:
         self.output_dir = Path(output_dir)
         self.experiment_name = experiment_name
@@ -56,11 +55,11 @@ class MetricsWriter:
         self._ndjson: IO[str] | None = open(  # noqa: SIM115 - kept open for streaming
             self.output_dir / "metrics.ndjson", "a", encoding="utf-8"
         )
-        self._tb: Any = None
+        self.trackers = list(trackers)
+        self._own: Tracker | None = None
         if tensorboard_dir is not None:
-            from mlharness.runs.tensorboard import ScalarWriter
-
-            self._tb = ScalarWriter(tensorboard_dir)
+            self._own = TensorBoardTracker(Path(tensorboard_dir))
+            self.trackers.append(self._own)
 
     def log(self, record: Mapping[str, Any], *, sync: bool = True) -> None:
         """Record one epoch's (or step's) metrics; NaN/Inf are stored as null.
@@ -75,14 +74,17 @@ class MetricsWriter:
             self._ndjson.flush()
             if sync:
                 os.fsync(self._ndjson.fileno())
-        if self._tb is not None:
+        if self.trackers:
             # ``clean`` holds plain Python numbers: np.float32 or np.int64 values are not
-            # float/int instances, and the scalar writer would skip them.
+            # float/int instances, and would not count as scalars.
             step = clean.get(self.step_key)
             step = int(step) if isinstance(step, (int, float)) else len(self.history)
-            self._tb.add_scalars(
-                {tensorboard_tag(k): v for k, v in clean.items() if k != self.step_key}, step
-            )
+            values = scalars(clean, skip=self.step_key)
+            call_each(self.trackers, "log", values, step, self.step_key)
+
+    def log_table(self, name: str, rows: Sequence[Mapping[str, Any]], step: int) -> None:
+        """A table of rows (GRPO's completions) for the trackers that show tables."""
+        call_each(self.trackers, "log_table", name, to_jsonable(list(rows)), step, self.step_key)
 
     def write_metrics(self, final_metrics: Mapping[str, Any] | None = None) -> Path:
         """Write ``metrics.json`` (the full history) and ``metrics.md``; return the JSON path."""
@@ -122,8 +124,8 @@ class MetricsWriter:
             plot_curves(
                 history, self.output_dir / "curves.png", self.step_key, self.experiment_name
             )
-        if self._tb is not None:
-            self._tb.close()
+        if self._own is not None:
+            call_each([self._own], "finish", "completed")
 
     def __enter__(self) -> MetricsWriter:
         return self

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mlharness.config.paths import SafePathText, check_name
 from mlharness.runs.describe import Headline, RunMetrics
+from mlharness.runs.trackers import TrackerSettings
 
 
 class _Strict(BaseModel):
@@ -214,7 +215,7 @@ class TrainingConfig(_Strict):
     )
 
 
-class OutputConfig(_Strict):
+class OutputConfig(_Strict, TrackerSettings):
     directory: SafePathText = Field(
         "outputs", description="Output directory; must resolve within the workspace root."
     )
@@ -227,8 +228,20 @@ class OutputConfig(_Strict):
         1, gt=0, description="Save checkpoint_epoch_N every N epochs."
     )
     save_logs: bool = Field(True, description="Keep the console log in the run's logs/.")
-    tensorboard: bool = Field(True, description="Write TensorBoard scalars to logs/tb.")
+    tensorboard: bool | None = Field(
+        None,
+        description="The older switch for TensorBoard: true adds `tensorboard` to "
+        "output.trackers, false takes it out.",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Reserved for extensions.")
+
+    @model_validator(mode="after")
+    def _tensorboard_switch(self) -> OutputConfig:
+        if self.tensorboard is True and "tensorboard" not in self.trackers:
+            self.trackers.append("tensorboard")
+        elif self.tensorboard is False and "tensorboard" in self.trackers:
+            self.trackers.remove("tensorboard")
+        return self
 
 
 # ----------------------------------------------------------------------------- the experiment

@@ -176,6 +176,7 @@ def run_experiment(
         resume_dir=None if point is None else point.run_dir,
         config=config,
         seeds=seeds,
+        trackers=cfg.output,
     )
     history, resumed = _resume_into(output, point)
     log_path = output.get_logs_dir() / "console.log" if cfg.output.save_logs else None
@@ -183,11 +184,7 @@ def run_experiment(
         if point is not None:
             epochs = cfg.training.epochs if model.is_iterative else 1
             log.info("Resuming run %s from epoch %d of %d.", output.run_dir, point.epoch, epochs)
-        writer = MetricsWriter(
-            output.get_metrics_dir(),
-            cfg.name,
-            tensorboard_dir=output.get_logs_dir() / "tb" if cfg.output.tensorboard else None,
-        )
+        writer = MetricsWriter(output.get_metrics_dir(), cfg.name, trackers=output.trackers)
         writer.history = list(history)
 
         def failed(status: str, error: str) -> None:
