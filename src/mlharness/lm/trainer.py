@@ -408,7 +408,7 @@ class Trainer:
         found = None
         if self.dist.master:
             found = lifecycle.find_resumable(c.output_dir, c.experiment, "lm", fresh=fresh)
-        found = self._broadcast(found)
+        found = lifecycle.follow_resume(found, c.output_dir, c.experiment, self.dist, fresh=fresh)
         self.resumed_from: Path | None = None
         self.resumed_kind: str | None = None
         self.started_from: dict[str, Any] | None = None
@@ -475,13 +475,6 @@ class Trainer:
             self.shards = ThreadShards(self.model, threads, self.autocast)
 
     # -- setup helpers ---------------------------------------------------------------------
-
-    def _broadcast(self, value: Any) -> Any:
-        if not self.dist.enabled:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """A fresh autocast context (one object must not be entered by two threads at once)."""

@@ -157,11 +157,10 @@ class GRPOTrainer:
 
     def _find_resumable(self, fresh: bool) -> tuple[Path, run_ckpt.CheckpointInfo] | None:
         """Rank 0 decides (and alone settles dead runs); every process follows it."""
-        found = None
+        c, found = self.config, None
         if self.dist.master:
-            c = self.config
             found = lifecycle.find_resumable(c.output_dir, c.experiment, "rl", fresh=fresh)
-        return broadcast_object(found, self.dist)  # type: ignore[no-any-return]
+        return lifecycle.follow_resume(found, c.output_dir, c.experiment, self.dist, fresh=fresh)
 
     def _setup_policy(self) -> None:
         """The policy (with LoRA when asked), its reference, and the update that trains it."""

@@ -18,14 +18,18 @@ torch is imported only by the functions that touch its RNG.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mlharness.errors import CheckpointError
 from mlharness.runs import recovery
 from mlharness.runs.checkpoints import CheckpointInfo, newest_checkpoint
+from mlharness.runs.device import Dist, broadcast_object, gather_objects
 from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.io import atomic_write_text, dumps
 from mlharness.runs.output import OutputManager
@@ -140,6 +144,65 @@ def find_resumable(
     not: see :func:`mlharness.runs.recovery.recover`.
     """
     return recovery.recover(output_dir, experiment, kind, newest_checkpoint, resume=not fresh)
+
+
+def follow_resume(
+    found: tuple[Path, CheckpointInfo] | None,
+    output_dir: Path,
+    experiment: str,
+    dist: Dist,
+    *,
+    fresh: bool = False,
+) -> tuple[Path, CheckpointInfo] | None:
+    """Rank 0's choice of run to resume, found by every process under its own output directory.
+
+    Machines without a shared file system each keep the run in their own output directory, at
+    the same place under it (docs/lm.md, "Many processes and machines"): a process takes
+    rank 0's run and checkpoint names, not its path. Where the machines disagree (a process
+    lacks rank 0's checkpoint, or holds an unfinished run while rank 0 found none) every
+    process stops with the same message before anything is loaded or written, instead of
+    training a new run on one machine while another holds the one to resume.
+    """
+    found = broadcast_object(found, dist)
+    if not dist.enabled:
+        return found
+    host = f"process {dist.rank} on {socket.gethostname()}"
+    if found is None:
+        mine = None if dist.master or fresh else _unfinished_run(output_dir / experiment)
+        held = [h for h in gather_objects(mine and f"{host} has {mine}", dist) if h]
+        if held:
+            raise CheckpointError(
+                f"Rank 0 found no unfinished run of '{experiment}' in its output directory, "
+                f"but {', '.join(held)} in its own: copy that run directory to every machine's "
+                "output directory (or share one) and run the same command again, or start "
+                "anew with --fresh."
+            )
+        return None
+    run_dir, info = found
+    if not dist.master:
+        run_dir = output_dir / experiment / run_dir.name
+        info = dataclasses.replace(info, path=run_dir / "checkpoints" / info.path.name)
+    mine = None if info.path.is_dir() else f"{host} ({run_dir})"
+    lacking = [where for where in gather_objects(mine, dist) if where]
+    if lacking:
+        raise CheckpointError(
+            f"Cannot resume {run_dir.name} of '{experiment}' from {info.path.name}: "
+            f"{', '.join(lacking)} does not have that run in its output directory, so copy the "
+            "run directory there from the machine that wrote it (or share one output "
+            "directory) and run the same command again, or start anew with --fresh."
+        )
+    return run_dir, info
+
+
+def _unfinished_run(parent: Path) -> str | None:
+    """The newest run under ``parent`` that stopped with a checkpoint to resume from, read only
+    (rank 0 alone settles dead runs, in :func:`find_resumable`)."""
+    runs = sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+    for run_dir in reversed(runs):
+        status = recovery.read_summary(run_dir).get("status")
+        if status in ("running", FAILED, INTERRUPTED) and newest_checkpoint(run_dir):
+            return run_dir.name
+    return None
 
 
 def say_resuming(checkpoint: Path, step: int, unit: str) -> None:
