@@ -12,7 +12,8 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bwrap install dev demo test unit integration e2e format lint typecheck quality bench bench-lm bench-sandbox \
+.PHONY: help bwrap install dev demo test unit integration e2e acceptance unit-cov format lint \
+	typecheck mypy pyright quality bench bench-lm bench-sandbox \
 	bench-grpo bench-grpo-large bench-finetune bench-lm-large grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
@@ -46,6 +47,28 @@ install: $(VENV)/.installed ## Install the package into .venv
 
 dev: $(VENV)/.installed-dev ## Install the package with its development tools
 
+# Seed 001's set-up: every dependency group, through uv when it is on PATH or installable
+# from the package index, else pip. uv reads no pip.conf, so pip's find-links (a local torch
+# wheel) is handed to it; torch still goes in first, pinned, for the reason above.
+GROUPS ?= all,dev,sweep,track
+UV_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+.PHONY: setup verify
+setup: | $(PY) bwrap ## Create .venv with every dependency group (uv when available, else pip)
+	@uv=$$(command -v uv || { $(PIP) install uv >/dev/null 2>&1 && echo $(BIN)/uv; }); \
+	if [ -n "$$uv" ]; then \
+	  echo "installing with $$uv"; \
+	  $$uv pip install -q --python $(PY) $(UV_LINKS) "$(TORCH)" $(TORCH_INDEX) && \
+	  $$uv pip install -q --python $(PY) $(UV_LINKS) -e ".[$(GROUPS)]"; \
+	else \
+	  echo "uv is not available: installing with pip"; \
+	  $(PIP) install "$(TORCH)" $(TORCH_INDEX) && $(PIP) install -e ".[$(GROUPS)]"; \
+	fi
+	@touch $(VENV)/.installed $(VENV)/.installed-dev
+
+verify: ## Check the environment: imports, mlx --version, a one-second tabular run
+	@test -x $(PY) || { echo "no $(VENV): run make setup"; exit 1; }
+	$(PY) tools/verify.py
+
 demo: install ## Run the example experiment, evaluate it, and show where everything is
 	$(BIN)/mlx run-experiment --config experiments/example.json
 	@run=$$(ls -d runs/example-comprehensive/*/ | sort | tail -n 1); \
@@ -70,6 +93,15 @@ integration: dev ## Run the integration tests
 e2e: dev ## Run the end-to-end CLI tests
 	$(BIN)/pytest -q -m e2e
 
+acceptance: dev ## Run the acceptance tests: the policies every run keeps
+	$(BIN)/pytest -q -m acceptance
+
+# The unit tests' coverage of src/, with the floor CI enforces (the level measured when it was set).
+COV_FLOOR ?= 58
+unit-cov: dev ## Unit tests with coverage: terminal report, HTML in out/coverage, floor COV_FLOOR%
+	$(BIN)/pytest -q -m unit --cov=mlharness --cov-report=term:skip-covered \
+	  --cov-report=html:out/coverage --cov-fail-under=$(COV_FLOOR)
+
 format: dev ## Format the code and sort imports
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
@@ -78,10 +110,15 @@ lint: dev ## Lint with ruff
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: dev ## Type-check src/ with mypy
+typecheck: dev ## Type-check src/ with mypy --strict (the same as make mypy)
 	$(BIN)/mypy
 
-quality: lint typecheck test ## Lint, type-check and test
+mypy: typecheck ## Type-check src/ with mypy --strict
+
+pyright: dev ## Type-check src/ with pyright
+	$(BIN)/pyright src
+
+quality: lint pyright typecheck test ## Format check, ruff, pyright, mypy and the whole suite
 
 bench: dev ## Benchmark the tabular engine against scikit-learn
 	$(PY) bench/tabular.py
