@@ -106,11 +106,18 @@ def require_packages(settings: TrackerSettings) -> None:
     """Fail before a run starts when a tracker's package is missing (no import: cheap)."""
     for name in settings.trackers:
         module = _PACKAGES.get(name)
-        if module is not None and importlib.util.find_spec(module) is None:
+        if module is not None and not _installed(module):
             raise ConfigError(
                 f"output.trackers names {name}, but {module} is not installed: pip install "
                 f'"mlharness[track]", or remove {name} from output.trackers.'
             )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken installation is no installation
+        return False
 
 
 def open_trackers(settings: TrackerSettings, output: OutputManager) -> list[Tracker]:
