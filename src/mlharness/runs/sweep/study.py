@@ -107,7 +107,8 @@ def storage_for(url: str, spec: SweepSpec | None = None) -> Any:
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(spec.max_retry),
         )
     try:
-        return RDBStorage(url, **kwargs)
+        with _sqlite_lock(url):  # two sweeps starting at once would both create the tables
+            return RDBStorage(url, **kwargs)
     except (ImportError, optuna.exceptions.StorageInternalError, ValueError) as exc:
         raise SweepError(
             f"Cannot open the sweep storage {url} ({exc}); check the URL and that its "
@@ -190,14 +191,21 @@ def budget(spec: SweepSpec) -> int | None:
     return None
 
 
-def make_sampler(spec: SweepSpec) -> Any:
+def make_sampler(spec: SweepSpec, trials_so_far: int = 0) -> Any:
+    """The spec's sampler, seeded with ``seed + trials_so_far``.
+
+    A sampler seeded alike in every process would propose the same values again after a
+    restart, and in each of several processes at once; seeded by the trial's place in the
+    study, each trial gets its own draw and a rerun of the sweep repeats it.
+    """
     from optuna import samplers
 
+    seed = None if spec.seed is None else spec.seed + trials_so_far
     if spec.sampler == "grid":
-        return samplers.GridSampler(grid(spec), seed=spec.seed)
+        return samplers.GridSampler(grid(spec), seed=seed)
     if spec.sampler == "random":
-        return samplers.RandomSampler(seed=spec.seed)
-    return samplers.TPESampler(seed=spec.seed)
+        return samplers.RandomSampler(seed=seed)
+    return samplers.TPESampler(seed=seed)
 
 
 def make_pruner(spec: SweepSpec) -> Any:
@@ -232,13 +240,14 @@ def count(study: optuna.Study, states: tuple[Any, ...]) -> int:
 
 
 @contextlib.contextmanager
-def _claim_lock(sweep: Sweep) -> Iterator[None]:
-    if not sweep.storage.startswith("sqlite:///"):
+def _sqlite_lock(url: str) -> Iterator[None]:
+    """A file lock beside an SQLite study, for what its processes must do one at a time."""
+    if not url.startswith("sqlite:///"):
         yield
         return
     from filelock import FileLock
 
-    with FileLock(sweep.storage.removeprefix("sqlite:///") + ".lock"):
+    with FileLock(url.removeprefix("sqlite:///") + ".lock"):
         yield
 
 
@@ -249,10 +258,11 @@ def claim(study: optuna.Study, sweep: Sweep, limit: int | None) -> optuna.Trial 
     from optuna.trial import TrialState
 
     taken = (*finished_states(), TrialState.RUNNING)
-    with _claim_lock(sweep):
+    with _sqlite_lock(sweep.storage):
         fail_stale_trials(study)
         if limit is not None and count(study, taken) >= limit:
             return None
+        study.sampler = make_sampler(sweep.spec, len(study.get_trials(deepcopy=False)))
         trial = study.ask(distributions(sweep.spec))
         trials.beat(trial)  # stale only once it stops beating
     if limit is not None and not sweep.storage.startswith("sqlite:///"):
@@ -314,6 +324,7 @@ def _complete_from_earlier_run(
     if not runs or trials.read_summary(runs[-1]).get("status") != "completed":
         return False
     trial.set_user_attr("run_dir", str(runs[-1].resolve()))
+    log.info("Trial %d: its run %s completed after its sweep stopped", trial.number, runs[-1])
     _tell_completed(study, sweep, trial, trials.read_summary(runs[-1]))
     return True
 

@@ -134,10 +134,10 @@ def watch(run: TrialRun, metric: str, step_key: str, prune: bool, heartbeat_s: i
 def beat(trial: optuna.Trial) -> None:
     """Record the trial's heartbeat: Optuna beats only inside ``study.optimize``, so a sweep
     that asks and tells beats itself (the storage is the RDBStorage the sweep made)."""
-    from optuna.storages import RDBStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
 
-    storage = trial.study._storage
-    if isinstance(storage, RDBStorage):
+    storage = trial.study._storage  # Optuna's cache around it, which beats through
+    if isinstance(storage, BaseHeartbeat):
         storage.record_heartbeat(trial._trial_id)
 
 
