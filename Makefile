@@ -171,5 +171,26 @@ PORT ?= 6006
 tensorboard: install ## Show TensorBoard for LOGDIR=runs/<experiment>/<run>/logs/tb [PORT=6006]
 	$(BIN)/tensorboard --logdir $(or $(LOGDIR),runs) --port $(PORT)
 
+# LIT (the Learning Interpretability Tool) on an lm run. lit-nlp pins numpy below 2 and brings
+# many packages, so it lives in its own environment, .venv-lit, and never touches .venv; torch
+# goes in first there too, for the reason above. PORT given on the command line is used, else
+# mlx lit picks a free one.
+LIT_VENV ?= .venv-lit
+.PHONY: lit-env lit lit-test
+
+$(LIT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LIT_VENV)
+	$(LIT_VENV)/bin/python -m pip --disable-pip-version-check -q install "$(TORCH)" $(TORCH_INDEX)
+	$(LIT_VENV)/bin/python -m pip --disable-pip-version-check -q install -e ".[lit]" "pytest>=7.4"
+	@touch $@
+
+lit-env: $(LIT_VENV)/.installed ## Create .venv-lit: LIT (lit-nlp) and the lm engine, apart from .venv
+
+lit: lit-env ## Serve LIT on an lm run: RUN=runs/<experiment>/<run> [PORT=n]
+	$(LIT_VENV)/bin/mlx lit $(RUN) $(if $(filter command line,$(origin PORT)),--port $(PORT))
+
+lit-test: lit-env ## Run the LIT tests in .venv-lit
+	$(LIT_VENV)/bin/python -m pytest -q tests/integration/test_lit.py
+
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -344,3 +344,40 @@ def export(
         rl_export(chosen, fmt, adapter_only=adapter_only, **options)
     else:
         lm_export.export(chosen, fmt, ema=ema, adapter_only=adapter_only, **options)
+
+
+@app.command("lit", short_help="Serve LIT (the Learning Interpretability Tool) on an lm run.")
+def lit(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A trained lm run's directory.", show_default=False)
+    ],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint name or path (default: best, else last).", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one.")
+    ] = 0,
+    examples: Annotated[
+        int, typer.Option(min=1, help="Passages of the validation split to load.")
+    ] = 64,
+) -> None:
+    """Serve LIT on the run's GPT and passages of its validation text until Ctrl+C.
+
+    LIT lives in its own environment: 'make lit-env' creates .venv-lit (docs/lit.md).
+    """
+    import importlib.util
+
+    from mlharness.errors import MlxError
+
+    if importlib.util.find_spec("lit_nlp") is None:
+        raise MlxError(
+            "LIT (lit-nlp) is not installed in this environment: run 'make lit-env', then "
+            "'make lit RUN=<run dir>' or '.venv-lit/bin/mlx lit <run dir>' (docs/lit.md)."
+        )
+    from mlharness.lm.lit import serve
+
+    serve(run_dir, checkpoint=checkpoint, port=port, examples=examples)
+    raise typer.Exit(130)  # only Ctrl+C ends serving
