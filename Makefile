@@ -120,6 +120,25 @@ pyright: dev ## Type-check src/ with pyright
 
 quality: lint pyright typecheck test ## Format check, ruff, pyright, mypy and the whole suite
 
+# Mutation testing (DEVELOPMENT.md): Cosmic Ray with pyproject.toml's [tool.cosmic-ray], in a
+# copy of src/ and tests/ under out/cosmic-ray/tree, because it rewrites each module it mutates
+# in place (a run cut short would leave a mutant in the checkout). The session database keeps
+# the results: a second run continues it; delete it after changing the code. Never fails on
+# surviving mutants (a failing baseline, the tests on unmutated code, does); CI does not run it.
+CR_DIR := out/cosmic-ray
+.PHONY: quality-ext
+quality-ext: dev ## Mutation testing with Cosmic Ray, non-fatal (scope and time: DEVELOPMENT.md)
+	@test -x $(BIN)/cosmic-ray || $(PIP) install -e ".[mutation]"
+	@rm -rf $(CR_DIR)/tree && mkdir -p $(CR_DIR)/tree && cp -r src tests pyproject.toml $(CR_DIR)/tree/
+	$(PY) tools/mutation.py config pyproject.toml $(CR_DIR)/config.toml
+	cd $(CR_DIR)/tree && export PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=src && \
+	  if [ ! -f ../session.sqlite ]; then cosmic-ray baseline ../config.toml && \
+	    cosmic-ray init ../config.toml ../session.sqlite && \
+	    cr-filter-operators ../session.sqlite ../config.toml; fi && \
+	  cosmic-ray exec ../config.toml ../session.sqlite
+	@$(PY) tools/mutation.py score $(CR_DIR)/session.sqlite
+	@echo "Diffs of the survivors: $(BIN)/cr-report --show-diff --surviving-only $(CR_DIR)/session.sqlite"
+
 bench: dev ## Benchmark the tabular engine against scikit-learn
 	$(PY) bench/tabular.py
 
