@@ -34,26 +34,28 @@ class _Strict(BaseModel):
 class ArithmeticConfig(_Strict):
     """Generated ``a+b=c`` problems (the ``arithmetic`` experiment)."""
 
-    num_examples: int = Field(20_000, gt=0, description="Problems to generate.")
-    max_operand: int = Field(99, gt=0, description="Operands are drawn from 0..max_operand.")
+    num_examples: int = Field(default=20_000, gt=0, description="Problems to generate.")
+    max_operand: int = Field(
+        default=99, gt=0, description="Operands are drawn from 0..max_operand."
+    )
     operations: list[Operation] = Field(
         default_factory=lambda: list[Operation](["+"]),
         min_length=1,
         description="Operators to draw from.",
     )
-    seed: int = Field(1337, description="Seed of the generator; same seed, same file.")
+    seed: int = Field(default=1337, description="Seed of the generator; same seed, same file.")
 
 
 class SFTConfig(_Strict):
     """Prompt/completion pairs for supervised fine-tuning (the `sft` preparer)."""
 
     use_chat_template: bool | None = Field(
-        None,
+        default=None,
         description="Format prompts with the tokenizer's chat template; default: when it has "
         "one (Hugging Face tokenizers). Use the same setting as the GRPO run that follows.",
     )
     system_prompt: str | None = Field(
-        None,
+        default=None,
         description="System prompt for pairs without a `system` field (chat templates only), "
         "as GRPO's data.system_prompt.",
     )
@@ -63,30 +65,35 @@ class PrepareConfig(_Strict):
     """How ``mlx prepare`` turns source text into ``train.bin``, ``val.bin`` and ``meta.json``."""
 
     preparer: str | None = Field(
-        None, description="Registered preparer to use; default: the experiment's name."
+        default=None, description="Registered preparer to use; default: the experiment's name."
     )
     input: SafePath | None = Field(
-        None,
+        default=None,
         description="Local source text file. Offline, or for experiments without a download, "
         "this is where the data comes from (also `mlx prepare --input PATH`).",
     )
     data_dir: SafePath | None = Field(
-        None, description="Where the prepared artifacts go; default: <workspace>/data/<experiment>."
+        default=None,
+        description="Where the prepared artifacts go; default: <workspace>/data/<experiment>.",
     )
     tokenizer: str = Field(
-        "char",
+        default="char",
         description="For the `text` experiment: `char`, `tiktoken:<encoding>` (e.g. "
         "`tiktoken:gpt2`), `bpe` (byte-level BPE trained on the corpus) or `hf:PATH` (the "
         "tokenizer of a local Hugging Face model directory, to fine-tune that model).",
     )
     bpe_vocab_size: int = Field(
-        2048, ge=260, le=65536, description="Vocabulary size of a trained `bpe` tokenizer."
+        default=2048, ge=260, le=65536, description="Vocabulary size of a trained `bpe` tokenizer."
     )
     val_fraction: float = Field(
-        0.1, gt=0, lt=1, description="Fraction of the tokens (the tail) held out for validation."
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Fraction of the tokens (the tail) held out for validation.",
     )
     url: str | None = Field(
-        None, description="Download address of the source text, for experiments that have one."
+        default=None,
+        description="Download address of the source text, for experiments that have one.",
     )
     arithmetic: ArithmeticConfig = Field(
         default_factory=ArithmeticConfig, description="Options of the `arithmetic` experiment."
@@ -113,12 +120,16 @@ class PrepareConfig(_Strict):
 class ModelConfig(_Strict):
     """The GPT's shape; ``vocab_size`` comes from the prepared ``meta.json``."""
 
-    n_layer: int = Field(4, gt=0, description="Transformer blocks.")
-    n_head: int = Field(4, gt=0, description="Attention heads per block.")
-    n_embd: int = Field(128, gt=0, description="Embedding width; a multiple of n_head.")
-    block_size: int = Field(64, gt=0, description="Context length in tokens.")
-    bias: bool = Field(False, description="Biases in Linear and LayerNorm layers (GPT-2: true).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability while training.")
+    n_layer: int = Field(default=4, gt=0, description="Transformer blocks.")
+    n_head: int = Field(default=4, gt=0, description="Attention heads per block.")
+    n_embd: int = Field(default=128, gt=0, description="Embedding width; a multiple of n_head.")
+    block_size: int = Field(default=64, gt=0, description="Context length in tokens.")
+    bias: bool = Field(
+        default=False, description="Biases in Linear and LayerNorm layers (GPT-2: true)."
+    )
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="Dropout probability while training."
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -131,15 +142,17 @@ class ModelConfig(_Strict):
 
 
 class KeepConfig(_Strict):
-    last: int = Field(2, ge=0, description="Rotating `ckpt_last_*` checkpoints to keep (0: none).")
-    best: int = Field(1, ge=0, description="`ckpt_best_*` checkpoints to keep (0: none).")
+    last: int = Field(
+        default=2, ge=0, description="Rotating `ckpt_last_*` checkpoints to keep (0: none)."
+    )
+    best: int = Field(default=1, ge=0, description="`ckpt_best_*` checkpoints to keep (0: none).")
 
 
 class CheckpointingConfig(_Strict):
     """Seed 004's rotation policy: first checkpoint after init, last on cadence, best on gain."""
 
     interval: int | None = Field(
-        None,
+        default=None,
         gt=0,
         description="Write a last checkpoint every N iterations; default: eval_interval.",
     )
@@ -149,44 +162,54 @@ class CheckpointingConfig(_Strict):
 class TrainConfig(_Strict):
     """The optimisation: AdamW, cosine schedule with warmup, accumulation and clipping."""
 
-    max_iters: int = Field(2000, gt=0, description="Optimizer steps in all.")
-    batch_size: int = Field(12, gt=0, description="Sequences per micro-batch (per process).")
+    max_iters: int = Field(default=2000, gt=0, description="Optimizer steps in all.")
+    batch_size: int = Field(
+        default=12, gt=0, description="Sequences per micro-batch (per process)."
+    )
     grad_accum_steps: int = Field(
-        1, gt=0, description="Micro-batches per optimizer step (divided among DDP processes)."
+        default=1,
+        gt=0,
+        description="Micro-batches per optimizer step (divided among DDP processes).",
     )
-    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
-    min_lr: float = Field(1e-4, ge=0, description="Learning rate at the end of the decay.")
-    warmup_iters: int = Field(100, ge=0, description="Linear warmup steps.")
+    learning_rate: float = Field(default=1e-3, gt=0, description="Peak learning rate.")
+    min_lr: float = Field(default=1e-4, ge=0, description="Learning rate at the end of the decay.")
+    warmup_iters: int = Field(default=100, ge=0, description="Linear warmup steps.")
     lr_decay_iters: int | None = Field(
-        None, gt=0, description="Steps of cosine decay to min_lr; default: max_iters."
+        default=None, gt=0, description="Steps of cosine decay to min_lr; default: max_iters."
     )
-    decay_lr: bool = Field(True, description="Use the schedule; false keeps learning_rate.")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW decay of 2-D weights only.")
-    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
-    beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2.")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: off).")
-    eval_interval: int = Field(250, gt=0, description="Evaluate train and val loss every N steps.")
-    eval_iters: int = Field(20, gt=0, description="Batches per loss estimate.")
-    log_interval: int = Field(10, gt=0, description="Log training metrics every N steps.")
-    seed: int = Field(1337, description="Seeds model init, batches and dropout.")
+    decay_lr: bool = Field(default=True, description="Use the schedule; false keeps learning_rate.")
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW decay of 2-D weights only.")
+    beta1: float = Field(default=0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(default=0.99, ge=0, lt=1, description="AdamW beta2.")
+    grad_clip: float = Field(
+        default=1.0, ge=0, description="Clip the gradient norm to this (0: off)."
+    )
+    eval_interval: int = Field(
+        default=250, gt=0, description="Evaluate train and val loss every N steps."
+    )
+    eval_iters: int = Field(default=20, gt=0, description="Batches per loss estimate.")
+    log_interval: int = Field(default=10, gt=0, description="Log training metrics every N steps.")
+    seed: int = Field(default=1337, description="Seeds model init, batches and dropout.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        "auto", description="`auto` picks cuda, then mps, then cpu."
+        default="auto", description="`auto` picks cuda, then mps, then cpu."
     )
     # No float16: without loss scaling its gradients underflow, and bfloat16 needs none.
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto",
+        default="auto",
         description="Autocast dtype; `auto` is bfloat16 on CUDA, float32 elsewhere (an "
         "explicit bfloat16 applies on any device; weights stay float32).",
     )
-    compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
+    compile: bool = Field(
+        default=False, description="torch.compile the model (slow start, faster steps)."
+    )
     ema_decay: float = Field(
-        0.0, ge=0, lt=1, description="Keep an EMA of the weights with this decay (0: off)."
+        default=0.0, ge=0, lt=1, description="Keep an EMA of the weights with this decay (0: off)."
     )
     num_threads: int | None = Field(
-        None, gt=0, description="torch CPU threads; default: torch's own choice."
+        default=None, gt=0, description="torch CPU threads; default: torch's own choice."
     )
     cpu_batch_split: bool = Field(
-        True,
+        default=True,
         description="On CPU with several torch threads and no dropout, give each thread a "
         "slice of the micro-batch to run forward and backward alone, and sum the slices' "
         "gradients in a fixed order; false: every op is split across the threads instead "
@@ -197,7 +220,7 @@ class TrainConfig(_Strict):
         default_factory=CheckpointingConfig, description="Checkpoint cadence and retention."
     )
     gradient_checkpointing: bool = Field(
-        False,
+        default=False,
         description="Recompute activations in the backward pass (less memory, slower); for "
         '`init_from = "hf:PATH"` models.',
     )
@@ -214,11 +237,13 @@ class TrainConfig(_Strict):
 class LoraSettings(_Strict):
     """LoRA adapters (PEFT) on a pretrained model; only they train, and checkpoints hold them."""
 
-    r: int = Field(8, gt=0, description="Rank of each adapter's A and B matrices.")
-    alpha: float = Field(16.0, gt=0, description="Scale: the adapter's update is alpha / r * BA.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    r: int = Field(default=8, gt=0, description="Rank of each adapter's A and B matrices.")
+    alpha: float = Field(
+        default=16.0, gt=0, description="Scale: the adapter's update is alpha / r * BA."
+    )
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
     target_modules: list[str] | None = Field(
-        None,
+        default=None,
         min_length=1,
         description="Module names to adapt; default per layout: c_attn, c_proj, c_fc (our GPT, "
         "GPT-2), q/k/v/o_proj and gate/up/down_proj (Llama, Qwen2, Mistral).",
@@ -228,19 +253,28 @@ class LoraSettings(_Strict):
 class SampleConfig(_Strict):
     """How ``mlx sample`` generates text from the best (else last) checkpoint."""
 
-    num_samples: int = Field(3, gt=0, description="Samples to draw.")
-    max_new_tokens: int = Field(500, gt=0, description="Tokens to generate per sample.")
-    temperature: float = Field(0.8, gt=0, description="Softmax temperature (< 1: safer).")
+    num_samples: int = Field(default=3, gt=0, description="Samples to draw.")
+    max_new_tokens: int = Field(default=500, gt=0, description="Tokens to generate per sample.")
+    temperature: float = Field(default=0.8, gt=0, description="Softmax temperature (< 1: safer).")
     top_k: int | None = Field(
-        200, gt=0, description="Keep only the k likeliest tokens (null: all)."
+        default=200, gt=0, description="Keep only the k likeliest tokens (null: all)."
     )
     top_p: float = Field(
-        1.0, gt=0, le=1, description="Nucleus sampling: smallest set with this probability mass."
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Nucleus sampling: smallest set with this probability mass.",
     )
-    start: str = Field("\n", description="Prompt text, or `FILE:path` to read it from a file.")
-    seed: int = Field(1337, description="Sampling seed.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to sample.")
-    use_ema: bool = Field(True, description="Sample from the EMA weights when the run kept them.")
+    start: str = Field(
+        default="\n", description="Prompt text, or `FILE:path` to read it from a file."
+    )
+    seed: int = Field(default=1337, description="Sampling seed.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="Where to sample."
+    )
+    use_ema: bool = Field(
+        default=True, description="Sample from the EMA weights when the run kept them."
+    )
 
     @field_validator("start")
     @classmethod
@@ -252,20 +286,22 @@ class SampleConfig(_Strict):
 
 class OutputConfig(_Strict, TrackerSettings):
     directory: SafePath | None = Field(
-        None, description="Where runs go; default <workspace>/runs. Must be inside the workspace."
+        default=None,
+        description="Where runs go; default <workspace>/runs. Must be inside the workspace.",
     )
 
 
 class LMConfig(_Strict):
     """A language-model experiment: prepare the text, train a GPT, sample from it."""
 
-    kind: Literal["lm"] = Field("lm", description="Experiment kind.")
+    kind: Literal["lm"] = Field(default="lm", description="Experiment kind.")
     name: SafeName | None = Field(
-        None, description="Experiment name; default: the EXPERIMENT argument of the command."
+        default=None,
+        description="Experiment name; default: the EXPERIMENT argument of the command.",
     )
-    description: str | None = Field(None, description="Human-readable description.")
+    description: str | None = Field(default=None, description="Human-readable description.")
     init_from: str = Field(
-        "scratch",
+        default="scratch",
         description="Where the weights start: `scratch` (random), `nanogpt:PATH` (a nanoGPT "
         "ckpt.pt or the directory holding it) or `run:PATH` (an lm run: its best checkpoint, "
         "else its last; or one ckpt_* directory) or `hf:PATH` (a local Hugging Face causal "
@@ -274,7 +310,7 @@ class LMConfig(_Strict):
         "Weights only: the optimizer and schedule start anew. See docs/lm.md.",
     )
     lora: LoraSettings | None = Field(
-        None,
+        default=None,
         description="Train LoRA adapters (PEFT) on the init_from model instead of all its "
         "weights; absent: full fine-tuning.",
     )

@@ -45,14 +45,14 @@ class LRScheduleConfig(_Strict):
     """Seed 002's ``lr_schedule_config``: ``arguments: [peak, decay_steps, end]`` after warmup."""
 
     name: Literal["cosine_decay", "constant"] = Field(
-        "cosine_decay", description="`cosine_decay` from peak to end, or `constant`."
+        default="cosine_decay", description="`cosine_decay` from peak to end, or `constant`."
     )
     arguments: list[float] | None = Field(
-        None,
+        default=None,
         description="[peak_lr, decay_steps, end_lr]; default: [learning_rate, "
         "num_training_steps - warmup, learning_rate / 10].",
     )
-    warmup: int = Field(0, ge=0, description="Linear warmup steps from 0 to the peak.")
+    warmup: int = Field(default=0, ge=0, description="Linear warmup steps from 0 to the peak.")
 
     @field_validator("arguments")
     @classmethod
@@ -68,128 +68,138 @@ class LRScheduleConfig(_Strict):
 class TrainerConfig(_Strict):
     """The GRPO algorithm, its batching, optimizer, schedule and gradient routing."""
 
-    algorithm: Literal["grpo"] = Field("grpo", description="The RL algorithm (GRPO).")
+    algorithm: Literal["grpo"] = Field(default="grpo", description="The RL algorithm (GRPO).")
     output_dir: SafePath | None = Field(
-        None,
+        default=None,
         description="Where runs go (`<output_dir>/<name>/<timestamp>/`); default "
         "<workspace>/runs. Must be inside the workspace.",
     )
-    num_training_steps: int = Field(100, gt=0, description="Optimizer steps in all.")
-    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate.")
-    optimizer_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
-    optimizer_beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
-    optimizer_weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    num_training_steps: int = Field(default=100, gt=0, description="Optimizer steps in all.")
+    learning_rate: float = Field(default=1e-5, gt=0, description="Peak learning rate.")
+    optimizer_beta1: float = Field(default=0.9, ge=0, lt=1, description="AdamW beta1.")
+    optimizer_beta2: float = Field(default=0.95, ge=0, lt=1, description="AdamW beta2.")
+    optimizer_weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     lr_schedule_config: LRScheduleConfig = Field(
         default_factory=LRScheduleConfig, description="Warmup then cosine decay."
     )
     ppo_batch_size: int = Field(
-        4, gt=0, description="Prompts per micro-batch (each with its whole group of completions)."
+        default=4,
+        gt=0,
+        description="Prompts per micro-batch (each with its whole group of completions).",
     )
     num_rollout_samples: int = Field(
-        4, gt=0, description="Completions per prompt: the group GRPO compares within."
+        default=4, gt=0, description="Completions per prompt: the group GRPO compares within."
     )
     grad_accum_steps: int = Field(
-        1,
+        default=1,
         gt=0,
         description="Micro-batches per optimizer step; prompts per step = "
         "ppo_batch_size x grad_accum_steps.",
     )
     num_iterations: int = Field(
-        1,
+        default=1,
         gt=0,
         description="Optimizer passes over each batch of rollouts (TRL's mu). With 1 the "
         "importance ratio is exactly 1; more passes make the clipping matter.",
     )
     grpo_beta: float = Field(
-        0.04,
+        default=0.04,
         ge=0,
         description="Weight of the KL penalty to the reference (0: no reference "
         "model is loaded at all).",
     )
     kl_importance_weighted: bool = Field(
-        False,
+        default=False,
         description="Weight the KL term by the importance ratio (beta x ratio x KL), as TRL's "
         "use_bias_correction_kl (its default): on-policy the KL gradient becomes the unbiased "
         "reverse-KL gradient, beta x (logp - ref).",
     )
-    epsilon: float = Field(0.2, gt=0, description="Lower clip range of the importance ratio.")
+    epsilon: float = Field(
+        default=0.2, gt=0, description="Lower clip range of the importance ratio."
+    )
     epsilon_high: float | None = Field(
-        None, gt=0, description="Upper clip range (DAPO's clip-higher); default: epsilon."
+        default=None, gt=0, description="Upper clip range (DAPO's clip-higher); default: epsilon."
     )
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
-        "grpo",
+        default="grpo",
         description="Token averaging: `grpo` per sequence then over sequences; `bnpo` over the "
         "micro-batch's tokens; `dapo` over the whole step's tokens; `dr_grpo` by a constant "
         "(sequences x max_gen_len).",
     )
     scale_rewards: Literal["group", "batch", "none"] = Field(
-        "group",
+        default="group",
         description="Divide advantages by the group's reward std, the batch's, or not at all "
         "(Dr. GRPO).",
     )
     mask_truncated_completions: bool = Field(
-        False, description="Leave completions that hit max_gen_len out of the loss."
+        default=False, description="Leave completions that hit max_gen_len out of the loss."
     )
     dynamic_sampling: bool = Field(
-        False,
+        default=False,
         description="DAPO's dynamic sampling: drop groups whose rewards are all equal (no "
         "signal) and refill from the next prompts.",
     )
     max_resample_rounds: int = Field(
-        3, ge=0, description="With dynamic_sampling: extra generation rounds to refill a step."
+        default=3,
+        ge=0,
+        description="With dynamic_sampling: extra generation rounds to refill a step.",
     )
-    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm (0: off).")
-    seed: int = Field(42, ge=-1, description="Seed of everything; -1 draws one (recorded).")
+    max_grad_norm: float = Field(default=1.0, ge=0, description="Clip the gradient norm (0: off).")
+    seed: int = Field(default=42, ge=-1, description="Seed of everything; -1 draws one (recorded).")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        "auto", description="`auto` picks cuda, then mps, then cpu."
+        default="auto", description="`auto` picks cuda, then mps, then cpu."
     )
     num_threads: int | None = Field(
-        None, gt=0, description="torch CPU threads; default: torch's own choice."
+        default=None, gt=0, description="torch CPU threads; default: torch's own choice."
     )
     eval_every: int = Field(
-        0,
+        default=0,
         ge=0,
         description="Score the validation prompts with the rewards every N steps (0: "
         "only at the end, when val_path is set).",
     )
     eval_num_prompts: int = Field(
-        64, gt=0, description="Validation prompts scored per evaluation (greedy decoding)."
+        default=64, gt=0, description="Validation prompts scored per evaluation (greedy decoding)."
     )
 
     # Dual gradients (seed 002): thinking and answer losses routed to layer ranges.
     use_dual_gradients: bool = Field(
-        False,
+        default=False,
         description="Compute the loss of thinking tokens and of answer tokens apart and apply "
         "each only to its layer range; gradient = thinking + answer_gradient_weight x answer.",
     )
-    thinking_layer_start: int = Field(0, ge=0, description="First layer of the thinking range.")
-    thinking_layer_end: int | None = Field(
-        None, ge=0, description="End (exclusive) of the thinking range; default: all layers."
+    thinking_layer_start: int = Field(
+        default=0, ge=0, description="First layer of the thinking range."
     )
-    answer_layer_start: int = Field(0, ge=0, description="First layer of the answer range.")
+    thinking_layer_end: int | None = Field(
+        default=None,
+        ge=0,
+        description="End (exclusive) of the thinking range; default: all layers.",
+    )
+    answer_layer_start: int = Field(default=0, ge=0, description="First layer of the answer range.")
     answer_layer_end: int | None = Field(
-        None, ge=0, description="End (exclusive) of the answer range; default: all layers."
+        default=None, ge=0, description="End (exclusive) of the answer range; default: all layers."
     )
     answer_gradient_weight: float = Field(
-        1.0, ge=0, description="Weight of the answer region's gradient."
+        default=1.0, ge=0, description="Weight of the answer region's gradient."
     )
 
     # SFT on the reference completion.
     use_sft_on_answer: bool = Field(
-        False, description="Add a supervised loss on each prompt's reference completion."
+        default=False, description="Add a supervised loss on each prompt's reference completion."
     )
     sft_mode: Literal["all", "answer_only", "weighted", "exclude_thinking"] = Field(
-        "all",
+        default="all",
         description="`all`: SFT gradient to every layer; `answer_only`: only the answer layer "
         "range; `exclude_thinking`: every layer but the thinking range; `weighted`: every "
         "layer, thinking and answer tokens weighted by sft_thinking_weight/sft_answer_weight.",
     )
-    sft_weight: float = Field(0.1, ge=0, description="Coefficient of the SFT loss.")
+    sft_weight: float = Field(default=0.1, ge=0, description="Coefficient of the SFT loss.")
     sft_thinking_weight: float = Field(
-        0.0, ge=0, description="`weighted`: weight of the reference's thinking tokens."
+        default=0.0, ge=0, description="`weighted`: weight of the reference's thinking tokens."
     )
     sft_answer_weight: float = Field(
-        1.0, ge=0, description="`weighted`: weight of the reference's answer tokens."
+        default=1.0, ge=0, description="`weighted`: weight of the reference's answer tokens."
     )
 
     @model_validator(mode="after")
@@ -218,19 +228,21 @@ class ModelConfig(_Strict):
         "local Hugging Face causal-LM directory (config.json + weights).",
     )
     checkpoint: Literal["best", "last"] = Field(
-        "best", description="For an lm run directory: its best checkpoint, else the last."
+        default="best", description="For an lm run directory: its best checkpoint, else the last."
     )
     ref_model_path: SafePath | None = Field(
-        None,
+        default=None,
         description="Reference model for the KL penalty; default: a frozen copy of the initial "
         "policy (with LoRA: the base model with adapters disabled, no second copy).",
     )
-    use_lora: bool = Field(False, description="Train LoRA adapters (PEFT) instead of all weights.")
-    lora_rank: int = Field(8, gt=0, description="LoRA rank r.")
-    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale = alpha / r).")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    use_lora: bool = Field(
+        default=False, description="Train LoRA adapters (PEFT) instead of all weights."
+    )
+    lora_rank: int = Field(default=8, gt=0, description="LoRA rank r.")
+    lora_alpha: float = Field(default=16.0, gt=0, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     lora_target_modules: list[str] | None = Field(
-        None,
+        default=None,
         description="Module names to adapt; default: the attention and MLP projections "
         "(`c_attn`, `c_proj`, `c_fc` for GPT-2 style, `q_proj` ... `down_proj` for Llama style).",
     )
@@ -244,33 +256,36 @@ class GenerationConfig(_Strict):
     started, its other tokens are left to the model.
     """
 
-    temperature: float = Field(1.0, gt=0, description="Softmax temperature of rollouts.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    top_k: int | None = Field(None, gt=0, description="Keep the k likeliest tokens (null: all).")
+    temperature: float = Field(default=1.0, gt=0, description="Softmax temperature of rollouts.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(
+        default=None, gt=0, description="Keep the k likeliest tokens (null: all)."
+    )
     stop: list[str] | None = Field(
-        None,
+        default=None,
         description="Texts that end a completion (kept in it, trained on); default: the "
         "tokenizer's EOS for Hugging Face models, a newline for char-level GPTs.",
     )
-    think_start_tag: str = Field("<think>", description="Opens the thinking region.")
-    think_end_tag: str = Field("</think>", description="Closes the thinking region.")
+    think_start_tag: str = Field(default="<think>", description="Opens the thinking region.")
+    think_end_tag: str = Field(default="</think>", description="Closes the thinking region.")
     answer_start_tag: str | None = Field(
-        None, description="Text that starts an answer; the target of bias_answer_start."
+        default=None, description="Text that starts an answer; the target of bias_answer_start."
     )
     bias_close_think: float = Field(
-        0.0, description="Added to the think-end tag's logit while thinking (after min tokens)."
+        default=0.0,
+        description="Added to the think-end tag's logit while thinking (after min tokens).",
     )
     bias_answer_start: float = Field(
-        0.0, description="Added to answer_start_tag's logit right after the think-end tag."
+        default=0.0, description="Added to answer_start_tag's logit right after the think-end tag."
     )
     punish_extra_think_end: float = Field(
-        0.0, description="Added to the think-end tag's logit once thinking has closed."
+        default=0.0, description="Added to the think-end tag's logit once thinking has closed."
     )
     min_think_tokens: int = Field(
-        0, ge=0, description="Thinking tokens before the think-end tag is encouraged."
+        default=0, ge=0, description="Thinking tokens before the think-end tag is encouraged."
     )
     think_end_early_bias: float = Field(
-        0.0,
+        default=0.0,
         description="Subtracted from the think-end tag's logit while fewer than "
         "min_think_tokens thinking tokens were generated.",
     )
@@ -281,26 +296,30 @@ class DataConfig(_Strict):
 
     train_path: SafePath = Field(..., description="JSONL file, or the NPY directory/prefix.")
     val_path: SafePath | None = Field(
-        None, description="Held-out prompts, in the same format as train_path (loader_type)."
+        default=None,
+        description="Held-out prompts, in the same format as train_path (loader_type).",
     )
-    loader_type: Literal["jsonl", "npy"] = Field("jsonl", description="`jsonl` or `npy`.")
+    loader_type: Literal["jsonl", "npy"] = Field(default="jsonl", description="`jsonl` or `npy`.")
     max_prompt_len: int = Field(
-        256, gt=0, description="Prompt tokens kept (the last ones; longer prompts are cut)."
+        default=256, gt=0, description="Prompt tokens kept (the last ones; longer prompts are cut)."
     )
-    max_gen_len: int = Field(128, gt=0, description="Completion tokens generated at most.")
-    shuffle_data: bool = Field(True, description="Reshuffle the prompts every epoch (seeded).")
+    max_gen_len: int = Field(default=128, gt=0, description="Completion tokens generated at most.")
+    shuffle_data: bool = Field(
+        default=True, description="Reshuffle the prompts every epoch (seeded)."
+    )
     on_invalid: Literal["fail", "skip"] = Field(
-        "fail", description="A bad JSONL line: fail naming it, or skip it and count it."
+        default="fail", description="A bad JSONL line: fail naming it, or skip it and count it."
     )
     use_chat_template: bool | None = Field(
-        None,
+        default=None,
         description="Format prompts with the tokenizer's chat template; default: when it has one.",
     )
     system_prompt: str | None = Field(
-        None, description="System prompt for examples that carry none (chat templates only)."
+        default=None,
+        description="System prompt for examples that carry none (chat templates only).",
     )
     val_fraction: float = Field(
-        0.1, gt=0, lt=1, description="`mlx preprocess`: fraction held out for validation."
+        default=0.1, gt=0, lt=1, description="`mlx preprocess`: fraction held out for validation."
     )
 
 
@@ -308,27 +327,29 @@ class RewardSpec(_Strict):
     """One reward: a registered name, its weight in the sum, and its own options."""
 
     name: str = Field(..., description="Registered reward name (see docs/rl-rewards.md).")
-    weight: float = Field(1.0, description="Weight in the total reward.")
+    weight: float = Field(default=1.0, description="Weight in the total reward.")
     config: dict[str, Any] = Field(default_factory=dict, description="The reward's options.")
 
 
 class MonitoringConfig(_Strict):
-    log_every: int = Field(1, gt=0, description="Log metrics every N steps.")
+    log_every: int = Field(default=1, gt=0, description="Log metrics every N steps.")
     log_samples_every: int = Field(
-        10, ge=0, description="Write samples to samples/*.jsonl every N steps (0: never)."
+        default=10, ge=0, description="Write samples to samples/*.jsonl every N steps (0: never)."
     )
-    max_logged_samples: int = Field(8, ge=0, description="Samples written each time, at most.")
-    log_prompts: bool = Field(True, description="Include the prompt in logged samples.")
+    max_logged_samples: int = Field(
+        default=8, ge=0, description="Samples written each time, at most."
+    )
+    log_prompts: bool = Field(default=True, description="Include the prompt in logged samples.")
     use_wandb: bool = Field(
-        False,
+        default=False,
         description="Deprecated: add `wandb` to output.trackers. True still does that (with "
         "a warning), taking wandb_project and wandb_mode below unless output sets them.",
     )
     wandb_project: str = Field(
-        "mlharness-grpo", description="Deprecated with use_wandb: see output.wandb_project."
+        default="mlharness-grpo", description="Deprecated with use_wandb: see output.wandb_project."
     )
     wandb_mode: Literal["auto", "online", "offline"] = Field(
-        "auto", description="Deprecated with use_wandb: see output.wandb_mode."
+        default="auto", description="Deprecated with use_wandb: see output.wandb_mode."
     )
 
 
@@ -338,14 +359,16 @@ class OutputConfig(_Strict, TrackerSettings):
 
 class CheckpointingConfig(_Strict):
     checkpoint_dir: str = Field(
-        "checkpoints",
+        default="checkpoints",
         description="Seed 002's field; the run layout fixes it to `checkpoints` (inside the "
         "run directory), where resume, eval and sample look.",
     )
-    save_every: int = Field(50, gt=0, description="Save every N steps (and at the end).")
-    keep_last_n: int = Field(3, ge=0, description="Checkpoints kept (0: keep none but the final).")
+    save_every: int = Field(default=50, gt=0, description="Save every N steps (and at the end).")
+    keep_last_n: int = Field(
+        default=3, ge=0, description="Checkpoints kept (0: keep none but the final)."
+    )
     save_optimizer_state: bool = Field(
-        True,
+        default=True,
         description="Keep the optimizer state so a resumed run continues exactly; without it "
         "a resume restarts the optimizer's moments (with a warning).",
     )
@@ -366,7 +389,7 @@ class SandboxConfig(_Strict):
     """Where model-written code runs: ``code_execution`` rewards and HumanEval."""
 
     backend: Literal["auto", "bwrap", "process"] = Field(
-        "auto",
+        default="auto",
         description="`auto` and `bwrap`: bubblewrap (namespaces, read-only system, nobody, "
         "no network); the run stops with an error where bwrap cannot run. `process`: a "
         "plain child process with limits and an audit hook, not a security boundary (see "
@@ -377,11 +400,11 @@ class SandboxConfig(_Strict):
 class RLConfig(_Strict):
     """A GRPO experiment: a policy, prompts, rewards, and how to train."""
 
-    kind: Literal["rl"] = Field("rl", description="Experiment kind.")
+    kind: Literal["rl"] = Field(default="rl", description="Experiment kind.")
     name: SafeName | None = Field(
-        None, description="Experiment name; default: the config file's stem."
+        default=None, description="Experiment name; default: the config file's stem."
     )
-    description: str | None = Field(None, description="Human-readable description.")
+    description: str | None = Field(default=None, description="Human-readable description.")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="The algorithm.")
     model: ModelConfig = Field(..., description="Policy and reference models.")
     generation: GenerationConfig = Field(

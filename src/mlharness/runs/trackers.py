@@ -59,17 +59,18 @@ class TrackerSettings(BaseModel):
         '"mlharness[track]"`.',
     )
     mlflow_uri: str | None = Field(
-        None,
+        default=None,
         description="MLflow tracking URI (sqlite:///PATH, http://HOST:PORT, a database URL); "
         "default: sqlite:///<output directory>/mlflow.db. Artifacts of a SQLite store go to "
         "mlartifacts/ beside the database file.",
     )
     mlflow_log_checkpoint: bool = Field(
-        False, description="Also store a completed run's final checkpoint in MLflow."
+        default=False, description="Also store a completed run's final checkpoint in MLflow."
     )
-    wandb_project: str = Field("mlharness", min_length=1, description="W&B project name.")
+    wandb_project: str = Field(default="mlharness", min_length=1, description="W&B project name.")
     wandb_mode: Literal["auto", "online", "offline"] = Field(
-        "auto", description="W&B mode; `auto`: online when W&B's server answers, else offline."
+        default="auto",
+        description="W&B mode; `auto`: online when W&B's server answers, else offline.",
     )
 
     @field_validator("trackers")

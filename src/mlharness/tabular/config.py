@@ -25,51 +25,60 @@ class _Strict(BaseModel):
 
 
 class SyntheticParams(_Strict):
-    n_samples: int = Field(1000, gt=0, description="Number of samples to generate.")
-    n_features: int = Field(10, gt=0, description="Number of input features.")
+    n_samples: int = Field(default=1000, gt=0, description="Number of samples to generate.")
+    n_features: int = Field(default=10, gt=0, description="Number of input features.")
     n_informative: int | None = Field(
-        None, gt=0, description="Features that carry signal; the rest are noise (default: all)."
+        default=None,
+        gt=0,
+        description="Features that carry signal; the rest are noise (default: all).",
     )
-    seed: int | None = Field(None, description="Seed for generation (default: the training seed).")
+    seed: int | None = Field(
+        default=None, description="Seed for generation (default: the training seed)."
+    )
     standardize: bool = Field(
-        False, description="Scale features to zero mean and unit variance (training split stats)."
+        default=False,
+        description="Scale features to zero mean and unit variance (training split stats).",
     )
 
 
 class SyntheticRegressionParams(SyntheticParams):
-    noise_std: float = Field(0.1, ge=0, description="Standard deviation of the Gaussian noise.")
+    noise_std: float = Field(
+        default=0.1, ge=0, description="Standard deviation of the Gaussian noise."
+    )
 
 
 class SyntheticClassificationParams(SyntheticParams):
-    n_classes: int = Field(2, ge=2, description="Number of classes.")
-    class_sep: float = Field(1.0, gt=0, description="Class separation (larger is easier).")
+    n_classes: int = Field(default=2, ge=2, description="Number of classes.")
+    class_sep: float = Field(default=1.0, gt=0, description="Class separation (larger is easier).")
 
 
 class BundledParams(_Strict):
     standardize: bool = Field(
-        True, description="Scale features to zero mean and unit variance (training split stats)."
+        default=True,
+        description="Scale features to zero mean and unit variance (training split stats).",
     )
 
 
 class CsvParams(_Strict):
     target: str = Field(..., min_length=1, description="Name of the target column.")
     features: list[str] | None = Field(
-        None, description="Feature columns to use (default: every column but the target)."
+        default=None, description="Feature columns to use (default: every column but the target)."
     )
     task: Literal["auto", "regression", "classification"] = Field(
-        "auto",
+        default="auto",
         description="'auto' treats a target with at most 20 distinct integer or text values "
         "as classes.",
     )
-    delimiter: str = Field(",", min_length=1, max_length=1, description="Field delimiter.")
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="Field delimiter.")
     standardize: bool = Field(
-        True, description="Scale features to zero mean and unit variance (training split stats)."
+        default=True,
+        description="Scale features to zero mean and unit variance (training split stats).",
     )
 
 
 class _DatasetBase(_Strict):
     path: SafePathText | None = Field(
-        None, description="Path to the dataset file (csv), relative to the workspace root."
+        default=None, description="Path to the dataset file (csv), relative to the workspace root."
     )
 
 
@@ -118,10 +127,10 @@ DatasetConfig = Annotated[
 
 class _ModelParams(_Strict):
     seed: int | None = Field(
-        None, description="Seed for weight initialisation (default: the training seed)."
+        default=None, description="Seed for weight initialisation (default: the training seed)."
     )
     optimizer_config: dict[str, Any] | None = Field(
-        None,
+        default=None,
         description="Per-model optimizer settings (learning_rate, optimizer_type and "
         "hyperparameters such as beta1 or momentum); they override the training section.",
     )
@@ -129,10 +138,13 @@ class _ModelParams(_Strict):
 
 class LinearRegressionParams(_ModelParams):
     use_gradient_descent: bool = Field(
-        False, description="Train by mini-batch gradient descent instead of the closed form."
+        default=False,
+        description="Train by mini-batch gradient descent instead of the closed form.",
     )
     l2_regularization: float = Field(
-        0.0, ge=0, description="L2 penalty λ in mean((Xw+b-y)^2) + λ‖w‖² (ridge regression)."
+        default=0.0,
+        ge=0,
+        description="L2 penalty λ in mean((Xw+b-y)^2) + λ‖w‖² (ridge regression).",
     )
 
 
@@ -141,13 +153,15 @@ class MLPParams(_ModelParams):
         ..., min_length=2, description="Layer sizes from input to output, e.g. [10, 5, 1]."
     )
     activation: Literal["relu", "tanh", "sigmoid"] = Field(
-        "relu", description="Hidden-layer activation."
+        default="relu", description="Hidden-layer activation."
     )
     output_activation: Literal["sigmoid", "softmax"] | None = Field(
-        None, description="None for regression, 'sigmoid' (binary) or 'softmax' (multi-class)."
+        default=None,
+        description="None for regression, 'sigmoid' (binary) or 'softmax' (multi-class).",
     )
     init: Literal["auto", "he", "xavier"] = Field(
-        "auto", description="Weight initialisation: 'auto' is He for relu, Xavier otherwise."
+        default="auto",
+        description="Weight initialisation: 'auto' is He for relu, Xavier otherwise.",
     )
 
     @field_validator("output_activation", mode="before")
@@ -175,7 +189,7 @@ class MLPParams(_ModelParams):
 
 class _ModelBase(_Strict):
     architecture: str | None = Field(
-        None, description="Architecture variant (reserved for future model families)."
+        default=None, description="Architecture variant (reserved for future model families)."
     )
 
 
@@ -197,17 +211,22 @@ ModelConfig = Annotated[LinearRegressionConfig | MLPConfig, Field(discriminator=
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(10, gt=0, description="Number of training epochs.")
-    batch_size: int = Field(32, gt=0, description="Mini-batch size.")
-    learning_rate: float = Field(0.001, gt=0, description="Learning rate.")
+    epochs: int = Field(default=10, gt=0, description="Number of training epochs.")
+    batch_size: int = Field(default=32, gt=0, description="Mini-batch size.")
+    learning_rate: float = Field(default=0.001, gt=0, description="Learning rate.")
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = Field(
-        "adam", description="Optimizer: adam, sgd, rmsprop or adamw."
+        default="adam", description="Optimizer: adam, sgd, rmsprop or adamw."
     )
-    seed: int = Field(42, description="Seed for shuffling, splitting and (by default) init.")
+    seed: int = Field(
+        default=42, description="Seed for shuffling, splitting and (by default) init."
+    )
     validation_fraction: float = Field(
-        0.2, ge=0, lt=1, description="Fraction of samples held out for validation (0 disables)."
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Fraction of samples held out for validation (0 disables).",
     )
-    shuffle: bool = Field(True, description="Reshuffle the training set every epoch.")
+    shuffle: bool = Field(default=True, description="Reshuffle the training set every epoch.")
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Optimizer hyperparameters, e.g. {momentum: 0.9} or {beta1: 0.9, "
@@ -217,19 +236,19 @@ class TrainingConfig(_Strict):
 
 class OutputConfig(_Strict, TrackerSettings):
     directory: SafePathText = Field(
-        "outputs", description="Output directory; must resolve within the workspace root."
+        default="outputs", description="Output directory; must resolve within the workspace root."
     )
     save_checkpoints: bool = Field(
-        True,
+        default=True,
         description="Save model checkpoints, and the state a stopped run resumes from "
         "(without them a stopped run cannot resume).",
     )
     checkpoint_frequency: int = Field(
-        1, gt=0, description="Save checkpoint_epoch_N every N epochs."
+        default=1, gt=0, description="Save checkpoint_epoch_N every N epochs."
     )
-    save_logs: bool = Field(True, description="Keep the console log in the run's logs/.")
+    save_logs: bool = Field(default=True, description="Keep the console log in the run's logs/.")
     tensorboard: bool | None = Field(
-        None,
+        default=None,
         description="The older switch for TensorBoard: true adds `tensorboard` to "
         "output.trackers, false takes it out.",
     )
@@ -255,9 +274,9 @@ class ExperimentConfig(_Strict):
         "model": ("resnet", "vgg", "mobilenet", "efficientnet", "cnn"),
     }
 
-    kind: Literal["tabular"] = Field("tabular", description="Experiment kind.")
+    kind: Literal["tabular"] = Field(default="tabular", description="Experiment kind.")
     name: str = Field(..., min_length=1, description="Unique experiment name (a directory name).")
-    description: str | None = Field(None, description="Human-readable description.")
+    description: str | None = Field(default=None, description="Human-readable description.")
     dataset: DatasetConfig = Field(description="What to train on; chosen by dataset.name.")
     model: ModelConfig = Field(description="What to train; chosen by model.name.")
     training: TrainingConfig = Field(

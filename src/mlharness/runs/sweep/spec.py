@@ -28,14 +28,14 @@ class Param(_Strict):
     """One searched key: ``choices`` (categorical), or a ``low``..``high`` range."""
 
     choices: list[Scalar] | None = Field(
-        None, description="The values to choose from (Optuna's suggest_categorical)."
+        default=None, description="The values to choose from (Optuna's suggest_categorical)."
     )
-    low: int | float | None = Field(None, description="Lower end of a range (included).")
-    high: int | float | None = Field(None, description="Upper end of a range (included).")
-    log: bool = Field(False, description="Sample the range on a log scale (low > 0).")
-    step: int | float | None = Field(None, description="Only values low + k * step.")
+    low: int | float | None = Field(default=None, description="Lower end of a range (included).")
+    high: int | float | None = Field(default=None, description="Upper end of a range (included).")
+    log: bool = Field(default=False, description="Sample the range on a log scale (low > 0).")
+    step: int | float | None = Field(default=None, description="Only values low + k * step.")
     type: Literal["int", "float"] | None = Field(
-        None, description="int or float; default: int when low, high and step are integers."
+        default=None, description="int or float; default: int when low, high and step are integers."
     )
 
     @model_validator(mode="after")
@@ -70,36 +70,42 @@ class SweepSpec(_Strict):
     """A sweep's settings; ``params`` maps dotted config keys to what to try for them."""
 
     name: SafeName | None = Field(
-        None, description="The study's name (default: the base experiment's name)."
+        default=None, description="The study's name (default: the base experiment's name)."
     )
     metric: str = Field(
         ..., description="A key of the trial run's final metrics (summary.json), e.g. val_mse."
     )
-    direction: Literal["minimize", "maximize"] = Field("minimize", description="Optimise how.")
+    direction: Literal["minimize", "maximize"] = Field(
+        default="minimize", description="Optimise how."
+    )
     params: dict[str, Param] = Field(..., description="Dotted config key -> what to try.")
-    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's sampler.")
-    seed: int | None = Field(0, description="The sampler's seed (null: a different search).")
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        default="tpe", description="Optuna's sampler."
+    )
+    seed: int | None = Field(
+        default=0, description="The sampler's seed (null: a different search)."
+    )
     n_trials: int | None = Field(
-        None, ge=1, description="Finished trials (complete or pruned) the study ends with."
+        default=None, ge=1, description="Finished trials (complete or pruned) the study ends with."
     )
     timeout: float | None = Field(
-        None, gt=0, description="Seconds after which this process starts no new trial."
+        default=None, gt=0, description="Seconds after which this process starts no new trial."
     )
     pruner: Literal["none", "median", "successive_halving"] = Field(
-        "none", description="Stop trials early on their intermediate metrics (lm, rl)."
+        default="none", description="Stop trials early on their intermediate metrics (lm, rl)."
     )
     pruner_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Keyword arguments of Optuna's pruner, e.g. n_startup_trials: 1.",
     )
     max_retry: int = Field(
-        3, ge=0, description="Re-runs of a trial whose process was killed or interrupted."
+        default=3, ge=0, description="Re-runs of a trial whose process was killed or interrupted."
     )
     heartbeat_interval: int = Field(
-        5, ge=1, description="Seconds between a running trial's heartbeats in the study."
+        default=5, ge=1, description="Seconds between a running trial's heartbeats in the study."
     )
     grace_period: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="A trial whose heartbeat is older is failed and retried "
         "(default: 4 x heartbeat_interval).",
