@@ -137,13 +137,25 @@ def _build(
         config=config,
         experiment=base.name,
         base=raw,
-        overrides=without_sweep(deep_merge(env_overrides(), parse_set_items(set_items))),
+        overrides=deep_merge(
+            without_sweep(deep_merge(env_overrides(), parse_set_items(set_items))),
+            _pinned_data(base),
+        ),
         output_dir=output_dir,
         storage=storage or default_storage(output_dir, study_name),
         step_key=chosen.METRICS.step_key,
         resolve=resolve,
         strict=strict,
     )
+
+
+def _pinned_data(config: Any) -> dict[str, Any]:
+    """Trials run under their own experiment names, and an lm config's data directory
+    defaults to data/<name>: pin it to the base experiment's, which was prepared."""
+    prepare = getattr(config, "prepare", None)
+    if prepare is not None and getattr(prepare, "data_dir", "") is None:
+        return {"prepare": {"data_dir": str(config.data_dir)}}
+    return {}
 
 
 def _output_dir(config: Any) -> Path:

@@ -202,10 +202,23 @@ def make_sampler(spec: SweepSpec, trials_so_far: int = 0) -> Any:
 
     seed = None if spec.seed is None else spec.seed + trials_so_far
     if spec.sampler == "grid":
-        return samplers.GridSampler(grid(spec), seed=seed)
+        return _grid_class()(grid(spec), seed=seed)
     if spec.sampler == "random":
         return samplers.RandomSampler(seed=seed)
     return samplers.TPESampler(seed=seed)
+
+
+def _grid_class() -> Any:
+    from optuna.samplers import GridSampler
+
+    class Grid(GridSampler):
+        """Optuna's grid, without its ``study.stop()`` once the grid is spent, which only
+        ``study.optimize`` allows: the sweep's budget is the grid's size and ends it."""
+
+        def after_trial(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return Grid
 
 
 def make_pruner(spec: SweepSpec) -> Any:
@@ -262,7 +275,8 @@ def claim(study: optuna.Study, sweep: Sweep, limit: int | None) -> optuna.Trial 
         fail_stale_trials(study)
         if limit is not None and count(study, taken) >= limit:
             return None
-        study.sampler = make_sampler(sweep.spec, len(study.get_trials(deepcopy=False)))
+        if sweep.spec.sampler != "grid":  # the grid draws from the points not yet run
+            study.sampler = make_sampler(sweep.spec, len(study.get_trials(deepcopy=False)))
         trial = study.ask(distributions(sweep.spec))
         trials.beat(trial)  # stale only once it stops beating
     if limit is not None and not sweep.storage.startswith("sqlite:///"):
@@ -290,6 +304,7 @@ def start(study: optuna.Study, sweep: Sweep, trial: optuna.Trial) -> trials.Tria
         return None
     params = nested(trial.params)
     overrides = deep_merge(deep_merge(sweep.overrides, params), {"name": experiment})
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     try:
         config = sweep.resolve(deep_merge(sweep.base, overrides))
     except MlxError as exc:  # a value the schema refuses: this trial cannot run
@@ -297,12 +312,13 @@ def start(study: optuna.Study, sweep: Sweep, trial: optuna.Trial) -> trials.Tria
 
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=TrialState.FAIL)
-        log.warning("Trial %d failed: its config is invalid: %s", trial.number, exc)
-        return None
+        raise SweepError(
+            f"Trial {trial.number}'s config ({shown}) is invalid: {exc}\nNarrow the search "
+            "space (or change the base config) so that every value it holds is valid."
+        ) from exc
     trial.set_user_attr("experiment", experiment)
     trial.set_user_attr("config", config)
     trial.set_user_attr("overrides", params)
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     log.info("Trial %d started%s: %s", trial.number, " (retry)" * retry, shown)
     return trials.launch(
         trial,
