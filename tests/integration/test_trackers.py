@@ -147,3 +147,24 @@ def test_grpo_logs_metrics_and_completions_tables_and_resumes_both_runs(
     first, second = (wandb_run(d) for d in wandb_offline_runs(run_dir))
     assert first[0].run_id == second[0].run_id
     assert [json.loads(h["step"]) for h in second[1] if "reward" in h] == [3]
+
+
+def test_an_mlflow_store_that_cannot_be_opened_fails_the_run_in_one_sentence(
+    workspace: Path,
+) -> None:
+    from mlharness.errors import ConfigError
+    from mlharness.runs import lifecycle
+    from mlharness.runs.trackers import TrackerSettings
+
+    settings = TrackerSettings(trackers=["tensorboard", "mlflow"], mlflow_uri="bogus://nowhere")
+    with pytest.raises(ConfigError) as caught:
+        lifecycle.open_run("e", workspace / "runs", "tabular", config={}, trackers=settings)
+    message = str(caught.value)
+    assert message.startswith("MLflow could not open bogus://nowhere (")
+    assert message.endswith(
+        "): set output.mlflow_uri to a tracking URI it can reach, or remove mlflow from "
+        "output.trackers."
+    )
+    (run_dir,) = (workspace / "runs" / "e").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "failed" and summary["error"].startswith("ConfigError: MLflow")

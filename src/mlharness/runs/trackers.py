@@ -128,11 +128,29 @@ def open_trackers(settings: TrackerSettings, output: OutputManager) -> list[Trac
     for name in settings.trackers:
         if name == "tensorboard":
             opened.append(TensorBoardTracker(output.get_logs_dir() / "tb"))
-        elif name == "mlflow":
-            opened.append(MlflowTracker(settings, output, state.get("mlflow", {})))
-        else:
-            opened.append(WandbTracker(settings, output, state.get("wandb", {})))
+            continue
+        try:
+            if name == "mlflow":
+                opened.append(MlflowTracker(settings, output, state.get("mlflow", {})))
+            else:
+                opened.append(WandbTracker(settings, output, state.get("wandb", {})))
+        except Exception as exc:
+            raise ConfigError(_cannot_open(name, settings, exc)) from exc
     return opened
+
+
+def _cannot_open(name: str, settings: TrackerSettings, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if name == "mlflow":
+        uri = settings.mlflow_uri or "the default SQLite store"
+        return (
+            f"MLflow could not open {uri} ({first}): set output.mlflow_uri to a tracking URI "
+            "it can reach, or remove mlflow from output.trackers."
+        )
+    return (
+        f"W&B could not start a run ({first}): set output.wandb_mode to offline, or remove "
+        "wandb from output.trackers."
+    )
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
@@ -258,7 +276,9 @@ def sqlite_uri(path: Path) -> str:
 
 
 def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+    """The database file of a SQLite URI (a relative one is relative to the current directory,
+    as SQLite takes it); None for any other store."""
+    return Path(uri[len("sqlite:///") :]).resolve() if uri.startswith("sqlite:///") else None
 
 
 def _mlflow_key(key: str) -> str:
@@ -484,7 +504,7 @@ class WandbTracker:
         flat = [flatten(r) for r in rows]
         columns = list(dict.fromkeys(k for r in flat for k in r))
         data = [[r.get(c) for c in columns] for r in flat]
-        table = wandb.Table(columns=list[str | int](columns), data=data)
+        table = wandb.Table(columns=list[str | int](columns), data=data)  # pyright: ignore[reportArgumentType]
         self.run.log({name: table, step_key: step})
 
     def finish(self, status: str) -> None:
