@@ -162,7 +162,47 @@ def test_token_logprobs_match_log_softmax() -> None:
     logits = torch.randn(2, 5, 7)
     targets = torch.randint(0, 7, (2, 5))
     expected = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    assert torch.allclose(grpo.token_logprobs(logits, targets), expected, atol=1e-6)
+    assert torch.allclose(grpo.token_logprobs(logits.clone(), targets), expected, atol=1e-6)
+
+
+def _gather_minus_logsumexp(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The plain autograd formulation token_logprobs replaces."""
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+@pytest.mark.parametrize("keep_graph", [False, True])
+def test_token_logprobs_values_and_gradients_are_plain_autograds(keep_graph: bool) -> None:
+    # Bit for bit: the in-place softmax and gradient change memory, not arithmetic.
+    w = torch.randn(3, 8, 6, dtype=torch.float32) * 2
+    x = torch.randn(3, 4, 8)
+    targets = torch.randint(0, 6, (3, 4))
+    upstream = torch.randn(3, 4)
+    grads = []
+    for ours in (True, False):
+        weight = w.clone().requires_grad_()
+        logits = torch.einsum("btc,bcv->btv", x, weight)  # a layer's output, as in training
+        if ours:
+            logp = grpo.token_logprobs(logits, targets, keep_graph=keep_graph)
+        else:
+            logp = _gather_minus_logsumexp(logits, targets)
+        (logp * upstream).sum().backward(retain_graph=keep_graph)
+        grads.append((logp.detach(), weight.grad.clone()))
+        if keep_graph and ours:  # a second pass through the same graph sees the same softmax
+            (logp * upstream).sum().backward()
+            assert torch.equal(weight.grad, 2 * grads[0][1])
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.equal(grads[0][1], grads[1][1])
+
+
+def test_token_logprobs_of_bfloat16_logits_are_float32_and_leave_them_intact() -> None:
+    logits = torch.randn(2, 3, 5).bfloat16().requires_grad_()
+    before = logits.detach().clone()
+    logp = grpo.token_logprobs(logits, torch.zeros(2, 3, dtype=torch.long))
+    logp.sum().backward()
+    assert logp.dtype == torch.float32 and logits.grad is not None
+    assert logits.grad.dtype == torch.bfloat16
+    assert torch.equal(logits.detach(), before)
 
 
 def test_sft_loss_weights_tokens() -> None:

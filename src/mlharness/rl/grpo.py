@@ -17,7 +17,7 @@ of the reverse KL, where the plain k3 term's is ``beta * (1 - exp(ref_t - logp_t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -50,17 +50,41 @@ def group_advantages(
     return adv.reshape(-1)
 
 
-def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
-    """log p(target) per position: (B, T, V), (B, T) -> (B, T), one row at a time.
+def token_logprobs(logits: Tensor, targets: Tensor, *, keep_graph: bool = False) -> Tensor:
+    """log p(target) per position: (B, T, V), (B, T) -> (B, T) float32.
 
-    ``gather - logsumexp`` row by row never materialises a second (B, T, V) tensor of
-    log-probabilities, which for a 50k vocabulary is most of the step's memory.
+    Float32 logits are overwritten (pass logits nothing else reads). At a 50k vocabulary the
+    logits are the step's largest tensor; log_softmax and its gradient would each add one
+    more of them. Here the logits' own memory holds their softmax after the forward and
+    their gradient after the backward, so the three share one tensor (bench/README.md:
+    GPT-2-small's peak memory). ``keep_graph``: the graph will be backpropagated again
+    (``retain_graph``), so the backward must leave the softmax intact and allocate.
     """
-    rows = []
-    for row_logits, row_targets in zip(logits, targets, strict=True):
-        picked = row_logits.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)
-        rows.append(picked - torch.logsumexp(row_logits.float(), dim=-1))
-    return torch.stack(rows)
+    logp: Tensor = _TokenLogprobs.apply(logits.float(), targets, keep_graph)  # type: ignore[no-untyped-call]
+    return logp
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """gather(logits, target) - logsumexp(logits); the gradient is g * (onehot - softmax)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, targets: Tensor, keep_graph: bool) -> Tensor:
+        logp = logits.new_empty(targets.shape)
+        for b in range(logits.size(0)):  # a row at a time: temporaries of one row only
+            row = logits[b]  # (T, V)
+            lse = torch.logsumexp(row, dim=-1, keepdim=True)  # (T, 1)
+            logp[b] = row.gather(-1, targets[b].unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)
+            row.sub_(lse).exp_()  # the softmax, in place
+        ctx.save_for_backward(logits, targets)
+        ctx.keep_graph = keep_graph
+        return logp
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        probs, targets = ctx.saved_tensors
+        g = grad.unsqueeze(-1)  # (B, T, 1)
+        grad_logits = probs * -g if ctx.keep_graph else probs.mul_(-g)
+        return grad_logits.scatter_add_(-1, targets.unsqueeze(-1), g), None, None
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:

@@ -95,8 +95,10 @@ class GRPOUpdate:
                 spans.append([len(g.prompt_ids) - 1, len(c.ids) if keep else 0])
         return (*_pad(rows, spans, self.tokenizer.pad_id, self.device), spans)
 
-    def _logp(self, model_policy: Policy, ids: Tensor, targets: Tensor) -> Tensor:
-        return grpo.token_logprobs(model_policy.logits(ids), targets)
+    def _logp(
+        self, model_policy: Policy, ids: Tensor, targets: Tensor, keep_graph: bool = False
+    ) -> Tensor:
+        return grpo.token_logprobs(model_policy.logits(ids), targets, keep_graph=keep_graph)
 
     @torch.no_grad()
     def _ref_logp(self, ids: Tensor, targets: Tensor) -> Tensor | None:
@@ -157,7 +159,8 @@ class GRPOUpdate:
     ) -> grpo.LossParts:
         t = self.config.trainer
         ids, targets, mask, spans = self._batch(groups)
-        logp = self._logp(self.policy, ids, targets)
+        # dual gradients backpropagate the graph twice (two losses through the same logp)
+        logp = self._logp(self.policy, ids, targets, keep_graph=t.use_dual_gradients)
         if old:
             old_logp = torch.cat([lp for g in groups for lp in g.old_logp])
         else:
