@@ -296,7 +296,7 @@ def _gpt2_weights(model: Any, weight: Callable[[nn.Module], Tensor] | None) -> P
         wpe=tr.wpe.weight,
         ln_f_weight=tr.ln_f.weight,
         ln_f_bias=tr.ln_f.bias,
-        head_t=w(model.lm_head).t(),  # (C, V)
+        head_t=w(model.lm_head).detach().t().contiguous(),  # (C, V), see PlainWeights
         blocks=[
             BlockWeights(
                 b.ln_1.weight,
