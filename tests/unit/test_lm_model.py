@@ -22,6 +22,7 @@ from mlharness.lm.model import (
     _exponential_race,
     _inverse_cdf,
     causal_attention,
+    dropout,
     plain_decode_step,
     sample_next_token,
     short_causal_attention,
@@ -103,6 +104,25 @@ def test_short_context_attention_is_taken_on_cpu_up_to_its_limit(
     assert lengths == [SHORT_CONTEXT]  # the longer one went to SDPA
 
 
+def test_attention_with_dropout_takes_the_matmul_path_on_cpu_at_any_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SDPA has no CPU kernel with dropout (it falls back to a slower math path)."""
+    import mlharness.lm.model as model_module
+
+    lengths: list[int] = []
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+        lengths.append(q.size(2))
+        return short_causal_attention(q, k, v, p)
+
+    monkeypatch.setattr(model_module, "short_causal_attention", spy)
+    q = torch.randn(1, 1, 2 * SHORT_CONTEXT, 4)
+    causal_attention(q, q, q, None, 0, 0.2)
+    causal_attention(q, q, q, None, 0, 0.0)
+    assert lengths == [2 * SHORT_CONTEXT]  # without dropout, SDPA's flash kernel
+
+
 def test_short_context_attention_drops_weights_reproducibly() -> None:
     q = torch.randn(1, 2, 16, 4)
     plain = short_causal_attention(q, q, q, 0.0)
@@ -112,6 +132,32 @@ def test_short_context_attention_drops_weights_reproducibly() -> None:
     again = short_causal_attention(q, q, q, 0.5)
     assert not torch.allclose(dropped, plain)
     assert torch.equal(dropped, again)
+
+
+def test_dropout_zeroes_a_share_p_and_scales_the_rest_to_keep_the_mean() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(400_000, requires_grad=True)
+    state = torch.get_rng_state()
+    out = dropout(x, 0.2)
+    dropped = out == 0
+    assert abs(dropped.float().mean().item() - 0.2) < 0.003  # 5 sd of 400,000 draws
+    kept = ~dropped
+    torch.testing.assert_close(out[kept], x[kept] * 65536 / 52429)  # 0.2 of 65,536 rounded
+    out.backward(torch.ones_like(x))
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, kept * (65536 / 52429))  # the same mask backwards
+    torch.set_rng_state(state)
+    assert torch.equal(dropout(x, 0.2), out)  # the global generator: seeded, checkpointed
+    assert dropout(x, 0.2, training=False) is x and dropout(x, 0.0) is x
+
+
+def test_dropout_bits_are_uniform_and_independent_across_elements() -> None:
+    """Four 16-bit uniforms from each 64-bit draw: neighbours must not drop together."""
+    torch.manual_seed(1)
+    keep = dropout(torch.ones(200_000), 0.5) > 0
+    both = (keep[:-1] & keep[1:]).float().mean().item()
+    assert abs(keep.float().mean().item() - 0.5) < 0.006
+    assert abs(both - 0.25) < 0.005  # independent pairs, within ~5 sd
 
 
 def test_forward_shapes_with_and_without_targets() -> None:
