@@ -91,3 +91,12 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(prepare, "_download", download)
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("urlopen"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, migrated once a session: a new one costs seconds, so
+    tests copy this one to where a run looks for its store (tracker_support.place_store)."""
+    from tracker_support import migrated_store
+
+    return migrated_store(tmp_path_factory.mktemp("mlflow"))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from e2e_helpers import Mlx, base_env, error_lines, regression, single_run_dir, write_config
 
-from tracker_support import migrated_store, place_store, wandb_offline_runs, wandb_run
+from tracker_support import place_store, wandb_offline_runs, wandb_run
 
 
 def wandb_env(tmp_path: Path) -> dict[str, str]:
@@ -34,7 +34,7 @@ def wandb_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_tabular_run_logs_to_mlflow_and_wandb_with_its_sweep_tags(
-    ws: Path, mlx: Mlx, tmp_path: Path
+    ws: Path, mlx: Mlx, tmp_path: Path, mlflow_store: Path
 ) -> None:
     output = {
         "directory": "runs",
@@ -43,7 +43,7 @@ def test_tabular_run_logs_to_mlflow_and_wandb_with_its_sweep_tags(
         "wandb_mode": "offline",
     }
     write_config(ws / "c.yaml", regression(output=output))
-    uri = place_store(migrated_store(tmp_path), ws / "runs")
+    uri = place_store(mlflow_store, ws / "runs")
     env = {**wandb_env(tmp_path), "MLX_SWEEP": "lr-search", "MLX_SWEEP_TRIAL": "3"}
     result = mlx("run-experiment", "--config", "c.yaml", check=0, env=env)
     printed = result.stdout + result.stderr

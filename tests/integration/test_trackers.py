@@ -20,18 +20,12 @@ from mlflow.tracking import MlflowClient
 from mlharness.rl.tiny_models import build_tiny_model
 from rl_support import arithmetic_rows, rl_config, write_jsonl
 from tracker_support import (
-    migrated_store,
     place_store,
     wandb_offline_runs,
     wandb_run,
 )
 
 BOTH = {"trackers": ["mlflow", "wandb"], "wandb_mode": "offline", "wandb_project": "tests"}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrated_store(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture(autouse=True)
@@ -60,12 +54,12 @@ def artifacts(client: MlflowClient, run_id: str, folder: str | None = None) -> s
 
 
 def test_lm_run_and_its_resume_log_to_one_mlflow_run_and_one_wandb_id(
-    tiny_lm: Callable[..., Any], store: Path
+    tiny_lm: Callable[..., Any], mlflow_store: Path
 ) -> None:
     from mlharness.lm.trainer import train
 
     config = tiny_lm({"train": {"max_iters": 10}, "output": BOTH})
-    uri = place_store(store, config.output_dir)
+    uri = place_store(mlflow_store, config.output_dir)
     first = train(config, progress=False)
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
@@ -107,14 +101,14 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_grpo_logs_metrics_and_completions_tables_and_resumes_both_runs(
-    workspace: Path, tiny_gpt2: Path, store: Path
+    workspace: Path, tiny_gpt2: Path, mlflow_store: Path
 ) -> None:
     from mlharness.rl.trainer import GRPOTrainer
 
     prompts = write_jsonl(workspace / "train.jsonl", arithmetic_rows(5))
     overrides = {"output": BOTH, "monitoring": {"log_samples_every": 2}}
     config = rl_config(workspace, tiny_gpt2, prompts, overrides)
-    uri = place_store(store, config.output_dir)
+    uri = place_store(mlflow_store, config.output_dir)
     trainer = GRPOTrainer(config, progress=False)
     trainer.fit()
     run_dir = trainer.run_dir
