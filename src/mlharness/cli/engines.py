@@ -60,4 +60,4 @@ if TYPE_CHECKING:
     from mlharness.rl import engine as _rl
     from mlharness.tabular import engine as _tabular
 
-    _checked: tuple[Engine, Engine, Engine] = (_tabular, _lm, _rl)
+    _checked: tuple[Engine, Engine, Engine] = (_tabular, _lm, _rl)  # pyright: ignore[reportAssignmentType]

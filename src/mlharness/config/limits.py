@@ -361,7 +361,7 @@ def locate(text: str, *, toml: bool) -> Site | None:
                 frames.pop()
         elif token == ",":
             if frames:
-                frames[-1][1] = frames[-1][1] + 1 if frames[-1][0] == "[" else None
+                frames[-1][1] = (frames[-1][1] or 0) + 1 if frames[-1][0] == "[" else None
         elif token in ":=":
             if frames and frames[-1][0] == "{":
                 frames[-1][1] = last

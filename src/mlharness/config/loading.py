@@ -29,7 +29,7 @@ from mlharness.errors import ConfigError, ConfigValidationError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # pyright: ignore[reportMissingImports]
 
 M = TypeVar("M", bound=BaseModel)
 

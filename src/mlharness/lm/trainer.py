@@ -198,7 +198,7 @@ class ThreadShards:
         for part_loss, part_grads in results[1:]:
             loss = loss + part_loss
             if grads is not None and part_grads is not None:
-                torch._foreach_add_(grads, part_grads)
+                torch._foreach_add_(grads, part_grads)  # pyright: ignore[reportPrivateImportUsage]
         return loss, grads
 
     def _slice(
@@ -663,7 +663,7 @@ class Trainer:
             loss, micro_grads = self.shards.loss_and_grads(x, y, 1.0 / self.accum_local)
             total += loss
             if grads:
-                torch._foreach_add_(grads, micro_grads)
+                torch._foreach_add_(grads, micro_grads)  # pyright: ignore[reportPrivateImportUsage]
             else:
                 grads = micro_grads
         for p, g in zip(self.shards.params, grads, strict=True):
@@ -687,7 +687,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             params = list(self.model.state_dict().values())
-            torch._foreach_lerp_(list(self.ema.values()), params, 1.0 - t.ema_decay)
+            torch._foreach_lerp_(list(self.ema.values()), params, 1.0 - t.ema_decay)  # pyright: ignore[reportPrivateImportUsage]
         return total
 
     def fit(self) -> TrainResult:

@@ -126,10 +126,10 @@ def _lm_tokenizer(tok: Tokenizer, use_chat_template: bool | None) -> PolicyToken
 
 
 def _hf_tokenizer(tok: Any, vocab_size: int, use_chat_template: bool | None) -> PolicyTokenizer:
-    chat = None
+    chat: Callable[[str, str | None], str] | None = None
     if getattr(tok, "chat_template", None):
 
-        def chat(prompt: str, system: str | None) -> str:
+        def chat_text(prompt: str, system: str | None) -> str:
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}
             ]
@@ -137,6 +137,8 @@ def _hf_tokenizer(tok: Any, vocab_size: int, use_chat_template: bool | None) -> 
                 messages, tokenize=False, add_generation_prompt=True
             )
             return text
+
+        chat = chat_text
 
     eos = tok.eos_token_id
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])

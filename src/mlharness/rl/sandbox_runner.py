@@ -374,7 +374,8 @@ def run_tests(spec: dict[str, Any], candidate: _Candidate, results: Any) -> None
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile(spec.get("setup", ""), "<setup>", "exec"), namespace)
     trusted = set(namespace)
-    for name, entry in hello["names"].items():
+    names: dict[str, Any] = hello["names"]  # pyright: ignore[reportAssignmentType]
+    for name, entry in names.items():
         if not _may_bind(str(name), spec.get("expose"), trusted) or type(entry) is not dict:
             continue
         if entry.get("function") is True:

@@ -221,7 +221,8 @@ class MLP(BaseModel):
         self.activation = params.activation
         self.output_activation = params.output_activation
         self.init = params.init
-        self.optimizer: Optimizer = make_optimizer(self.optimizer_config)
+        # An MLP always trains by gradient steps: never None, unlike the base class allows.
+        self.optimizer: Optimizer = make_optimizer(self.optimizer_config)  # pyright: ignore[reportIncompatibleVariableOverride]
         if self.optimizer.learning_rate > 1.0:
             warnings.warn(
                 f"learning_rate {self.optimizer.learning_rate:g} is above 1.0, so training may "

@@ -440,7 +440,7 @@ def checked_specs(specs: Any) -> list[RewardSpec]:
     # An unvalidated RLConfig whose assignment (validate_assignment) checks one field.
     holder = RLConfig.model_construct()  # type: ignore[call-arg]
     try:
-        holder.rewards = specs
+        holder.rewards = specs  # pyright: ignore[reportAttributeAccessIssue]
     except pydantic.ValidationError as exc:
         raise ConfigValidationError(describe_errors(RLConfig, exc)) from None
     return holder.rewards

@@ -152,7 +152,7 @@ def parse_choice(answer: str, letters: str = _LETTERS) -> str | None:
         # IGNORECASE also lets a lower-case bare letter through; it is not a choice.
         if bare is not None and not bare.isupper():
             continue
-        explicit.append((paren or bare).upper())
+        explicit.append((paren or bare or "").upper())
     explicit = [x for x in explicit if x in letters]
     if explicit:
         return explicit[-1]
