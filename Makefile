@@ -82,7 +82,7 @@ demo: install ## Run the example experiment, evaluate it, and show where everyth
 	echo "or call it as .venv/bin/mlx (for example: .venv/bin/mlx history --output-dir runs)."
 
 test: dev ## Run the whole test suite
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 unit: dev ## Run the unit tests
 	$(BIN)/pytest -q -m unit
