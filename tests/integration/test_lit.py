@@ -6,6 +6,7 @@ These need lit-nlp, which lives in its own environment: ``make lit-test`` create
 
 from __future__ import annotations
 
+import doctest
 import json
 import os
 import queue
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip(
@@ -122,6 +124,18 @@ def test_salience_has_one_gradient_per_token_and_lit_interprets_it(
         salience = interpreter.run([example], model, dataset, model_outputs=[out])
         assert salience is not None
         assert len(salience[0]["token_grads"].salience) == n_tokens
+
+
+def test_passages_start_at_lines_and_are_the_validation_text(
+    trained: tuple[Path, Any], loaded: tuple[lit.GPTLitModel, Any]
+) -> None:
+    _, cfg = trained
+    model, dataset = loaded
+    text = model.tokenizer.decode(np.fromfile(cfg.data_dir / "val.bin", np.uint16).tolist())
+    assert len(dataset.examples) == 5
+    for example in dataset.examples:
+        assert example["prompt"] + example["target"] in text
+    assert doctest.testmod(lit).failed == 0  # passages' line-start example
 
 
 def test_outputs_match_the_spec_lit_checks(loaded: tuple[lit.GPTLitModel, Any]) -> None:

@@ -135,7 +135,7 @@ class GPTLitModel(lit_model.Model):  # type: ignore[misc]
             targets = torch.tensor(ids[1:], device=logits.device)
             total = F.cross_entropy(logits[:-1], targets, reduction="sum")
             grads = torch.autograd.grad(total, embs)[0][0]
-            loss = float(total) / len(targets)
+            loss = float(total.detach()) / len(targets)
         top = torch.topk(probs, self.top_k, dim=-1)
         indices, values = top.indices.tolist(), top.values.tolist()
         pred_tokens = [
@@ -189,18 +189,22 @@ def passages(
 ) -> list[dict[str, str]]:
     """``count`` passages spread evenly over the split: a prompt and the text that follows.
 
+    Each starts at a line's beginning where one lies within half a prompt of its even spot,
+    so that prompts read as text rather than from the middle of a word.
+
     >>> from mlharness.lm.tokenizers import CharTokenizer
-    >>> tok = CharTokenizer("abcdefghij")
-    >>> passages(np.array(tok.encode("abcdefghij")), tok, 2, 3, 2)
-    [{'prompt': 'abc', 'target': 'de'}, {'prompt': 'fgh', 'target': 'ij'}]
+    >>> tok = CharTokenizer("\\nabcdefgh")
+    >>> passages(np.array(tok.encode("hgfedcb\\nabcdefg")), tok, 2, 4, 2)
+    [{'prompt': 'hgfe', 'target': 'dc'}, {'prompt': 'abcd', 'target': 'ef'}]
     """
-    span = prompt_len + target_len
-    if len(tokens) < span:
+    span, reach = prompt_len + target_len, prompt_len // 2
+    if len(tokens) < span + reach:
         raise ModelError(
-            f"The validation split has {len(tokens)} tokens, fewer than one passage of "
-            f"{span}: prepare more text, or use a run with a larger validation split."
+            f"The validation split has {len(tokens)} tokens, too few for a passage of "
+            f"{span + reach}: prepare more text, or use a run with a larger validation split."
         )
-    starts = np.unique(np.linspace(0, len(tokens) - span, count).round().astype(np.int64))
+    spots = np.linspace(0, len(tokens) - span - reach, count).round().astype(np.int64)
+    starts = sorted({_line_start(tokens, tokenizer, int(s), reach) for s in spots})
     return [
         {
             "prompt": tokenizer.decode(tokens[s : s + prompt_len].tolist()),
@@ -208,6 +212,14 @@ def passages(
         }
         for s in starts
     ]
+
+
+def _line_start(tokens: np.ndarray, tokenizer: Tokenizer, start: int, reach: int) -> int:
+    """The first position in ``[start, start + reach)`` that follows a newline, else start."""
+    for i in range(start, start + reach):
+        if i == 0 or tokenizer.decode([int(tokens[i - 1])]).endswith("\n"):
+            return i
+    return start
 
 
 def load(
