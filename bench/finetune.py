@@ -53,6 +53,7 @@ from grpo import Summary, across, bench_env  # bench/ is on sys.path
 from lm import TEXT
 from report import (
     ChildRun,
+    add_common_options,
     emit,
     finish,
     fmt,
@@ -61,6 +62,7 @@ from report import (
     print_header,
     ratio,
     run_child,
+    run_child_mode,
     save_json,
     say,
     self_command,
@@ -731,9 +733,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-trl", action="store_true", help="measure only our side (as when TRL is missing)"
     )
-    parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     for name in ("steps", "threads", "repeats"):
         if getattr(args, name) < 1:
@@ -763,9 +764,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args._child:
-        mode, spec = args._child
-        CHILD_MODES[mode](json.loads(spec))
+    if run_child_mode(args, CHILD_MODES):
         return 0
     with_trl = not args.skip_trl and importlib.util.find_spec("trl") is not None
     started = time.perf_counter()

@@ -81,6 +81,7 @@ from typing import Any
 import report  # bench/ is on sys.path when a script runs
 from report import (
     ChildRun,
+    add_common_options,
     child_env,
     emit,
     finish,
@@ -90,9 +91,9 @@ from report import (
     print_header,
     ratio,
     run_child,
+    run_child_mode,
     save_json,
     say,
-    section_parser,
     self_command,
     table,
 )
@@ -1259,17 +1260,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cprofile", action="store_true", help="profile: also list the top functions (cProfile)"
     )
     parser.add_argument(
-        "--only",
-        type=section_parser(SECTIONS),
-        metavar="SECTIONS",
-        help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}",
-    )
-    parser.add_argument(
         "--skip-trl", action="store_true", help="measure only our side (as when TRL is missing)"
     )
-    parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
+    add_common_options(parser, SECTIONS)
     args = parser.parse_args(argv)
     for name in ("steps", "threads", "repeats", "import_repeats", "profile_steps"):
         if getattr(args, name) < 1:
@@ -1281,9 +1275,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args._child:
-        mode, spec = args._child
-        CHILD_MODES[mode](json.loads(spec))
+    if run_child_mode(args, CHILD_MODES):
         return 0
     sections = args.only or list(SECTIONS)
     with_trl = not args.skip_trl and importlib.util.find_spec("trl") is not None

@@ -92,6 +92,31 @@ def section_parser(sections: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def add_common_options(parser: argparse.ArgumentParser, sections: Sequence[str] = ()) -> None:
+    """The options every script has: ``--only`` (where it has sections), ``--json`` and the
+    hidden ``--_child MODE SPEC`` by which a script runs parts of itself in a child."""
+    if sections:
+        parser.add_argument(
+            "--only",
+            type=section_parser(sections),
+            metavar="SECTIONS",
+            help=f"comma-separated sections to run (default all): {','.join(sections)}",
+        )
+    parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
+    parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
+
+
+def run_child_mode(
+    args: argparse.Namespace, modes: dict[str, Callable[[dict[str, Any]], None]]
+) -> bool:
+    """Run the ``--_child`` mode a parent asked for; False when this is no child."""
+    if not args._child:
+        return False
+    mode, spec = args._child
+    modes[mode](json.loads(spec))
+    return True
+
+
 # --------------------------------------------------------------------------- header and tail
 
 
