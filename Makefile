@@ -205,7 +205,7 @@ $(LIT_VENV)/.installed: pyproject.toml
 
 lit-env: $(LIT_VENV)/.installed ## Create .venv-lit: LIT (lit-nlp) and the lm engine, apart from .venv
 
-lit: lit-env ## Serve LIT on an lm run: RUN=runs/<experiment>/<run> [PORT=n]
+lit: lit-env ## Serve LIT on an lm run: RUN=runs/<experiment>[/<run>] [PORT=n]
 	$(LIT_VENV)/bin/mlx lit $(RUN) $(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 lit-test: lit-env ## Run the LIT tests in .venv-lit

@@ -138,6 +138,13 @@ def test_passages_start_at_lines_and_are_the_validation_text(
     assert doctest.testmod(lit).failed == 0  # passages' line-start example
 
 
+def test_an_experiments_directory_stands_for_its_newest_run(trained: tuple[Path, Any]) -> None:
+    run, _ = trained
+    assert lit.load(run.parent, examples=1)[2] == lit.load(run, examples=1)[2]
+    with pytest.raises(lit.ModelError, match="neither a trained lm run nor an experiment"):
+        lit.load(run / "samples", examples=1)
+
+
 def test_outputs_match_the_spec_lit_checks(loaded: tuple[lit.GPTLitModel, Any]) -> None:
     model, dataset = loaded
     model.sampling = lit.Sampling(4, 0.8, None, 1.0, seed=1)

@@ -349,7 +349,11 @@ def export(
 @app.command("lit", short_help="Serve LIT (the Learning Interpretability Tool) on an lm run.")
 def lit(
     run_dir: Annotated[
-        Path, typer.Argument(help="A trained lm run's directory.", show_default=False)
+        Path,
+        typer.Argument(
+            help="A trained lm run, or an experiment's directory (its newest trained run).",
+            show_default=False,
+        ),
     ],
     checkpoint: Annotated[
         str | None,

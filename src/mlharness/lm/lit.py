@@ -35,6 +35,7 @@ from mlharness.lm.evaluate import checkpoint_dir, run_config, split_tokens
 from mlharness.lm.model import GPT
 from mlharness.lm.sampler import load_model, run_tokenizer
 from mlharness.lm.tokenizers import Tokenizer
+from mlharness.runs.checkpoints import newest_trained_run
 from mlharness.runs.device import resolve_device
 
 TOP_K = 10
@@ -225,15 +226,22 @@ def _line_start(tokens: np.ndarray, tokenizer: Tokenizer, start: int, reach: int
 def load(
     run_dir: Path, checkpoint: str | None = None, examples: int = 64
 ) -> tuple[GPTLitModel, lit_dataset.Dataset, Path]:
-    """The run's GPT as a LIT model, passages of its validation split, and the checkpoint.
+    """The run's GPT as a LIT model, passages of its validation split, and the checkpoint;
+    an experiment's directory of runs stands for its newest trained run.
 
     The checkpoint is chosen as ``mlx sample`` and ``mlx eval`` choose it (best, else last);
     the passages come from the data the run trained on, checked as ``mlx eval`` checks it.
     """
     if examples < 1:
         raise ModelError(f"--examples must be at least 1; got {examples}.")
-    if not (run_dir / "checkpoints").is_dir():
-        raise ModelError(f"{run_dir} has no checkpoints/: pass the directory of a trained lm run.")
+    if not (run_dir / "checkpoints").is_dir():  # an experiment's directory: its newest run
+        newest, _ = newest_trained_run(run_dir)
+        if newest is None:
+            raise ModelError(
+                f"{run_dir} is neither a trained lm run nor an experiment's directory holding "
+                "one: pass a run directory (runs/<experiment>/<run>)."
+            )
+        run_dir = newest
     chosen = checkpoint_dir(run_dir, checkpoint)
     config = run_config(chosen)
     model, _ = load_model(chosen, resolve_device(config.sample.device), config.sample.use_ema)
@@ -307,7 +315,8 @@ def serve(
     instead of werkzeug's exit, and the URL printed is one that already accepts connections.
     """
     model, dataset, chosen = load(run_dir, checkpoint, examples)
-    wsgi = app(model, dataset, f"{run_dir.resolve().parent.name}-{run_dir.name}")
+    run = chosen.resolve().parent.parent
+    wsgi = app(model, dataset, f"{run.parent.name}-{run.name}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind(("127.0.0.1", port))
