@@ -39,7 +39,11 @@ Sections (``--only``, comma-separated):
     the full model, LoRA folded and LoRA through PEFT's forward; this machine's memory
     bandwidth (a 512 MB ``torch`` copy, read + write, with ``--threads`` threads); the bytes a
     token step must read (every weight once, the KV cache at 70 positions) and the time that
-    takes at that bandwidth, against the measured step.
+    takes at that bandwidth, against the measured step. Then our GPT at the same shape: the
+    plain path with the head as a contiguous copy (now) or the weight's view (before), the
+    modules' forward in float32 and int8 (``quantize_dynamic``, FlashRL's rollout route, not
+    an option of ours: see bench/README.md), and one token draw from 8 x 50,257 logits by
+    inverse CDF (now) and by an exponential race (before).
 """
 
 from __future__ import annotations
@@ -279,6 +283,12 @@ def section_decode(work: Path, threads: int) -> dict[str, Any]:
     ]
     headers = ["decode step (B=8)", "ms/step", "% of bandwidth bound", "% of sgemm peak"]
     say(table(headers, rows))
+    say(
+        table(
+            ["one draw from 8 x 50,257 logits", "ms"],
+            [[k, fmt(v, 2)] for k, v in res["sampling_ms"]],
+        )
+    )
     return res
 
 
@@ -370,6 +380,7 @@ def child_decode(spec: dict[str, Any]) -> None:
                     logits = step(logits.argmax(-1, keepdim=True))
                 if r:
                     times[i].append((time.perf_counter() - t) / N * 1000)
+    extra = decode_variants(B, P, N)
     cfg = policy.core.config
     weights = sum(p.numel() * p.element_size() for p in policy.model.parameters())
     weights -= policy.core.transformer.wpe.weight.numel() * 4  # one position row is read
@@ -382,7 +393,9 @@ def child_decode(spec: dict[str, Any]) -> None:
         {
             "decode_ms": [
                 [v[0], statistics.median(t)] for v, t in zip(variants, times, strict=True)
-            ],
+            ]
+            + extra["decode_ms"],
+            "sampling_ms": extra["sampling_ms"],
             "bandwidth_gbs": bandwidth,
             "copy_mb": copy_mb * 2**20 / 1e6,
             "weights_mb": weights / 1e6,
@@ -394,6 +407,98 @@ def child_decode(spec: dict[str, Any]) -> None:
             "compute_bound_ms": flops / (gflops * 1e9) * 1000,
         }
     )
+
+
+def decode_cases(B: int, P: int, N: int) -> list[tuple[str, Any]]:
+    """Decode steps of our GPT at the same shape: the head as the weight's transposed view
+    (before) or a contiguous copy (now), and an int8 copy (``quantize_dynamic``, FlashRL's
+    route, through the modules' forward, against the float32 forward); and one sampling
+    draw from 8 x 50,257 logits, by inverse CDF (now) and by an exponential race (before).
+    """
+    import copy
+
+    import torch
+
+    from mlharness.lm.model import (
+        GPT,
+        GPTConfig,
+        KVCache,
+        _exponential_race,
+        plain_decode_step,
+        sample_next_token,
+    )
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=12, n_head=12, n_embd=768, vocab_size=VOCAB, dropout=0.0)
+    model = GPT(cfg).eval()
+    quantize = torch.ao.quantization.quantize_dynamic
+    int8 = quantize(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    now = model.plain_weights()
+    view = now._replace(head_t=model.lm_head.weight.detach().t())
+    prompt = torch.randint(3, 49, (B, P), generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(B, VOCAB, generator=torch.Generator().manual_seed(0)) * 3
+    gen = torch.Generator().manual_seed(0)
+
+    def steps(step: Any) -> float:
+        cache = KVCache(cfg, B)
+        out = step(prompt, cache)
+        t = time.perf_counter()
+        for _ in range(N):
+            out = step(out.argmax(-1, keepdim=True), cache)
+        return (time.perf_counter() - t) / N * 1000
+
+    def draws(draw: Any) -> float:
+        t = time.perf_counter()
+        for _ in range(N):
+            draw()
+        return (time.perf_counter() - t) / N * 1000
+
+    weights = torch.exp(logits - logits.amax(-1, keepdim=True))
+    cases: list[tuple[str, Any]] = [
+        (
+            "our GPT: plain path, head a contiguous copy (now)",
+            lambda: steps(lambda ids, c: plain_decode_step(ids, c, now)),
+        ),
+        (
+            "our GPT: plain path, head the weight's view (before)",
+            lambda: steps(lambda ids, c: plain_decode_step(ids, c, view)),
+        ),
+        (
+            "our GPT: modules' forward, float32",
+            lambda: steps(lambda ids, c: model(ids, kv_cache=c)[0][:, -1]),
+        ),
+        (
+            "our GPT: modules' forward, int8 (quantize_dynamic)",
+            lambda: steps(lambda ids, c: int8(ids, kv_cache=c)[0][:, -1]),
+        ),
+        (
+            "sampling: inverse CDF (now)",
+            lambda: draws(lambda: sample_next_token(logits, generator=gen)),
+        ),
+        (
+            "sampling: exponential race (before)",
+            lambda: draws(lambda: _exponential_race(weights, gen)),
+        ),
+    ]
+    return cases
+
+
+def decode_variants(B: int, P: int, N: int) -> dict[str, list[list[Any]]]:
+    """:func:`decode_cases`, medians over 3 alternated rounds after a warm-up round."""
+    import statistics
+
+    import torch
+
+    cases = decode_cases(B, P, N)
+    times: list[list[float]] = [[] for _ in cases]
+    with torch.inference_mode():
+        for r in range(4):  # round 0 warms up
+            for i, (_, run) in enumerate(cases):
+                ms = run()
+                if r:
+                    times[i].append(ms)
+    rows = [[label, statistics.median(t)] for (label, _), t in zip(cases, times, strict=True)]
+    return {"decode_ms": rows[:4], "sampling_ms": rows[4:]}
 
 
 CHILD_MODES = {
