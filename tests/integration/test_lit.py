@@ -106,6 +106,8 @@ def test_predictions_are_the_models_next_token_probabilities(
             pytest.approx(float(expected[position, best]), rel=1e-5),
         )
     assert out["next_tokens"] == out["pred_tokens"][-1]
+    following = expected[:-1].gather(1, ids[:, 1:].T)[:, 0].tolist()
+    assert out["token_probs"] == pytest.approx([0.0, *following], rel=1e-5)
     assert len(model.analyse(model.encode(prompt))["pred_tokens"][0]) == lit.TOP_K
 
 
@@ -119,11 +121,16 @@ def test_salience_has_one_gradient_per_token_and_lit_interprets_it(
     assert out["token_embs"].shape == out["token_grads"].shape == (n_tokens, n_embd)
     assert out["embedding"].shape == (n_embd,)
     assert abs(out["token_grads"]).sum() > 0 and out["loss"] > 0
-    for interpreter in (gradient_maps.GradientNorm(), gradient_maps.GradientDotInput()):
-        assert interpreter.is_compatible(model, dataset)
-        salience = interpreter.run([example], model, dataset, model_outputs=[out])
-        assert salience is not None
-        assert len(salience[0]["token_grads"].salience) == n_tokens
+    interpreters = {
+        "token_grads": (gradient_maps.GradientNorm(), gradient_maps.GradientDotInput()),
+        "token_probs": (lit.TokenProbability(),),
+    }
+    for field, field_interpreters in interpreters.items():
+        for interpreter in field_interpreters:
+            assert interpreter.is_compatible(model, dataset)
+            salience = interpreter.run([example], model, dataset, model_outputs=[out])
+            assert salience is not None
+            assert len(salience[0][field].salience) == n_tokens
 
 
 def test_passages_start_at_lines_and_are_the_validation_text(
@@ -213,13 +220,16 @@ def test_server_answers_lits_api_and_stops_on_ctrl_c(trained: tuple[Path, Any]) 
             {"inputs": data[:1]},
         )
         assert isinstance(preds[0]["response"], str) and preds[0]["response"]
-        salience = _post(
-            url + f"get_interpretations?model={name}&dataset_name=val&interpreter=Grad+L2+Norm",
-            {"inputs": data[:1]},
-        )
-        assert len(salience[0]["token_grads"]["salience"]) == len(
-            salience[0]["token_grads"]["tokens"]
-        )
+        for interpreter, field in (
+            ("Grad+L2+Norm", "token_grads"),
+            ("Token+probability", "token_probs"),
+        ):
+            salience = _post(
+                url
+                + f"get_interpretations?model={name}&dataset_name=val&interpreter={interpreter}",
+                {"inputs": data[:1]},
+            )
+            assert len(salience[0][field]["salience"]) == len(salience[0][field]["tokens"])
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None

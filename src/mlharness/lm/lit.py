@@ -24,10 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lit_nlp import app as lit_app
+from lit_nlp.api import components as lit_components
 from lit_nlp.api import dataset as lit_dataset
+from lit_nlp.api import dtypes as lit_dtypes
 from lit_nlp.api import layout as lit_layout
 from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
+from lit_nlp.components import core
 from werkzeug import serving
 
 from mlharness.errors import ModelError
@@ -83,6 +86,7 @@ class GPTLitModel(lit_model.Model):  # type: ignore[misc]
             "response": lit_types.GeneratedText(parent="target"),
             "next_tokens": lit_types.GeneratedTextCandidates(),
             "tokens": lit_types.Tokens(parent="prompt"),
+            "token_probs": lit_types.TokenScores(align="tokens"),
             "pred_tokens": lit_types.TokenTopKPreds(align="tokens"),
             "token_embs": lit_types.TokenEmbeddings(align="tokens"),
             "token_grads": lit_types.TokenGradients(align="tokens", grad_for="token_embs"),
@@ -143,8 +147,10 @@ class GPTLitModel(lit_model.Model):  # type: ignore[misc]
             [(self.token_text(i), p) for i, p in zip(row_i, row_p, strict=True)]
             for row_i, row_p in zip(indices, values, strict=True)
         ]
+        seen = probs[:-1].gather(1, torch.tensor([ids[1:]], device=probs.device).T)[:, 0]
         return {
             "tokens": [self.token_text(i) for i in ids],
+            "token_probs": [0.0, *seen.tolist()],  # nothing precedes the first token
             "pred_tokens": pred_tokens,
             "next_tokens": pred_tokens[-1],
             "token_embs": embs[0].detach().cpu().numpy(),
@@ -183,6 +189,31 @@ class GPTLitModel(lit_model.Model):  # type: ignore[misc]
 
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token])
+
+
+class TokenProbability(lit_components.Interpreter):  # type: ignore[misc]
+    """Each prompt token shaded by the probability the model gave it after the tokens before
+    it, so Salience Maps shows where the text surprised the model beside the gradients."""
+
+    def run(
+        self,
+        inputs: list[dict[str, Any]],
+        model: Any,
+        dataset: Any,
+        model_outputs: list[dict[str, Any]] | None = None,
+        config: Any = None,
+    ) -> list[dict[str, Any]]:
+        outputs = list(model.predict(inputs)) if model_outputs is None else model_outputs
+        return [
+            {"token_probs": lit_dtypes.TokenSalience(o["tokens"], o["token_probs"])}
+            for o in outputs
+        ]
+
+    def is_compatible(self, model: Any, dataset: Any) -> bool:
+        return "token_probs" in model.output_spec()
+
+    def meta_spec(self) -> dict[str, Any]:
+        return {"saliency": lit_types.TokenSalience(autorun=True, signed=False)}
 
 
 def passages(
@@ -289,9 +320,11 @@ def app(model: GPTLitModel, dataset: lit_dataset.Dataset, name: str) -> Any:
     import lit_nlp
 
     client = Path(lit_nlp.__file__).parent / "client" / "build" / "default"
+    models = {name: model}
     return lit_app.LitApp(
-        {name: model},
+        models,
         {"val": dataset},
+        interpreters=core.default_interpreters(models) | {"Token probability": TokenProbability()},
         layouts={"lm": LAYOUT},
         default_layout="lm",
         model_loaders={},
