@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlharness import __version__
 from mlharness.config.paths import workspace_root
@@ -22,9 +22,6 @@ from mlharness.errors import RunDirectoryError
 from mlharness.runs import index, recovery
 from mlharness.runs.io import atomic_write_json
 from mlharness.runs.tags import run_tags
-
-if TYPE_CHECKING:
-    from mlharness.runs.trackers import Tracker
 
 # crashed: the process died (SIGKILL, power loss) and left nothing to resume from; set by the
 # next process that finds the run (runs.recovery), never by the run itself.
@@ -61,7 +58,9 @@ class OutputManager:
         self._started = time.monotonic()
         self._elapsed_before = 0.0  # a resumed run's time until it stopped: the total goes on
         self.resumed = resume_dir is not None
-        self.trackers: list[Tracker] = []  # opened by lifecycle.open_run, ended by finish
+        # runs.trackers.Tracker objects, opened by lifecycle.open_run and ended by finish; not
+        # imported here, because trackers build on this module.
+        self.trackers: list[Any] = []
         self.locked = lock
         if resume_dir is not None:
             # Resuming continues in the run's own directory, so one run keeps one history.
