@@ -18,9 +18,9 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("scale", ["group", "batch"])
-def test_a_nearly_flat_group_keeps_its_order_without_blowing_up(scale: str) -> None:
+def test_a_nearly_flat_group_keeps_its_order_without_blowing_up(scale: grpo.ScaleRewards) -> None:
     # std 7.1e-5 is below eps 1e-4: dividing by std + eps bounds the advantages below 1.
-    adv = grpo.group_advantages(torch.tensor([0.0, 1e-4]), 2, scale)  # type: ignore[arg-type]
+    adv = grpo.group_advantages(torch.tensor([0.0, 1e-4]), 2, scale)
     std = 1e-4 / math.sqrt(2)
     assert adv.tolist() == pytest.approx([-5e-5 / (std + 1e-4), 5e-5 / (std + 1e-4)], rel=1e-4)
 
@@ -39,15 +39,25 @@ def _batch() -> tuple[torch.Tensor, ...]:
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
-def test_two_accumulated_halves_add_up_to_the_whole_batch(loss_type: str) -> None:
+def test_two_accumulated_halves_add_up_to_the_whole_batch(loss_type: grpo.LossType) -> None:
     logp, old, ref, adv = _batch()
     mask = torch.ones(4, 3)
-    kw = {"beta": 0.1, "loss_type": loss_type, "max_gen_len": 3}
-    whole = grpo.grpo_loss(logp, old, adv, mask, ref, **kw).loss  # type: ignore[arg-type]
-    halves = [
-        grpo.grpo_loss(logp[s], old[s], adv[s], mask[s], ref[s], accum=2, **kw).loss  # type: ignore[arg-type]
-        for s in (slice(0, 2), slice(2, 4))
-    ]
+
+    def loss(s: slice, accum: int) -> torch.Tensor:
+        return grpo.grpo_loss(
+            logp[s],
+            old[s],
+            adv[s],
+            mask[s],
+            ref[s],
+            beta=0.1,
+            loss_type=loss_type,
+            max_gen_len=3,
+            accum=accum,
+        ).loss
+
+    whole = loss(slice(0, 4), 1)
+    halves = [loss(slice(0, 2), 2), loss(slice(2, 4), 2)]
     assert (halves[0] + halves[1]).item() == pytest.approx(whole.item(), rel=1e-6)
 
 

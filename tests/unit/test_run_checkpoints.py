@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from mlharness.errors import CheckpointError  # noqa: E402
-from mlharness.runs import checkpoints as ckpt  # noqa: E402
+from mlharness.errors import CheckpointError
+from mlharness.runs import checkpoints as ckpt
 
 pytestmark = pytest.mark.unit
 
