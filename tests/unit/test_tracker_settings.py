@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from mlharness.config import ConfigWarning, validate
+from mlharness.config import ConfigWarning, flatten, validate
 from mlharness.errors import ConfigValidationError
-from mlharness.runs.trackers import _param_text, call_each, flatten
+from mlharness.runs.trackers import _param_text, call_each
 from mlharness.tabular.config import OutputConfig
 
 

@@ -151,6 +151,19 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as the dotted keys ``--set`` takes: ``{"train": {"lr": 1}}`` ->
+    ``{"train.lr": 1}``; an empty section stays a value, so nothing is lost."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def parse_set_items(items: Sequence[str]) -> dict[str, Any]:
     """Turn ``["training.epochs=5", "model.params.layer_sizes=[4, 1]"]`` into a nested dict.
 

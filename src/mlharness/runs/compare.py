@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mlharness.config import flatten
 from mlharness.errors import RunDirectoryError
 from mlharness.runs.describe import Headline, Point, RunMetrics, best_and_final, last_step
 from mlharness.runs.index import format_value
@@ -37,18 +38,6 @@ def group_by_kind(
             )
         groups.setdefault(run.kind, []).append(run)
     return groups
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections to dotted keys: ``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _show(value: Any) -> str:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
+from mlharness.config import flatten
 from mlharness.errors import ConfigError
 from mlharness.runs.io import atomic_write_json
 from mlharness.runs.tags import run_tags
@@ -198,18 +199,6 @@ def scalars(record: Mapping[str, Any], skip: str = "") -> dict[str, float]:
         and not isinstance(v, bool)
         and math.isfinite(v)
     }
-
-
-def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: the dotted paths ``--set`` takes."""
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        path = f"{prefix}{key}"
-        if isinstance(item, Mapping) and item:
-            out.update(flatten(item, path + "."))
-        else:
-            out[path] = item
-    return out
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlharness.config import flatten
 from mlharness.runs.io import atomic_directory, atomic_write_json, dumps, remove_directory
 
 if TYPE_CHECKING:
@@ -147,17 +148,9 @@ def why_not(
     return None
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        return {
-            k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()
-        }
-    return {prefix[:-1]: value}
-
-
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``["training.epochs: 4 -> 6", ...]``: the dotted keys whose values differ."""
-    before, after = _flat(dict(old)), _flat(dict(new))
+    before, after = flatten(old), flatten(new)
     unset = object()
     changes = []
     for key in sorted(before.keys() | after.keys()):
