@@ -10,6 +10,7 @@ import doctest
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,6 +151,25 @@ def test_an_experiments_directory_stands_for_its_newest_run(trained: tuple[Path,
     assert lit.load(run.parent, examples=1)[2] == lit.load(run, examples=1)[2]
     with pytest.raises(lit.ModelError, match="neither a trained lm run nor an experiment"):
         lit.load(run / "samples", examples=1)
+
+
+def test_runs_and_prompts_it_cannot_serve_are_one_sentence(
+    trained: tuple[Path, Any], loaded: tuple[lit.GPTLitModel, Any], tmp_path: Path
+) -> None:
+    model, _ = loaded
+    with pytest.raises(lit.ModelError, match=r"^The prompt cannot be encoded .*training text\.$"):
+        model.encode("\u2603")
+    with pytest.raises(lit.ModelError, match=r"^The prompt encodes to no tokens: give"):
+        model.encode("")
+    with pytest.raises(lit.ModelError, match=r"^The validation split has 7 tokens, too few"):
+        lit.passages(np.zeros(7, np.uint16), model.tokenizer, 2, 4, 2)
+    run = shutil.copytree(trained[0], tmp_path / "run")  # as if it had fine-tuned GPT-2
+    for meta in run.glob("checkpoints/*/checkpoint.json"):
+        record = json.loads(meta.read_text())
+        record["config"]["init_from"] = "hf:models/gpt2"
+        meta.write_text(json.dumps(record))
+    with pytest.raises(lit.ModelError, match="fine-tuned a Hugging Face model; mlx lit serves"):
+        lit.load(run)
 
 
 def test_outputs_match_the_spec_lit_checks(loaded: tuple[lit.GPTLitModel, Any]) -> None:

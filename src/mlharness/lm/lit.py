@@ -275,12 +275,12 @@ def load(
         run_dir = newest
     chosen = checkpoint_dir(run_dir, checkpoint)
     config = run_config(chosen)
+    hf_run = f"{run_dir} fine-tuned a Hugging Face model; mlx lit serves runs of our own GPT."
+    if config.init_from.startswith("hf:"):  # refused before loading needs transformers
+        raise ModelError(hf_run)
     model, _ = load_model(chosen, resolve_device(config.sample.device), config.sample.use_ema)
     if not isinstance(model, GPT):
-        raise ModelError(
-            f"{run_dir} fine-tuned a Hugging Face model; mlx lit serves runs of our own GPT "
-            "(LIT's own examples serve Hugging Face models)."
-        )
+        raise ModelError(hf_run)
     tokenizer = run_tokenizer(run_dir)
     prompt_len = min(MAX_PROMPT, max(1, model.config.block_size // 2))
     s = config.sample
