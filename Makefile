@@ -211,5 +211,5 @@ lit: lit-env ## Serve LIT on an lm run: RUN=runs/<experiment>[/<run>] [PORT=n]
 lit-test: lit-env ## Run the LIT tests in .venv-lit
 	$(LIT_VENV)/bin/python -m pytest -q tests/integration/test_lit.py
 
-clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove the virtual environments (.venv, .venv-lit) and caches
+	rm -rf $(VENV) $(LIT_VENV) .pytest_cache .mypy_cache .ruff_cache
