@@ -9,7 +9,9 @@ process exits 130; the same command continues the study.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import subprocess
 import time
 from typing import TYPE_CHECKING
 
@@ -83,8 +85,18 @@ def _loop(
                 running.append(started)
         if not running and (out_of_time or (full and _all_finished(study, limit))):
             break
-        time.sleep(studies.POLL_S)
+        _wait(running)
     _say_end(study, sweep, out_of_time)
+
+
+def _wait(running: list[trials.TrialRun]) -> None:
+    """Sleep until the next look, or until the oldest trial ends: with ``--jobs 1`` the next
+    trial starts as soon as its predecessor is done, not up to a poll period later."""
+    if not running:
+        time.sleep(studies.POLL_S)
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        running[0].process.wait(timeout=studies.POLL_S)
 
 
 def _all_finished(study: optuna.Study, limit: int | None) -> bool:
