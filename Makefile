@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 .DEFAULT_GOAL := help
 .PHONY: help bwrap install dev demo test unit integration e2e acceptance unit-cov format lint \
 	typecheck mypy pyright quality bench bench-lm bench-sandbox \
-	bench-grpo bench-grpo-large bench-finetune bench-lm-large grpo-demo prepare train sample loop tensorboard clean
+	bench-grpo bench-grpo-large bench-finetune bench-lm-large bench-sweep grpo-demo prepare train sample loop tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -147,6 +147,9 @@ bench-lm: dev ## Benchmark the lm engine (add NANOGPT=path to run nanoGPT side b
 
 bench-lm-large: dev ## lm training at nanoGPT's shakespeare_char config on the CPU (add NANOGPT=path)
 	$(PY) bench/lm_large.py $(if $(NANOGPT),--nanogpt $(NANOGPT)) $(BENCH_ARGS)
+
+bench-sweep: dev ## The per-trial overhead of mlx sweep over running the same tabular configs by hand
+	$(PY) bench/sweep.py $(BENCH_ARGS)
 
 bench-sandbox: dev ## Benchmark the code sandbox: bubblewrap against the process backend
 	$(PY) bench/sandbox.py $(BENCH_ARGS)
