@@ -10,6 +10,9 @@ lit-nlp pins numpy below 2 and brings many packages, so it lives in its own envi
 (``make lit-env``); only ``mlx lit`` imports this module, after checking lit_nlp is there.
 """
 
+# lit_nlp lives in .venv-lit (make lit-env), not in the .venv pyright checks against.
+# pyright: reportMissingImports=false
+
 from __future__ import annotations
 
 import logging
@@ -319,7 +322,7 @@ def app(model: GPTLitModel, dataset: lit_dataset.Dataset, name: str) -> Any:
     """LIT's WSGI app serving the model and dataset, with a layout for a language model."""
     import lit_nlp
 
-    client = Path(lit_nlp.__file__).parent / "client" / "build" / "default"
+    client = Path(str(lit_nlp.__file__)).parent / "client" / "build" / "default"
     models = {name: model}
     return lit_app.LitApp(
         models,

@@ -80,7 +80,7 @@ class _TokenLogprobs(torch.autograd.Function):
         return logp
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # pyright: ignore[reportIncompatibleMethodOverride]
         probs, targets = ctx.saved_tensors
         g = grad.unsqueeze(-1)  # (B, T, 1)
         grad_logits = probs * -g if ctx.keep_graph else probs.mul_(-g)

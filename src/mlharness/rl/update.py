@@ -276,6 +276,7 @@ class GRPOUpdate:
         stats: dict[str, list[float]] = {
             k: [] for k in ("policy_loss", "kl", "clip_low", "clip_high", "sft_loss")
         }
+        grad_norm = 0.0
         for _ in range(t.num_iterations):
             for mb in micro:
                 parts = self._policy_backward(mb, step_tokens, accum, t.num_iterations > 1)
