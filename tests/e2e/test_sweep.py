@@ -122,6 +122,25 @@ def test_killed_sweep_continues_to_exactly_the_budget(mlx: Mlx, ws: Path) -> Non
     assert retried and all(t.state.name == "COMPLETE" for t in retried)
 
 
+def test_ctrl_c_stops_the_sweep_cleanly_and_the_same_command_continues(mlx: Mlx, ws: Path) -> None:
+    config = sweep_config(ws, n_trials=4)
+    log = ws / "first.log"
+    with open(log, "w", encoding="utf-8") as out:
+        first = mlx.popen("sweep", "-c", config, stdout=out, stderr=out)
+        _wait_for(log, " started: ", 2, first)  # the second trial's run is under way
+        first.send_signal(signal.SIGINT)
+        code = first.wait(timeout=60)
+    assert code == 130, log.read_text(encoding="utf-8")
+    assert "RUNNING" not in states(ws)  # the interrupted trial was settled, not left behind
+    interrupted = [r for r in sweep_runs(ws) if r["status"] != "completed"]
+
+    mlx("sweep", "-c", config, check=0)
+    assert states(ws).count("COMPLETE") == 4
+    assert_one_run_per_trial(ws, 4)  # the interrupted trial resumed its run, no second one
+    finished = {r["run_dir"]: r["status"] for r in sweep_runs(ws)}
+    assert all(finished[r["run_dir"]] == "completed" for r in interrupted)
+
+
 def test_two_sweep_processes_share_one_study(mlx: Mlx, ws: Path) -> None:
     config = sweep_config(ws, n_trials=4)
     logs = [ws / "a.log", ws / "b.log"]
