@@ -104,7 +104,6 @@ def _build(
         parse_set_items,
         without_sweep,
     )
-    from mlharness.config.paths import check_name
     from mlharness.errors import ConfigError
     from mlharness.runs.sweep.spec import check_keys, load_spec
     from mlharness.runs.sweep.study import Sweep, default_storage, import_optuna
@@ -118,11 +117,7 @@ def _build(
     base = chosen.from_raw(raw, config, strict)
     chosen.check(base)
     check_keys(spec, base.model_dump(mode="json"))
-    study_name = str(name or spec.name or base.name)
-    try:
-        check_name(study_name)
-    except ValueError as exc:
-        raise ConfigError(f"The sweep's {exc}") from exc
+    study_name = _study_name(name or spec.name or base.name)
     output_dir = _output_dir(base)
 
     def resolve(trial_raw: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +142,18 @@ def _build(
         resolve=resolve,
         strict=strict,
     )
+
+
+def _study_name(name: str) -> str:
+    """The study's name doubles as a directory name under the output directory."""
+    from mlharness.config.paths import check_name
+    from mlharness.errors import ConfigError
+
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise ConfigError(f"The sweep's {exc}") from exc
+    return name
 
 
 def _pinned_data(config: Any) -> dict[str, Any]:
