@@ -164,8 +164,9 @@ def test_gradients_are_clipped_to_grad_clip(
     [
         {"model": {"dropout": 0.1}},  # dropout draws from the RNG that is restored
         {"train": {"num_threads": 2}},  # the batch split across two threads
+        {"model": {"dropout": 0.1}, "train": {"num_threads": 2}},  # a generator per slice
     ],
-    ids=["dropout", "thread-shards"],
+    ids=["dropout", "thread-shards", "thread-shards-dropout"],
 )
 def test_resume_after_a_crash_is_bit_identical(
     tiny_lm: Any, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
@@ -209,15 +210,33 @@ def test_thread_shards_compute_the_whole_batch(tiny_lm: Any) -> None:
     assert all(torch.equal(a, b) for a, b in zip(again, grads, strict=True))
 
 
+def test_thread_shards_with_dropout_draw_the_same_masks_whichever_thread_runs_first(
+    tiny_lm: Any,
+) -> None:
+    cfg = tiny_lm({"model": {"dropout": 0.2}, "train": {"num_threads": 2, "batch_size": 4}})
+    trainer = Trainer(cfg, fresh=True, progress=False)
+    shards = trainer.shards
+    assert shards is not None and shards.dropout  # our GPT's dropout has its own generators
+    x, y = trainer.train_data.batch(trainer.train_data.starts(4, torch.Generator().manual_seed(0)))
+    torch.manual_seed(5)
+    loss, grads = shards.loss_and_grads(x, y, 1.0)
+    next_loss, _ = shards.loss_and_grads(x, y, 1.0)  # the next seeds: other masks
+    assert not torch.equal(next_loss, loss)
+    torch.manual_seed(5)  # the slices' seeds come from the global RNG, in order
+    same_loss, same = shards.loss_and_grads(x, y, 1.0)
+    assert torch.equal(same_loss, loss)
+    assert all(torch.equal(a, b) for a, b in zip(same, grads, strict=True))
+    shards.close()
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"model": {"dropout": 0.1}},
         {"train": {"cpu_batch_split": False}},
         {"train": {"num_threads": 1}},
         {"train": {"batch_size": 1}},
     ],
-    ids=["dropout", "switched-off", "one-thread", "one-sequence"],
+    ids=["switched-off", "one-thread", "one-sequence"],
 )
 def test_thread_shards_only_where_they_apply(tiny_lm: Any, overrides: dict[str, Any]) -> None:
     cfg = tiny_lm(deep_merge({"train": {"num_threads": 2}}, overrides))

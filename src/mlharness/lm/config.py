@@ -210,9 +210,10 @@ class TrainConfig(_Strict):
     )
     cpu_batch_split: bool = Field(
         default=True,
-        description="On CPU with several torch threads and no dropout, give each thread a "
-        "slice of the micro-batch to run forward and backward alone, and sum the slices' "
-        "gradients in a fixed order; false: every op is split across the threads instead "
+        description="On CPU with several torch threads, give each thread a slice of the "
+        "micro-batch to run forward and backward alone, and sum the slices' gradients in a "
+        "fixed order (with dropout: our GPT only, each slice's masks from a generator of its "
+        "own); false: every op is split across the threads instead "
         "(slower for small models, see docs/lm.md). Not for logits of 64 MB or more per "
         "micro-batch, where it gains nothing and costs memory.",
     )

@@ -15,6 +15,7 @@ hs = head size (C // nh), L = keys attended to, V = vocab size.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
@@ -119,6 +120,25 @@ class KVCache:
 # ---------------------------------------------------------------------------- layers
 
 
+_thread = threading.local()  # .generator: where this thread's dropout draws from
+
+
+@contextmanager
+def dropout_generator(generator: torch.Generator) -> Iterator[None]:
+    """Within the block, this thread's CPU dropout draws from ``generator``.
+
+    Why: threads that run forwards side by side (``trainer.ThreadShards``) would race for
+    the global generator, and the masks would depend on which thread drew first; with one
+    seeded generator each, every run draws the same masks.
+    """
+    previous = getattr(_thread, "generator", None)
+    _thread.generator = generator
+    try:
+        yield
+    finally:
+        _thread.generator = previous
+
+
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """Zero each element with probability ``p``, scale the others by 1 / (1 - p): F.dropout.
 
@@ -127,14 +147,16 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     4.7M elements a layer). Here one 64-bit draw of the same global generator gives four
     16-bit uniforms, ~10x faster, and ``p`` is rounded to a multiple of 1/65,536 (0.2 keeps
     a share of 52,429/65,536, 0.0000031 more than 0.8), scaled to match. The mask is
-    bytes, not floats, for the backward: a quarter of F.dropout's memory.
+    bytes, not floats, for the backward: a quarter of F.dropout's memory. Inside
+    :func:`dropout_generator` the draws come from that generator instead.
     """
     if not training or p == 0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p)
     cut = round(p * 65536)
-    bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64)
+    bits.random_(-(2**63), None, generator=getattr(_thread, "generator", None))
     keep = bits.view(torch.int16)[: x.numel()].view(x.shape) >= cut - 32768
     return x * keep * (65536 / (65536 - cut))
 

@@ -44,7 +44,7 @@ from mlharness.lm import hf_model, pretrained
 from mlharness.lm.config import LMConfig, ModelConfig, config_snapshot
 from mlharness.lm.hf_model import HFModel
 from mlharness.lm.meta import data_changes, load_meta
-from mlharness.lm.model import GPT
+from mlharness.lm.model import GPT, dropout_generator
 from mlharness.lm.pretrained import MODEL_ARGS
 from mlharness.lm.sft import SFTBatches
 from mlharness.runs import checkpoints as run_ckpt
@@ -155,8 +155,11 @@ class ThreadShards:
     for each of some 150 ops costs ~10% of the step. Here each thread runs whole ops on its
     slice alone, so the threads never meet within a step. The slices' losses are weighted
     by their share of the batch, so the summed gradient is the batch's, up to float
-    rounding; the fixed order of the sum keeps runs bit-for-bit reproducible. Dropout draws
-    from the global RNG, in an order racing threads would make vary, hence only without it.
+    rounding; the fixed order of the sum keeps runs bit-for-bit reproducible. With
+    ``dropout``, each slice's masks come from a generator of its own, seeded from the global
+    RNG in the calling thread (:func:`~mlharness.lm.model.dropout_generator`): our GPT's
+    dropout only, as a Hugging Face model's draws from the global RNG in whatever order
+    racing threads make.
     """
 
     def __init__(
@@ -164,8 +167,10 @@ class ThreadShards:
         model: torch.nn.Module,
         threads: int,
         autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+        dropout: bool = False,
     ) -> None:
         self.model = model
+        self.dropout = dropout
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.threads = threads
         self.autocast = autocast
@@ -186,10 +191,11 @@ class ThreadShards:
         counted = (y != -1).sum(dim=1).tolist()
         total = sum(counted)
         shares = [sum(c) for c in torch.split(torch.tensor(counted), sizes)]
+        seeds = torch.randint(2**62, (n,)).tolist() if self.dropout and grad else [None] * n
         futures = [
-            self.pool.submit(self._slice, xs, ys, scale * int(share) / total, grad)
-            for xs, ys, share in zip(
-                torch.split(x, sizes), torch.split(y, sizes), shares, strict=True
+            self.pool.submit(self._slice, xs, ys, scale * int(share) / total, grad, seed)
+            for xs, ys, share, seed in zip(
+                torch.split(x, sizes), torch.split(y, sizes), shares, seeds, strict=True
             )
         ]
         results = [f.result() for f in futures]
@@ -202,10 +208,13 @@ class ThreadShards:
         return loss, grads
 
     def _slice(
-        self, x: torch.Tensor, y: torch.Tensor, weight: float, grad: bool
+        self, x: torch.Tensor, y: torch.Tensor, weight: float, grad: bool, seed: int | None
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        # Grad mode and autocast are per thread, so they are set here, in the worker.
-        with torch.set_grad_enabled(grad), self.autocast():
+        # Grad mode, autocast and the dropout generator are per thread: set here, in the worker.
+        masks: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if seed is not None:
+            masks = dropout_generator(torch.Generator().manual_seed(seed))
+        with torch.set_grad_enabled(grad), self.autocast(), masks:
             _, loss = self.model(x, y)
         assert loss is not None
         loss = loss * weight
@@ -466,13 +475,13 @@ class Trainer:
             t.cpu_batch_split
             and self.device.type == "cpu"
             and threads > 1
-            and args["dropout"] == 0
+            and (args["dropout"] == 0 or isinstance(self.model, GPT))
             and not (args.get("lora") or {}).get("dropout")
             and not t.compile
             and not self.dist.enabled
             and not self.config.logits_outgrow_heap(args["vocab_size"])
         ):
-            self.shards = ThreadShards(self.model, threads, self.autocast)
+            self.shards = ThreadShards(self.model, threads, self.autocast, args["dropout"] > 0)
 
     # -- setup helpers ---------------------------------------------------------------------
 
