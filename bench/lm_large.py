@@ -35,15 +35,17 @@ Sections (``--only``, comma-separated):
     against this machine's sgemm peak (``report.sgemm_peak_gflops``, a 2048^3 float32 matmul
     with the same threads, measured in a child before every round).
 ``profile``
-    Our step in-process (dropout as the first of ``--dropouts``, the plain path), with
-    timers around the forward with the loss, the backward, clipping, AdamW and the gradient
-    clearing, over ``--profile-steps`` steps after two warm-up steps; then torch.profiler's
-    top operators over one step.
+    Our step in-process (dropout as the first of ``--dropouts``), with timers around the
+    forward with the loss, the backward, clipping, AdamW and the gradient clearing of the
+    whole batch in one thread team (torch's own threading), over ``--profile-steps`` steps
+    after two warm-up steps; torch.profiler's top operators over one such step; and the
+    trainer's own step, which splits the batch across the threads (``ThreadShards``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -56,6 +58,7 @@ from typing import Any
 from lm import NANOGPT_ITER_LINE, RUN_DIR_MARKER, TEXT, check_nanogpt, load_our_config, our_child
 from report import (  # bench/ is on sys.path when a script runs
     ChildRun,
+    add_common_options,
     child_env,
     emit,
     finish,
@@ -66,9 +69,9 @@ from report import (  # bench/ is on sys.path when a script runs
     print_header,
     ratio,
     run_child,
+    run_child_mode,
     save_json,
     say,
-    section_parser,
     self_command,
     sgemm_peak_gflops,
     table,
@@ -345,10 +348,12 @@ def child_profile(spec: dict[str, Any]) -> None:
     for i in range(n + 2):  # two warm-up steps
         step(timed=i >= 2)
     whole = []
-    for _ in range(n):
-        start = time.perf_counter()
-        trainer._step(t.learning_rate)
-        whole.append(time.perf_counter() - start)
+    with trainer.shards or contextlib.nullcontext():  # as Trainer.fit runs its steps
+        for _ in range(n + 1):
+            start = time.perf_counter()
+            trainer._step(t.learning_rate)
+            whole.append(time.perf_counter() - start)
+    whole = whole[1:]  # the first warms the threads' pools up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step(timed=False)
     emit(
@@ -388,14 +393,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-steps", type=int, default=3, help="timed steps in the profile (default 3)"
     )
-    parser.add_argument(
-        "--only",
-        type=section_parser(SECTIONS),
-        metavar="SECTIONS",
-        help=f"comma-separated sections (default all): {','.join(SECTIONS)}",
-    )
-    parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
-    parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
+    add_common_options(parser, SECTIONS)
     args = parser.parse_args(argv)
     if args.iters <= args.warmup + 1:
         parser.error("--iters must exceed --warmup by at least 2 (the last is not timed)")
@@ -407,9 +405,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args._child:
-        mode, spec = args._child
-        CHILD_MODES[mode](json.loads(spec))
+    if run_child_mode(args, CHILD_MODES):
         return 0
     nanogpt = args.nanogpt.expanduser().resolve() if args.nanogpt else None
     if nanogpt is not None and (problem := check_nanogpt(nanogpt)):
