@@ -95,6 +95,7 @@ from typing import Any
 from report import (  # bench/ is on sys.path when a script runs
     RESULT_MARKER,
     ChildRun,
+    add_common_options,
     child_env,
     emit,
     finish,
@@ -102,9 +103,9 @@ from report import (  # bench/ is on sys.path when a script runs
     heading,
     ratio,
     run_child,
+    run_child_mode,
     save_json,
     say,
-    section_parser,
     table,
     versions,
 )
@@ -1303,12 +1304,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "without it the issue's reference figures are shown, marked '*'",
     )
     parser.add_argument(
-        "--only",
-        type=section_parser(SECTIONS),
-        metavar="SECTIONS",
-        help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}",
-    )
-    parser.add_argument(
         "--iters",
         type=int,
         default=2000,
@@ -1321,7 +1316,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3,
         help="timed data preparations per tokenizer, after one warm-up (default 3)",
     )
-    parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
     parser.add_argument(
         "--skip-ours",
         action="store_true",
@@ -1330,7 +1324,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the scratch directory (runs, data, checkpoints)"
     )
-    parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
+    add_common_options(parser, SECTIONS)
     args = parser.parse_args(argv)
     if args.iters < 1:
         parser.error("--iters must be at least 1")
@@ -1343,9 +1337,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args._child:
-        mode, spec = args._child
-        CHILD_MODES[mode](json.loads(spec))
+    if run_child_mode(args, CHILD_MODES):
         return 0
 
     nanogpt: Path | None = args.nanogpt.expanduser().resolve() if args.nanogpt else None
