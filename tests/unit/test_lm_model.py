@@ -86,9 +86,9 @@ def test_short_context_attention_equals_sdpa_with_gradients(T: int) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_short_context_attention_is_taken_on_cpu_up_to_its_limit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def matmul_attention_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sequence lengths that causal_attention sends to the two-matmul path."""
     import mlharness.lm.model as model_module
 
     lengths: list[int] = []
@@ -98,29 +98,26 @@ def test_short_context_attention_is_taken_on_cpu_up_to_its_limit(
         return short_causal_attention(q, k, v, p)
 
     monkeypatch.setattr(model_module, "short_causal_attention", spy)
+    return lengths
+
+
+def test_short_context_attention_is_taken_on_cpu_up_to_its_limit(
+    matmul_attention_lengths: list[int],
+) -> None:
     for T in (SHORT_CONTEXT, SHORT_CONTEXT + 1):
         q = torch.randn(1, 1, T, 4)
         causal_attention(q, q, q, None, 0, 0.0)
-    assert lengths == [SHORT_CONTEXT]  # the longer one went to SDPA
+    assert matmul_attention_lengths == [SHORT_CONTEXT]  # the longer one went to SDPA
 
 
 def test_attention_with_dropout_takes_the_matmul_path_on_cpu_at_any_length(
-    monkeypatch: pytest.MonkeyPatch,
+    matmul_attention_lengths: list[int],
 ) -> None:
     """SDPA has no CPU kernel with dropout (it falls back to a slower math path)."""
-    import mlharness.lm.model as model_module
-
-    lengths: list[int] = []
-
-    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
-        lengths.append(q.size(2))
-        return short_causal_attention(q, k, v, p)
-
-    monkeypatch.setattr(model_module, "short_causal_attention", spy)
     q = torch.randn(1, 1, 2 * SHORT_CONTEXT, 4)
     causal_attention(q, q, q, None, 0, 0.2)
     causal_attention(q, q, q, None, 0, 0.0)
-    assert lengths == [2 * SHORT_CONTEXT]  # without dropout, SDPA's flash kernel
+    assert matmul_attention_lengths == [2 * SHORT_CONTEXT]  # without dropout, SDPA's flash
 
 
 def test_short_context_attention_drops_weights_reproducibly() -> None:
