@@ -92,6 +92,7 @@ LORA: dict[str, Any] = {
     "dropout": 0.0,
     "target_modules": ["c_attn", "c_proj", "c_fc"],
 }
+DEVICE = "cpu"  # --device: where our side trains (TRL's side and the decode section: the CPU)
 MIN_STEPS_RATIO = 1.5  # the aims, against TRL's default configuration
 MAX_RSS_RATIO = 0.8
 # (mode, side): ours, TRL's default configuration, TRL with disable_dropout=True
@@ -116,6 +117,7 @@ def our_settings(work: Path, mode: str, steps: int, threads: int, runs: Path) ->
     config = grpo.our_config(work, steps, threads, runs)
     config["name"] = f"grpo_large_{mode}"
     config["data"]["max_gen_len"] = MAX_COMPLETION
+    config["trainer"]["device"] = DEVICE
     if mode == "lora":
         config["model"].update(
             use_lora=True,
@@ -578,6 +580,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated sections (default all): {','.join(SECTIONS)}",
     )
     parser.add_argument("--skip-trl", action="store_true", help="measure only our side")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where ours trains (default cpu)"
+    )
     parser.add_argument("--json", metavar="OUT", help="also write every figure to OUT as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--_child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
@@ -591,7 +596,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global DEVICE
     args = parse_args(argv)
+    DEVICE = args.device
     if args._child:
         mode, spec = args._child
         CHILD_MODES[mode](json.loads(spec))
