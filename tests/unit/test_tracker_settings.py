@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mlharness.config import ConfigWarning, flatten, validate
+from mlharness.config import flatten, validate
 from mlharness.errors import ConfigValidationError
 from mlharness.runs.trackers import _param_text, call_each
 from mlharness.tabular.config import OutputConfig
@@ -27,11 +27,12 @@ def rl_raw(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     }
 
 
-def test_rl_use_wandb_is_a_deprecated_alias_of_the_wandb_tracker(tmp_path: Path) -> None:
+def test_rl_use_wandb_is_seed_002s_spelling_of_the_wandb_tracker(tmp_path: Path) -> None:
     from mlharness.rl.config import rl_config_from_raw
 
     monitoring = {"use_wandb": True, "wandb_project": "old", "wandb_mode": "offline"}
-    with pytest.warns(ConfigWarning, match="monitoring.use_wandb is deprecated"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # seed 002's own field: no warning
         config = rl_config_from_raw(rl_raw(tmp_path, monitoring=monitoring), tmp_path)
     assert config.output.trackers == ["tensorboard", "wandb"]
     assert (config.output.wandb_project, config.output.wandb_mode) == ("old", "offline")

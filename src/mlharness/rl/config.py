@@ -16,7 +16,6 @@ so any batch size works with any group size), one optimizer update per pass.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +23,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlharness.config.loading import (
-    ConfigWarning,
     deep_merge,
     experiment_kind,
     load_raw,
@@ -342,14 +340,15 @@ class MonitoringConfig(_Strict):
     log_prompts: bool = Field(default=True, description="Include the prompt in logged samples.")
     use_wandb: bool = Field(
         default=False,
-        description="Deprecated: add `wandb` to output.trackers. True still does that (with "
-        "a warning), taking wandb_project and wandb_mode below unless output sets them.",
+        description="Seed 002's W&B switch: true adds `wandb` to output.trackers, with "
+        "wandb_project and wandb_mode below unless output sets them.",
     )
     wandb_project: str = Field(
-        default="mlharness-grpo", description="Deprecated with use_wandb: see output.wandb_project."
+        default="mlharness-grpo",
+        description="W&B project with use_wandb (else output.wandb_project).",
     )
     wandb_mode: Literal["auto", "online", "offline"] = Field(
-        default="auto", description="Deprecated with use_wandb: see output.wandb_mode."
+        default="auto", description="W&B mode with use_wandb (else output.wandb_mode)."
     )
 
 
@@ -435,16 +434,11 @@ class RLConfig(_Strict):
 
     @model_validator(mode="after")
     def _use_wandb_alias(self) -> RLConfig:
-        """monitoring.use_wandb (seed 002's switch) as ``wandb`` in output.trackers."""
+        """monitoring.use_wandb, seed 002's switch, stays a first-class spelling of ``wandb``
+        in output.trackers: seed 002's configs load unchanged and without a warning."""
         m, out = self.monitoring, self.output
         if not m.use_wandb or "wandb" in out.trackers:
             return self
-        warnings.warn(
-            'monitoring.use_wandb is deprecated: add "wandb" to output.trackers instead '
-            "(and set output.wandb_project and output.wandb_mode there).",
-            ConfigWarning,
-            stacklevel=2,
-        )
         out.trackers = [*out.trackers, "wandb"]
         if "wandb_project" not in out.model_fields_set:
             out.wandb_project = m.wandb_project
