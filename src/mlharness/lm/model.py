@@ -164,8 +164,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 class Dropout(nn.Dropout):
     """nn.Dropout through :func:`dropout` (still an nn.Dropout: whatever sets rates finds it)."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training)
+    def forward(self, input: Tensor) -> Tensor:  # nn.Dropout's own parameter name
+        return dropout(input, self.p, self.training)
 
 
 # On the CPU, two batched matmuls beat SDPA's flash kernel for short contexts: forward and
