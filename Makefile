@@ -81,8 +81,12 @@ demo: install ## Run the example experiment, evaluate it, and show where everyth
 	echo "" && echo "mlx lives in .venv/bin: run 'source .venv/bin/activate' to type plain 'mlx'," && \
 	echo "or call it as .venv/bin/mlx (for example: .venv/bin/mlx history --output-dir runs)."
 
+# One pytest worker per core (PYTEST_WORKERS=0: none); a file's tests stay on one worker, so
+# the runs a module makes once are made once. Most tests wait on one single-threaded mlx
+# process, so two workers on two cores take about half the time of one.
+PYTEST_WORKERS ?= auto
 test: dev ## Run the whole test suite
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 unit: dev ## Run the unit tests
 	$(BIN)/pytest -q -m unit
