@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mlharness.errors import SweepError
+from mlharness.runs.interrupt import GracefulInterrupt
 from mlharness.runs.sweep import study as studies
 from mlharness.runs.sweep import trials
 
@@ -41,9 +42,12 @@ def run_sweep(sweep: studies.Sweep, jobs: int) -> optuna.Study:
         jobs,
     )
     running: list[trials.TrialRun] = []
-    with studies._sigterm_is_ctrl_c():
+    # Ctrl+C and SIGTERM only set a flag, which the loop reads between its steps: a signal
+    # raised as KeyboardInterrupt could land inside fork's bookkeeping for a trial's start,
+    # where Python prints and drops it, and the sweep would go on.
+    with GracefulInterrupt() as stop:
         try:
-            _loop(study, sweep, jobs, limit, running)
+            _loop(study, sweep, jobs, limit, running, stop)
         except BaseException:
             _stop_all(study, sweep, running)
             raise
@@ -56,12 +60,15 @@ def _loop(
     jobs: int,
     limit: int | None,
     running: list[trials.TrialRun],
+    stop: GracefulInterrupt,
 ) -> None:
     spec = sweep.spec
     deadline = time.monotonic() + spec.timeout if spec.timeout else None
     prune = spec.pruner != "none"
     failures = 0
     while True:
+        if stop.requested:
+            raise KeyboardInterrupt
         for run in list(running):
             if trials.watch(run, spec.metric, sweep.step_key, prune, spec.heartbeat_interval):
                 running.remove(run)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -458,17 +457,3 @@ def _last_step(trial: optuna.Trial) -> Any:
 
 def _short(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-@contextlib.contextmanager
-def _sigterm_is_ctrl_c() -> Iterator[None]:
-    """``kill PID`` stops a sweep as Ctrl+C does: its trials save and are queued again."""
-
-    def handle(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
