@@ -101,7 +101,7 @@ acceptance: dev ## Run the acceptance tests: the policies every run keeps
 	$(BIN)/pytest -q -m acceptance
 
 # The unit tests' coverage of src/, with the floor CI enforces (the level measured when it was set).
-COV_FLOOR ?= 58
+COV_FLOOR ?= 61
 unit-cov: dev ## Unit tests with coverage: terminal report, HTML in out/coverage, floor COV_FLOOR%
 	$(BIN)/pytest -q -m unit --cov=mlharness --cov-report=term:skip-covered \
 	  --cov-report=html:out/coverage --cov-fail-under=$(COV_FLOOR)
