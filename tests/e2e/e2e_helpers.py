@@ -168,11 +168,15 @@ def free_port() -> int:
 
 
 def two_nodes(
-    workspaces: Sequence[Path], *args: str, timeout: float = 240
+    workspaces: Sequence[Path],
+    *args: str,
+    timeout: float = 240,
+    program: Sequence[str] = ("-m", "mlharness"),
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Run ``mlx ARGS`` as two torchrun "nodes" on loopback, one process each, with c10d
-    rendezvous as on two machines; node ``k`` runs in ``workspaces[k]`` (the same path twice
-    for a shared directory). Returns each node's result once both have ended."""
+    """Run ``mlx ARGS`` (or ``program ARGS``) as two torchrun "nodes" on loopback, one process
+    each, with c10d rendezvous as on two machines; node ``k`` runs in ``workspaces[k]`` (the
+    same path twice for a shared directory), started in that order (c10d ranks the nodes of
+    one host by process id: node 0 gets rank 0). Returns each node's result once both end."""
     port = free_port()
     argv = [
         sys.executable,
@@ -185,7 +189,7 @@ def two_nodes(
     ]
     nodes = [
         subprocess.Popen(
-            [*argv, f"--node_rank={k}", "-m", "mlharness", *args],
+            [*argv, f"--node_rank={k}", *program, *args],
             cwd=ws,
             env=base_env(ws, {"OMP_NUM_THREADS": "1"}),
             stdout=subprocess.PIPE,

@@ -12,11 +12,8 @@ checkpoint every 5; each launch is a few seconds of start-up and a second of tra
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,14 +22,12 @@ pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from e2e_helpers import (
-    UMASK,
-    base_env,
-    free_port,
     hooked_command,
     kill_hook,
     read_json,
     run_dirs,
     torchrun,
+    two_nodes,
 )
 from test_lm_torchrun import TRAIN, last_weights, losses, prepared_workspace
 
@@ -44,37 +39,6 @@ pytestmark = pytest.mark.e2e
 KILLED_AT_10 = kill_hook("mlharness.runs.lifecycle.rng_state", "n == 5", before=True)
 
 
-def nodes(workspaces: Sequence[Path], program: Sequence[str], *args: str) -> list[Any]:
-    """``program ARGS`` as two torchrun nodes, node ``k`` in ``workspaces[k]``, started in
-    that order (c10d ranks the nodes of one host by process id: node 0 gets rank 0)."""
-    port = free_port()
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]
-    argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"]
-    procs = [
-        subprocess.Popen(
-            [*argv, f"--node_rank={k}", *program, *args],
-            cwd=ws,
-            env=base_env(ws, {"OMP_NUM_THREADS": "1"}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            umask=UMASK,
-        )
-        for k, ws in enumerate(workspaces)
-    ]
-    try:
-        outputs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [
-        subprocess.CompletedProcess(p.args, p.returncode, out, err)
-        for p, (out, err) in zip(procs, outputs, strict=True)
-    ]
-
-
 def test_per_node_output_directories_resume_after_a_copy(tmp_path: Path) -> None:
     ws = [prepared_workspace(tmp_path / "node0"), tmp_path / "node1"]
     shutil.copytree(ws[0], ws[1])  # the prepared data copied to the other machine
@@ -84,7 +48,7 @@ def test_per_node_output_directories_resume_after_a_copy(tmp_path: Path) -> None
 
     script = ws[0] / "killed.py"
     script.write_text(hooked_command(KILLED_AT_10, [])[2], encoding="utf-8")
-    killed = nodes(ws, [str(script)], *TRAIN)
+    killed = two_nodes(ws, *TRAIN, timeout=120, program=[str(script)])
     assert all(r.returncode != 0 for r in killed), [r.stdout + r.stderr for r in killed]
     assert "exitcode  : -9" in killed[0].stderr  # torchrun's report: the worker was SIGKILLed
     new = [run for run in run_dirs(ws[0], "tiny") if run != ref_run] + run_dirs(ws[1], "tiny")
@@ -99,7 +63,7 @@ def test_per_node_output_directories_resume_after_a_copy(tmp_path: Path) -> None
 
     resume = [a for a in TRAIN if a != "--fresh"]
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
-    refused = nodes(ws, ["-m", "mlharness"], *resume)
+    refused = two_nodes(ws, *resume, timeout=120)
     expected = f"Error: Cannot resume {run.name} of 'tiny' from ckpt_last_00000005: process 1 on "
     for result in refused:
         assert result.returncode != 0
@@ -110,7 +74,7 @@ def test_per_node_output_directories_resume_after_a_copy(tmp_path: Path) -> None
 
     copy = ws[1] / "runs" / "tiny" / run.name  # the same place under node 1's output directory
     shutil.copytree(run, copy)
-    resumed = nodes(ws, ["-m", "mlharness"], *resume)
+    resumed = two_nodes(ws, *resume, timeout=120)
     assert [r.returncode for r in resumed] == [0, 0], [r.stdout + r.stderr for r in resumed]
     assert f"Resumed from {run}/checkpoints/ckpt_last_00000005" in resumed[0].stdout
     assert read_json(run / "summary.json")["status"] == "completed"
