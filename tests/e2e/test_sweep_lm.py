@@ -26,7 +26,10 @@ def test_lm_sweep_prunes_the_worse_trial(mlx: Mlx, ws: Path) -> None:
         TINY_LM,
         {"kind": "lm", "name": "tiny", "prepare": {"preparer": "text", "input": "corpus.txt"}},
     )
-    base["train"].update(eval_interval=5, min_lr=1e-8)
+    # Long enough that the pruner's signal lands well before the too-small trial's end, even
+    # on a loaded machine (20 iterations once finished inside one 0.2 s look at the trials).
+    base["train"].update(eval_interval=5, min_lr=1e-8, max_iters=400)
+    base["train"]["checkpointing"] = {"interval": 100}
     base["sweep"] = {
         "metric": "val_loss",
         "sampler": "grid",
@@ -47,5 +50,6 @@ def test_lm_sweep_prunes_the_worse_trial(mlx: Mlx, ws: Path) -> None:
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"], out
     assert all(t.intermediate_values for t in trials)
     pruned = Path(trials[1].user_attrs["run_dir"])
-    assert read_json(pruned / "summary.json")["status"] == "interrupted"
+    summary = read_json(pruned / "summary.json")
+    assert summary["status"] == "interrupted", summary
     assert read_json(pruned / "config.json")["_run"]["sweep"] == "tiny"
