@@ -41,8 +41,8 @@ Sections (``--only``, comma-separated):
     token step must read (every weight once, the KV cache at 70 positions) and the time that
     takes at that bandwidth, against the measured step. Then our GPT at the same shape: the
     plain path with the head as a contiguous copy (now) or the weight's view (before), the
-    modules' forward in float32 and int8 (``quantize_dynamic``, FlashRL's rollout route, not
-    an option of ours: see bench/README.md), and one token draw from 8 x 50,257 logits by
+    modules' forward in float32 and int8 (``quantize_dynamic``; our own int8 rollouts are the
+    ``ours-int8`` runs of ``train``), and one token draw from 8 x 50,257 logits by
     inverse CDF (now) and by an exponential race (before).
 """
 
@@ -53,6 +53,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -95,13 +96,16 @@ LORA: dict[str, Any] = {
 DEVICE = "cpu"  # --device: where our side trains (TRL's side and the decode section: the CPU)
 MIN_STEPS_RATIO = 1.5  # the issue's aims, against TRL's default configuration
 MAX_RSS_RATIO = 0.8
-# (mode, side): ours, TRL's default configuration, TRL with disable_dropout=True
+# (mode, side): ours, ours with generation.int8_rollouts, TRL's default configuration, TRL
+# with disable_dropout=True
 RUNS = [
     ("full", "trl"),
     ("full", "trl-nodrop"),
     ("full", "ours"),
+    ("full", "ours-int8"),
     ("lora", "trl"),
     ("lora", "ours"),
+    ("lora", "ours-int8"),
 ]
 
 
@@ -113,11 +117,14 @@ def child(mode: str, spec: dict[str, Any], work: Path, threads: int) -> Any:
 # --------------------------------------------------------------------------- runs
 
 
-def our_settings(work: Path, mode: str, steps: int, threads: int, runs: Path) -> dict[str, Any]:
+def our_settings(
+    work: Path, mode: str, steps: int, threads: int, runs: Path, int8: bool = False
+) -> dict[str, Any]:
     config = grpo.our_config(work, steps, threads, runs)
     config["name"] = f"grpo_large_{mode}"
     config["data"]["max_gen_len"] = MAX_COMPLETION
     config["trainer"]["device"] = DEVICE
+    config.setdefault("generation", {})["int8_rollouts"] = int8
     if mode == "lora":
         config["model"].update(
             use_lora=True,
@@ -129,10 +136,12 @@ def our_settings(work: Path, mode: str, steps: int, threads: int, runs: Path) ->
     return config
 
 
-def our_run(work: Path, mode: str, steps: int, threads: int, label: str) -> dict[str, Any]:
-    runs = work / f"ours-{mode}-{label}"
+def our_run(
+    work: Path, mode: str, steps: int, threads: int, label: str, int8: bool = False
+) -> dict[str, Any]:
+    runs = work / f"ours-{mode}-{label}{'-int8' * int8}"
     config = write_config(
-        work / f"grpo_large_{mode}.yaml", our_settings(work, mode, steps, threads, runs)
+        work / f"grpo_large_{mode}.yaml", our_settings(work, mode, steps, threads, runs, int8)
     )
     cmd = [str(MLX), "train", "--config", str(config), "--fresh"]
     run = run_child(cmd, cwd=REPO, env=bench_env(work, threads), tail_dir=runs)
@@ -151,6 +160,9 @@ def our_run(work: Path, mode: str, steps: int, threads: int, label: str) -> dict
     )
     out.update(command=" ".join(["mlx", *cmd[1:]]), peak_rss_mb=run.peak_rss_mb)
     out["process_wall_s"] = run.wall_seconds
+    if int8:  # how far the int8 sampler was from the policy: the mean importance weight
+        out["is_weight"] = statistics.mean(float(r["is_weight"]) for r in records)
+        out["is_truncated"] = statistics.mean(float(r["is_truncated"]) for r in records)
     return out
 
 
@@ -187,15 +199,17 @@ def section_train(work: Path, steps: int, threads: int, repeats: int, trl: bool)
         f"completions of <= {MAX_COMPLETION} tokens, {threads} threads, {repeats} round(s)",
         load=True,
     )
-    out: dict[str, list[Any]] = {f"{m}/{s}": [] for m, s in RUNS if trl or s == "ours"}
+    out: dict[str, list[Any]] = {
+        f"{m}/{s}": [] for m, s in RUNS if trl or not s.startswith("trl")
+    }
     for r in range(1, repeats + 1):
         for mode, side in RUNS:
-            if side != "ours" and not trl:
+            if side.startswith("trl") and not trl:
                 continue
             before = list(os.getloadavg())
             say(f"round {r}, {mode}, {side} (load {load_line()}) ...")
-            if side == "ours":
-                res = our_run(work, mode, steps, threads, f"r{r}")
+            if side.startswith("ours"):
+                res = our_run(work, mode, steps, threads, f"r{r}", side == "ours-int8")
             else:
                 res = trl_run(work, mode, side, steps, threads, f"r{r}")
             res["load_before"] = before
@@ -557,6 +571,36 @@ def summarise(summary: Summary, train: dict[str, list[Any]]) -> None:
             grpo._pct(across(ours, "generation_share")),
             grpo._pct(across(trl, "generation_share")),
             digits=0,
+            show_ratio=False,
+        )
+        int8 = runs(f"{mode}/ours-int8")
+        if not int8:
+            continue
+        i8 = across(int8, "steps_per_sec")
+        r = grpo.ratio(i8, t)
+        summary.add(
+            f"{mode}, int8 rollouts: steps/s vs TRL default",
+            i8,
+            t,
+            digits=4,
+            target=f">= {MIN_STEPS_RATIO:g}x",
+            met=None if r is None else r >= MIN_STEPS_RATIO,
+        )
+        i8_rss = across(int8, "peak_rss_mb")
+        r = grpo.ratio(i8_rss, t_rss)
+        summary.add(
+            f"{mode}, int8 rollouts: peak RSS (MB)",
+            i8_rss,
+            t_rss,
+            digits=0,
+            target=f"<= {MAX_RSS_RATIO:g}x",
+            met=None if r is None else r <= MAX_RSS_RATIO,
+        )
+        summary.add(
+            f"{mode}, int8 rollouts: mean importance weight; truncated (%)",
+            across(int8, "is_weight"),
+            grpo._pct(across(int8, "is_truncated")),
+            digits=3,
             show_ratio=False,
         )
 

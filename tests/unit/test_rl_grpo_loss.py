@@ -110,3 +110,42 @@ def test_thinking_the_prompt_opened_can_close_on_the_first_token() -> None:
 def test_layer_ranges_include_their_start_and_exclude_their_end() -> None:
     assert [grpo.layer_filter(i, 1, 3) for i in range(4)] == [False, True, True, False]
     assert not grpo.layer_filter(None, 1, 3, include_shared=False)
+
+
+# ------------------------------------------------ int8 rollouts: truncated importance sampling
+
+
+def test_truncated_importance_weights_by_hand() -> None:
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.3]]))
+    rollout = torch.log(torch.tensor([[0.2, 0.4, 0.3]]))
+    weight = grpo.truncated_is_weight(old, rollout, 2.0)
+    assert weight.tolist()[0] == pytest.approx([2.0, 0.5, 1.0])  # 2.5 capped at 2
+
+
+def test_the_correction_weights_each_tokens_surrogate_and_its_gradient() -> None:
+    logp = torch.log(torch.tensor([[0.5, 0.2, 0.3]])).requires_grad_()
+    old = logp.detach()
+    rollout = torch.log(torch.tensor([[0.2, 0.4, 0.3]]))
+    mask = torch.ones(1, 3)
+    adv = torch.tensor([1.5])
+    parts = grpo.grpo_loss(
+        logp, old, adv, mask, rollout_logp=rollout, is_cap=2.0, loss_type="bnpo"
+    )
+    # On-policy the ratio is 1: token t's loss is -A * w_t * ratio_t, its gradient -A * w_t / 3.
+    parts.loss.backward()
+    assert logp.grad is not None
+    assert logp.grad.tolist()[0] == pytest.approx([-1.5 * w / 3 for w in (2.0, 0.5, 1.0)])
+    assert parts.policy_loss == pytest.approx(-1.5 * (2.0 + 0.5 + 1.0) / 3)
+    assert parts.is_weight == pytest.approx((2.0 + 0.5 + 1.0) / 3)
+    assert parts.is_truncated == pytest.approx(1 / 3)
+
+
+def test_the_kl_term_is_not_weighted_and_float_rollouts_log_no_weights() -> None:
+    logp, old, ref, adv = _batch()
+    mask = torch.ones_like(logp)
+    plain = grpo.grpo_loss(logp, old, adv, mask, ref, beta=0.1)
+    same = grpo.grpo_loss(logp, old, adv, mask, ref, beta=0.1, rollout_logp=old, is_cap=2.0)
+    assert plain.is_weight is None and plain.is_truncated is None
+    assert same.is_weight == pytest.approx(1.0) and same.is_truncated == 0.0
+    assert same.kl == pytest.approx(plain.kl)
+    assert float(same.loss) == pytest.approx(float(plain.loss))

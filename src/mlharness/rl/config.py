@@ -287,6 +287,19 @@ class GenerationConfig(_Strict):
         description="Subtracted from the think-end tag's logit while fewer than "
         "min_think_tokens thinking tokens were generated.",
     )
+    int8_rollouts: bool = Field(
+        default=False,
+        description="Sample training rollouts from an int8 copy of the policy (our GPT or "
+        "GPT-2, on the CPU; remade after each optimizer step): decoding reads a quarter of "
+        "the bytes. Each token's surrogate loss is then weighted by min(p_policy / p_int8, "
+        "int8_correction_cap), truncated importance sampling as in FlashRL. Evaluation "
+        "samples the float policy.",
+    )
+    int8_correction_cap: float = Field(
+        default=2.0,
+        ge=1,
+        description="The cap C of int8 rollouts' importance weights min(p_policy / p_int8, C).",
+    )
 
 
 class DataConfig(_Strict):

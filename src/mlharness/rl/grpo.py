@@ -103,6 +103,9 @@ class LossParts:
     clip_low: float  # fraction of tokens clipped below (ratio < 1 - eps, A < 0)
     clip_high: float  # fraction of tokens clipped above (ratio > 1 + eps_high, A > 0)
     tokens: int
+    # int8 rollouts only: the mean truncated importance weight, and the fraction truncated
+    is_weight: float | None = None
+    is_truncated: float | None = None
 
 
 def per_token_loss(
@@ -115,14 +118,22 @@ def per_token_loss(
     eps_low: float,
     eps_high: float,
     kl_weighted: bool = False,
+    rollout_logp: Tensor | None = None,
+    is_cap: float = 2.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(loss_t, surrogate_t, kl_t, low-clipped, high-clipped), each (B, T).
 
     ``kl_t`` is the term the loss holds: times the ratio when ``kl_weighted``.
+    ``rollout_logp``: the tokens were sampled by another policy (int8 rollouts), so the
+    surrogate is weighted by min(p_old / p_rollout, is_cap), a constant: truncated
+    importance sampling, as FlashRL and TRL's vLLM correction do. The cap bounds the
+    variance a token the sampler found unlikely would bring.
     """
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(1)  # (B, 1)
     surrogate = -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
+    if rollout_logp is not None:
+        surrogate = surrogate * truncated_is_weight(old_logp, rollout_logp, is_cap)
     kl = k3_kl(logp, ref_logp) if ref_logp is not None and beta != 0 else torch.zeros_like(logp)
     if kl_weighted:
         kl = kl * ratio  # the ratio is not detached: it carries gradient even where it is 1
@@ -130,6 +141,11 @@ def per_token_loss(
     low = (ratio < 1 - eps_low) & (adv < 0)
     high = (ratio > 1 + eps_high) & (adv > 0)
     return loss, surrogate, kl, low, high
+
+
+def truncated_is_weight(old_logp: Tensor, rollout_logp: Tensor, cap: float) -> Tensor:
+    """min(p_old / p_rollout, cap) per token, without gradient."""
+    return torch.exp(old_logp - rollout_logp).clamp(max=cap).detach()
 
 
 def reduce_loss(
@@ -176,6 +192,8 @@ def grpo_loss(
     step_tokens: int | None = None,
     accum: int = 1,
     kl_weighted: bool = False,
+    rollout_logp: Tensor | None = None,
+    is_cap: float = 2.0,
 ) -> LossParts:
     """The GRPO loss of one micro-batch; ``mask`` (B, T) marks the completion tokens trained."""
     mask = mask.to(logp.dtype)
@@ -188,6 +206,8 @@ def grpo_loss(
         eps_low=eps_low,
         eps_high=eps_low if eps_high is None else eps_high,
         kl_weighted=kl_weighted,
+        rollout_logp=rollout_logp,
+        is_cap=is_cap,
     )
     n = int(mask.sum().item())
     kwargs = {
@@ -198,7 +218,7 @@ def grpo_loss(
     loss = reduce_loss(loss_t, mask, loss_type, **kwargs)
     denom = max(n, 1)
     with torch.no_grad():
-        return LossParts(
+        parts = LossParts(
             loss=loss,
             policy_loss=float((surrogate * mask).sum() / denom),
             kl=float((kl * mask).sum() / denom),
@@ -206,6 +226,11 @@ def grpo_loss(
             clip_high=float((high * mask).sum() / denom),
             tokens=n,
         )
+        if rollout_logp is not None:
+            ratio = torch.exp(old_logp - rollout_logp)
+            parts.is_weight = float((ratio.clamp(max=is_cap) * mask).sum() / denom)
+            parts.is_truncated = float(((ratio > is_cap) * mask).sum() / denom)
+        return parts
 
 
 def sft_loss(logp: Tensor, weights: Tensor) -> Tensor:

@@ -42,6 +42,7 @@ from mlharness.lm.model import (
     GPTConfig,
     KVCache,
     PlainWeights,
+    int8_weights,
     plain_decode_step,
     plain_module,
 )
@@ -172,6 +173,9 @@ class Policy:
     _folded: tuple[tuple[Any, ...], PlainWeights] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    _int8: tuple[tuple[Any, ...], PlainWeights] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def uses_lora(self) -> bool:
@@ -189,27 +193,30 @@ class Policy:
     def logits(self, ids: Tensor) -> Tensor:
         """Logits (B, T, V) of every position; rows may be right-padded (causal: harmless).
 
-        A forward with gradients is the training pass: the folded LoRA weights of the
-        rollouts go first, so that they do not add to its peak memory (the optimizer step
+        A forward with gradients is the training pass: the folded LoRA (and int8) weights
+        of the rollouts go first, so that they do not add to its peak memory (the optimizer step
         that follows changes the adapters anyway).
         """
         if torch.is_grad_enabled():
-            self._folded = None
+            self._folded = self._int8 = None
         if self.kind == "gpt":
             out: Tensor = self.core(ids, all_logits=True)[0]
             return out
         result: Tensor = self.model(input_ids=ids, use_cache=False).logits
         return result
 
-    def decoder(self, batch_size: int) -> Step:
+    def decoder(self, batch_size: int, int8: bool = False) -> Step:
         """A fresh KV cache and a step function over it, for rollouts.
 
         Our GPT and GPT-2 run the plain-tensor decode step (lm.model.plain_decode_step),
         with LoRA too: on weights with the adapters folded in, W + B A * scaling, computed
         once per set of weights (the optimizer step changes them), so a LoRA rollout costs
         what a full fine-tuning one does. Other models decode through HF's forward.
+        ``int8``: on int8 copies of those weights (generation.int8_rollouts).
         """
-        weights = self._lora_folded() if self.uses_lora else None
+        weights = self._int8_weights() if int8 else None
+        if weights is None and self.uses_lora:
+            weights = self._lora_folded()
         if self.kind == "gpt":
             core = self.core
             assert isinstance(core, GPT)
@@ -230,6 +237,30 @@ class Policy:
             return logits
 
         return step
+
+    def _int8_weights(self) -> PlainWeights:
+        """The plain decode weights in int8 (LoRA folded in first), made once per set of
+        weights; a ConfigError where the model has no plain decode path to quantise."""
+        key = _weights_key(self.core)
+        if self._int8 is not None and self._int8[0] == key:
+            return self._int8[1]
+        self._int8 = None
+        core: Any = self.core
+        with torch.no_grad():
+            if self.uses_lora:
+                weights = _fold_lora(core, self.kind)
+            elif self.kind == "gpt":
+                plain = all(plain_module(m) for m in core.modules())
+                weights = core.plain_weights() if plain else None
+            else:
+                weights = _gpt2_weights(core, None) if _plain_gpt2(core) else None
+        if weights is None or weights.wte.device.type != "cpu":
+            raise ConfigError(
+                "generation.int8_rollouts needs our GPT or a GPT-2 (LoRA: plain adapters) on "
+                "the CPU, which this policy is not: set it to false."
+            )
+        self._int8 = (key, int8_weights(weights))
+        return self._int8[1]
 
     def _lora_folded(self) -> PlainWeights | None:
         """The plain decode weights with LoRA folded in; None where folding is not exact."""

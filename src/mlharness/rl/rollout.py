@@ -28,6 +28,9 @@ class Completion:
     prompt_index: int  # index into the prompts passed to generate()
     ids: list[int]
     truncated: bool  # hit max_new_tokens without a stop sequence
+    # int8 rollouts: each token's log-probability under the int8 policy that sampled it
+    # (raw logits, no temperature or logit rules: as the trainer scores it); else None
+    logp: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,14 @@ def generate(
     greedy: bool = False,
     rules: ThinkRules | None = None,
     max_batch: int = 256,
+    int8: bool = False,
 ) -> list[list[Completion]]:
     """``group_size`` completions for each prompt; result[i] is prompt i's group.
 
     ``generator`` may be one per prompt: a group's completions then depend only on its
     prompt and its generator, not on the prompts batched with it (or on which process of a
-    torchrun job generates it).
+    torchrun job generates it). ``int8`` samples from the policy's int8 copy and keeps each
+    token's log-probability under it (Completion.logp).
     """
     was_training = policy.model.training
     policy.model.eval()
@@ -154,11 +159,12 @@ def generate(
                     gens,
                     greedy,
                     rules,
+                    int8,
                 )
                 for j, i in enumerate(chunk):
                     out[i] = [
-                        Completion(i, ids, trunc)
-                        for ids, trunc in rows[j * group_size : (j + 1) * group_size]
+                        Completion(i, ids, trunc, logp)
+                        for ids, trunc, logp in rows[j * group_size : (j + 1) * group_size]
                     ]
     finally:
         policy.model.train(was_training)
@@ -175,13 +181,15 @@ def _generate_bucket(
     generator: torch.Generator | Sequence[torch.Generator] | None,
     greedy: bool,
     rules: ThinkRules | None,
-) -> list[tuple[list[int], bool]]:
+    int8: bool,
+) -> list[tuple[list[int], bool, list[float] | None]]:
     device = next(policy.model.parameters()).device
     ids = torch.tensor(prompts, dtype=torch.long, device=device).repeat_interleave(group_size, 0)
     B = ids.size(0)
-    step = policy.decoder(B)
+    step = policy.decoder(B, int8)
     logits = step(ids)  # prefill: (B, V)
     rows: list[list[int]] = [[] for _ in range(B)]
+    logps: list[list[float]] | None = [[] for _ in range(B)] if int8 else None
     done = [False] * B
     states = [_ThinkState(prompts[b // group_size], rules) for b in range(B)] if rules else None
     single_stops = {s[0] for s in stop if len(s) == 1}
@@ -189,6 +197,7 @@ def _generate_bucket(
     pad = policy.tokenizer.pad_id
     for t in range(max_new_tokens):
         logits = logits.float()
+        raw = logits.clone() if logps is not None and states is not None else logits
         if states is not None:
             for b, st in enumerate(states):
                 if not done[b]:
@@ -198,6 +207,11 @@ def _generate_bucket(
         else:
             next_tok = sample_next_token(logits, g.temperature, g.top_k, g.top_p, generator)
         toks = next_tok.tolist()
+        if logps is not None:
+            picked = raw.gather(1, next_tok.view(B, 1)).squeeze(1) - raw.logsumexp(dim=-1)
+            for b, lp in enumerate(picked.tolist()):
+                if not done[b]:
+                    logps[b].append(lp)
         for b in range(B):
             if done[b]:
                 toks[b] = pad
@@ -211,4 +225,4 @@ def _generate_bucket(
         if all(done) or t == max_new_tokens - 1:
             break
         logits = step(torch.tensor(toks, dtype=torch.long, device=device).view(B, 1))
-    return [(rows[b], not done[b]) for b in range(B)]
+    return [(rows[b], not done[b], None if logps is None else logps[b]) for b in range(B)]

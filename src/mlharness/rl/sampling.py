@@ -94,11 +94,14 @@ class Sampler:
         *,
         greedy: bool = False,
         seeds: Sequence[int] | None = None,
+        rollout: bool = False,
     ) -> list[Group]:
         """Score ``group_size`` completions of each example.
 
         Each group samples from a generator of its own, seeded from ``seeds`` (drawn here
         when not given), so its completions do not depend on the prompts sharing its batch.
+        ``rollout``: training rollouts, from the int8 copy where generation.int8_rollouts
+        says so (evaluation always samples the float policy).
         """
         prompts = [self.encode(e) for e in examples]
         generators: list[torch.Generator] | None = None
@@ -118,6 +121,7 @@ class Sampler:
             generator=generators,
             greedy=greedy,
             rules=self.rules,
+            int8=rollout and self.config.generation.int8_rollouts,
         )
         texts = [[self.text(c.ids) for c in comps] for comps in generated]
         contexts = [c for e, t in zip(examples, texts, strict=True) for c in self.contexts(e, t)]
@@ -225,7 +229,10 @@ def collect_groups(
     seeds = sampler.draw_seeds(want)
     mine = own_share(want, t.ppo_batch_size, dist or Dist())
     groups = sampler.run(
-        [examples[i] for i in mine], t.num_rollout_samples, seeds=[seeds[i] for i in mine]
+        [examples[i] for i in mine],
+        t.num_rollout_samples,
+        seeds=[seeds[i] for i in mine],
+        rollout=True,
     )
     generated = len(groups)
     if not t.dynamic_sampling:
@@ -235,7 +242,7 @@ def collect_groups(
     rounds = 0
     while len(kept) < want and rounds < t.max_resample_rounds:
         rounds += 1
-        more = sampler.run(stream.take(want - len(kept)), t.num_rollout_samples)
+        more = sampler.run(stream.take(want - len(kept)), t.num_rollout_samples, rollout=True)
         generated += len(more)
         kept += [g for g in more if g.spread]
         dropped += [g for g in more if not g.spread]

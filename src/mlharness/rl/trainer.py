@@ -126,6 +126,8 @@ class GRPOTrainer:
 
         torch.manual_seed(self.seed)  # the same initial weights (LoRA) in every process
         self._setup_policy()
+        if config.generation.int8_rollouts:  # a policy without an int8 path refuses here
+            self.policy.decoder(1, int8=True)
         if d.loader_type == "npy":
             self._load_data(self.tokenizer)
         self.stream = PromptStream(self.train_examples, shuffle=d.shuffle_data, seed=self.seed)

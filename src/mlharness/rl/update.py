@@ -167,6 +167,10 @@ class GRPOUpdate:
             old_logp = logp.detach()
         adv = torch.cat([g.advantages for g in groups if g.advantages is not None]).to(self.device)
         ref = self._ref_logp(ids, targets)
+        correction: dict[str, Any] = {
+            "rollout_logp": _rollout_logp(groups, spans, old_logp),
+            "is_cap": self.config.generation.int8_correction_cap,
+        }
         kwargs: dict[str, Any] = {
             "beta": t.grpo_beta,
             "eps_low": t.epsilon,
@@ -177,7 +181,7 @@ class GRPOUpdate:
             "accum": accum,
             "kl_weighted": t.kl_importance_weighted,
         }
-        parts = grpo.grpo_loss(logp, old_logp, adv, mask, ref, **kwargs)
+        parts = grpo.grpo_loss(logp, old_logp, adv, mask, ref, **kwargs, **correction)
         if not t.use_dual_gradients:
             self._backward(parts.loss, None)
             return parts
@@ -193,6 +197,7 @@ class GRPOUpdate:
             eps_low=t.epsilon,
             eps_high=t.epsilon_high or t.epsilon,
             kl_weighted=t.kl_importance_weighted,
+            **correction,
         )
         shared = {
             k: v
@@ -273,15 +278,15 @@ class GRPOUpdate:
                     for g in mb:
                         g.old_logp = [logp[row : row + len(g.completions)]]
                         row += len(g.completions)
-        stats: dict[str, list[float]] = {
-            k: [] for k in ("policy_loss", "kl", "clip_low", "clip_high", "sft_loss")
-        }
+        logged = ("policy_loss", "kl", "clip_low", "clip_high", "is_weight", "is_truncated")
+        stats: dict[str, list[float]] = {k: [] for k in (*logged, "sft_loss")}
         grad_norm = 0.0
         for _ in range(t.num_iterations):
             for mb in micro:
                 parts = self._policy_backward(mb, step_tokens, accum, t.num_iterations > 1)
-                for k in ("policy_loss", "kl", "clip_low", "clip_high"):
-                    stats[k].append(getattr(parts, k))
+                for k in logged:
+                    if getattr(parts, k) is not None:
+                        stats[k].append(getattr(parts, k))
                 if t.use_sft_on_answer:
                     stats["sft_loss"].append(self._sft_backward(mb, accum))
             sum_gradients(self.params, self.dist)
@@ -293,6 +298,19 @@ class GRPOUpdate:
         out = {k: float(np.mean(v)) for k, v in stats.items() if v}
         out["grad_norm"] = grad_norm
         return out
+
+
+def _rollout_logp(groups: list[Group], spans: list[list[int]], old_logp: Tensor) -> Tensor | None:
+    """The int8 rollouts' log-probs laid out as ``old_logp`` (B, T), equal to it where no
+    token was sampled (a weight of 1 there); None for float rollouts."""
+    comps = [c for g in groups for c in g.completions]
+    if not comps or comps[0].logp is None:
+        return None
+    out = old_logp.detach().clone()
+    for row, (c, (start, n)) in enumerate(zip(comps, spans, strict=True)):
+        assert c.logp is not None
+        out[row, start : start + n] = torch.tensor(c.logp[:n], dtype=out.dtype)
+    return out
 
 
 def _pad(
