@@ -199,9 +199,7 @@ def section_train(work: Path, steps: int, threads: int, repeats: int, trl: bool)
         f"completions of <= {MAX_COMPLETION} tokens, {threads} threads, {repeats} round(s)",
         load=True,
     )
-    out: dict[str, list[Any]] = {
-        f"{m}/{s}": [] for m, s in RUNS if trl or not s.startswith("trl")
-    }
+    out: dict[str, list[Any]] = {f"{m}/{s}": [] for m, s in RUNS if trl or not s.startswith("trl")}
     for r in range(1, repeats + 1):
         for mode, side in RUNS:
             if side.startswith("trl") and not trl:

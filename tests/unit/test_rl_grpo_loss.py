@@ -128,9 +128,7 @@ def test_the_correction_weights_each_tokens_surrogate_and_its_gradient() -> None
     rollout = torch.log(torch.tensor([[0.2, 0.4, 0.3]]))
     mask = torch.ones(1, 3)
     adv = torch.tensor([1.5])
-    parts = grpo.grpo_loss(
-        logp, old, adv, mask, rollout_logp=rollout, is_cap=2.0, loss_type="bnpo"
-    )
+    parts = grpo.grpo_loss(logp, old, adv, mask, rollout_logp=rollout, is_cap=2.0, loss_type="bnpo")
     # On-policy the ratio is 1: token t's loss is -A * w_t * ratio_t, its gradient -A * w_t / 3.
     parts.loss.backward()
     assert logp.grad is not None
