@@ -737,8 +737,10 @@ def child_profile(spec: dict[str, Any]) -> None:
     timers.wrap(sampling_mod, "generate", "generation")
     make_decoder = policy.decoder
 
-    def timed_decoder(batch_size: int) -> Callable[[Any], Any]:
-        step = make_decoder(batch_size)
+    def timed_decoder(batch_size: int, int8: bool = False) -> Callable[[Any], Any]:
+        t = time.perf_counter()
+        step = make_decoder(batch_size, int8)
+        timers.add("  decoder set-up (LoRA folding, int8 copy)", time.perf_counter() - t)
         first = [True]
 
         def timed_step(ids: Any) -> Any:
@@ -779,7 +781,11 @@ def child_profile(spec: dict[str, Any]) -> None:
     for _ in range(spec["steps"]):
         tokens += one_step()["completion_length"] * GROUP_SIZE * PROMPTS_PER_STEP
     s, c = dict(timers.seconds), dict(timers.calls)
-    gen_parts = ("  prefill forward", "  decode forward (1 token)")
+    gen_parts = (
+        "  decoder set-up (LoRA folding, int8 copy)",
+        "  prefill forward",
+        "  decode forward (1 token)",
+    )
     gen_rest = s.get("generation", 0.0) - sum(s.get(k, 0.0) for k in gen_parts)
     upd_parts = [k for k in s if k.startswith("  ") and k not in gen_parts]
     upd_rest = s.get("update", 0.0) - sum(s[k] for k in upd_parts)
@@ -791,6 +797,7 @@ def child_profile(spec: dict[str, Any]) -> None:
 
     phases = [
         row("generation"),
+        row("  decoder set-up (LoRA folding, int8 copy)"),
         row("  prefill forward"),
         row("  decode forward (1 token)"),
         ["  sampling + rollout bookkeeping", gen_rest, decode_calls["n"]],

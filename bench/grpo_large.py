@@ -236,13 +236,15 @@ def describe(res: dict[str, Any]) -> None:
 def section_profile(work: Path, threads: int, steps: int) -> dict[str, Any]:
     heading(f"Where our step goes: {steps} train_step calls in-process after a warm-up", True)
     out: dict[str, Any] = {}
-    cases = [("full", False), ("lora", False), ("lora", True)]
-    for mode, peft_rollouts in cases:
+    cases = [("full", False, False), ("full", False, True), ("lora", False, False)]
+    cases += [("lora", False, True), ("lora", True, False)]
+    for mode, peft_rollouts, int8 in cases:
         label = f"{mode} (rollouts through PEFT's forward, before)" if peft_rollouts else mode
+        label += ", int8 rollouts" * int8
         runs = work / f"profile-{mode}"
         config = write_config(
             work / f"grpo_large_profile_{mode}.yaml",
-            our_settings(work, mode, steps + 2, threads, runs),
+            our_settings(work, mode, steps + 2, threads, runs, int8),
         )
         spec = {"config": str(config), "steps": steps, "peft_rollouts": peft_rollouts}
         say(f"{label} (load {load_line()}) ...")
