@@ -367,7 +367,7 @@ def test_lora_on_our_gpt_adapts_c_attn(
 # --------------------------------------------------------------------------- 5. resume
 
 
-@pytest.mark.parametrize("policy", ["hf", "hf-lora", "gpt-lora"])
+@pytest.mark.parametrize("policy", ["hf", "hf-lora", "gpt-lora", "gpt-int8"])
 def test_resume_after_a_crash_is_bit_identical(
     policy: str,
     request: pytest.FixtureRequest,
@@ -381,6 +381,8 @@ def test_resume_after_a_crash_is_bit_identical(
     }
     if policy.endswith("lora"):
         overrides["model"] = {"use_lora": True}
+    if policy.endswith("int8"):  # the int8 copy is remade from the restored weights
+        overrides["generation"] = {"int8_rollouts": True}
     if policy.startswith("gpt"):
         overrides.update(GPT_REWARDS)
         where = {"model": request.getfixturevalue("gpt_run")}
