@@ -86,7 +86,7 @@ def test_int8_rollouts_train_and_log_their_weights(workspace: Path, lora: bool) 
     )
     before = {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters()}
     trainer.fit()
-    assert trainer.policy._int8 is None  # freed by the last training forward
+    assert trainer.policy._rollout is None  # freed by the last training forward
     lines = (trainer.run_dir / "metrics" / "metrics.ndjson").read_text().splitlines()
     steps = [r for r in map(json.loads, lines) if "reward" in r]
     assert len(steps) == 2

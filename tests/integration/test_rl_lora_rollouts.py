@@ -47,7 +47,7 @@ def test_folded_lora_rollouts_train_like_peft_rollouts(
     monkeypatch.setattr(policy_mod, "_fold_lora", counted)
     folded, folded_records = lora_run(workspace, "folded")
     assert folds == [True] * 3  # once per step: the weights change only at the update
-    assert folded.policy._folded is None  # freed by the last training forward
+    assert folded.policy._rollout is None  # freed by the last training forward
     monkeypatch.setattr(policy_mod, "_fold_lora", lambda core, kind: None)  # PEFT's forward
     peft, peft_records = lora_run(workspace, "peft")
 

@@ -23,6 +23,7 @@ from mlharness.lm.model import (
     _inverse_cdf,
     causal_attention,
     dropout,
+    packed_weights,
     plain_decode_step,
     sample_next_token,
     short_causal_attention,
@@ -317,6 +318,22 @@ def test_cached_logits_equal_full_forward_logits_at_every_step(bias: bool, plain
             full, _ = model(idx[:, : t + 1])
             torch.testing.assert_close(cached, full[:, -1], atol=1e-5, rtol=0)
     assert cache.length == idx.size(1)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn)")
+def test_onednn_packed_weights_decode_like_the_full_forward() -> None:
+    model = tiny_model(n_embd=512, n_head=8, n_layer=1, bias=True).eval()  # wide enough to pack
+    idx = tokens(2, BLOCK - 2)
+    cache = KVCache(model.config, batch_size=2)
+    with torch.no_grad():
+        weights = packed_weights(model.plain_weights(), rows=2)
+        assert weights.head_t.is_mkldnn and weights.blocks[0].fc_t.is_mkldnn
+        steps = [(0, 3), *((t, t + 1) for t in range(3, idx.size(1)))]  # a prefill, then 1s
+        for a, b in steps:
+            cached = plain_decode_step(idx[:, a:b], cache, weights)
+            torch.testing.assert_close(cached, model(idx[:, :b])[0][:, -1], atol=1e-5, rtol=0)
+        narrow = tiny_model().plain_weights()
+        assert packed_weights(narrow, rows=2) is narrow  # too narrow to pay: unchanged
 
 
 def test_prefill_then_chunks_equal_a_full_forward() -> None:

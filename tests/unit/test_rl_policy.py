@@ -50,12 +50,14 @@ def full_forward_steps(policy: Policy) -> Any:
     return step
 
 
-def assert_same_steps(ours: Any, reference: Any, rows: int = 4, steps: int = 12) -> None:
+def assert_same_steps(
+    ours: Any, reference: Any, rows: int = 4, steps: int = 12, tol: float = 1e-5
+) -> None:
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, VOCAB, (rows, 5), generator=gen)
     with torch.inference_mode():
         for t in range(steps):
-            torch.testing.assert_close(ours(ids), reference(ids), rtol=1e-5, atol=1e-5, msg=f"{t}")
+            torch.testing.assert_close(ours(ids), reference(ids), rtol=tol, atol=tol, msg=f"{t}")
             ids = torch.randint(3, VOCAB, (rows, 1), generator=gen)
 
 
@@ -97,7 +99,7 @@ def test_plain_gpt2_decoder_matches_hf_forward_with_its_cache(tmp_path: Path) ->
 def test_gpt2_lora_rollouts_decode_folded_weights_like_peft(tmp_path: Path) -> None:
     policy = hf_lora_policy(tmp_path)
     step = policy.decoder(4)
-    assert policy._folded is not None  # the plain path, not HF's forward
+    assert policy._rollout is not None and policy._rollout[1] is not None  # the plain path
     assert_same_steps(step, hf_steps(policy))
     with torch.inference_mode(), policy.adapters_disabled():  # the adapters do matter here
         ids = torch.tensor([[4, 5, 6]])
@@ -109,22 +111,37 @@ def test_gpt2_lora_rollouts_decode_folded_weights_like_peft(tmp_path: Path) -> N
 def test_our_gpt_lora_rollouts_decode_folded_weights_like_peft() -> None:
     policy = gpt_lora_policy()
     step = policy.decoder(4)
-    assert policy._folded is not None
+    assert policy._rollout is not None and policy._rollout[1] is not None
     assert_same_steps(step, full_forward_steps(policy))
 
 
 def test_folded_weights_follow_every_update_of_the_adapters(tmp_path: Path) -> None:
     policy = hf_lora_policy(tmp_path)
     policy.decoder(4)
-    first = policy._folded
+    first = policy._rollout
     policy.decoder(4)
-    assert policy._folded is first  # unchanged weights: folded once, reused
+    assert policy._rollout is first  # unchanged weights: folded once, reused
     randomise_adapters(policy, 3)  # in place, like AdamW's step
     assert_same_steps(policy.decoder(4), hf_steps(policy))
-    assert policy._folded is not first
+    assert policy._rollout is not first
 
-    policy.logits(torch.tensor([[4, 5]]))  # the training forward frees the folded copy
-    assert policy._folded is None
+    policy.logits(torch.tensor([[4, 5]]))  # the training forward frees the decode weights
+    assert policy._rollout is None
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_a_wide_gpt2_decodes_on_onednn_packed_weights_like_hf(tmp_path: Path, lora: bool) -> None:
+    model = build_tiny_model(tmp_path / "m", n_layer=1, n_embd=512, n_head=8)
+    policy = load_policy(model, device=torch.device("cpu"))
+    if lora:
+        add_lora(policy, rank=4, alpha=8, dropout=0.0, targets=None)
+        policy.model.eval()
+        randomise_adapters(policy, 4)
+    step = policy.decoder(4)
+    assert policy._rollout is not None and policy._rollout[1] is not None
+    assert policy._rollout[1].head_t.is_mkldnn == torch.backends.mkldnn.is_available()
+    # float32 both, summed in another order over 512-wide rows: differences of ~1e-5
+    assert_same_steps(step, hf_steps(policy), tol=5e-5)
 
 
 def test_adapters_the_plain_path_cannot_fold_decode_through_peft(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from mlharness.lm.model import (
     KVCache,
     PlainWeights,
     int8_weights,
+    packed_weights,
     plain_decode_step,
     plain_module,
 )
@@ -168,12 +169,9 @@ class Policy:
     source: Path
     context_len: int | None
     info: dict[str, Any] = field(default_factory=dict)  # what a checkpoint must record
-    # LoRA rollouts' weights with the adapters folded in, and the parameter versions they
-    # were folded from (see decoder()).
-    _folded: tuple[tuple[Any, ...], PlainWeights] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-    _int8: tuple[tuple[Any, ...], PlainWeights] | None = field(
+    # The rollouts' decode weights (see _rollout_weights), the parameter versions they were
+    # made from and whether they are int8.
+    _rollout: tuple[tuple[Any, ...], PlainWeights | None] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -193,12 +191,12 @@ class Policy:
     def logits(self, ids: Tensor) -> Tensor:
         """Logits (B, T, V) of every position; rows may be right-padded (causal: harmless).
 
-        A forward with gradients is the training pass: the folded LoRA (and int8) weights
-        of the rollouts go first, so that they do not add to its peak memory (the optimizer step
-        that follows changes the adapters anyway).
+        A forward with gradients is the training pass: the rollouts' decode weights go
+        first, so that they do not add to its peak memory (the optimizer step that follows
+        changes the parameters they were made from anyway).
         """
         if torch.is_grad_enabled():
-            self._folded = self._int8 = None
+            self._rollout = None
         if self.kind == "gpt":
             out: Tensor = self.core(ids, all_logits=True)[0]
             return out
@@ -208,21 +206,14 @@ class Policy:
     def decoder(self, batch_size: int, int8: bool = False) -> Step:
         """A fresh KV cache and a step function over it, for rollouts.
 
-        Our GPT and GPT-2 run the plain-tensor decode step (lm.model.plain_decode_step),
-        with LoRA too: on weights with the adapters folded in, W + B A * scaling, computed
-        once per set of weights (the optimizer step changes them), so a LoRA rollout costs
-        what a full fine-tuning one does. Other models decode through HF's forward.
-        ``int8``: on int8 copies of those weights (generation.int8_rollouts).
+        Our GPT and GPT-2 run the plain-tensor decode step (lm.model.plain_decode_step) on
+        the weights of :meth:`_rollout_weights`; other models decode through HF's forward.
         """
-        weights = self._int8_weights() if int8 else None
-        if weights is None and self.uses_lora:
-            weights = self._lora_folded()
+        weights = self._rollout_weights(batch_size, int8)
         if self.kind == "gpt":
             core = self.core
             assert isinstance(core, GPT)
             return core.decoder(batch_size, weights)[1]
-        if weights is None and not self.uses_lora and _plain_gpt2(self.core):
-            weights = _gpt2_weights(self.core, None)
         if weights is not None:
             return _gpt2_step(self.core.config, weights, batch_size)
         from transformers import DynamicCache
@@ -238,13 +229,19 @@ class Policy:
 
         return step
 
-    def _int8_weights(self) -> PlainWeights:
-        """The plain decode weights in int8 (LoRA folded in first), made once per set of
-        weights; a ConfigError where the model has no plain decode path to quantise."""
-        key = _weights_key(self.core)
-        if self._int8 is not None and self._int8[0] == key:
-            return self._int8[1]
-        self._int8 = None
+    def _rollout_weights(self, rows: int, int8: bool) -> PlainWeights | None:
+        """The plain decode weights, made once per set of parameters (the optimizer step
+        changes them); None: decode through the model's forward.
+
+        With LoRA the adapters are folded in, W + B A * scaling, so a LoRA rollout costs
+        what a full fine-tuning one does. Then the weights are reordered for oneDNN (large
+        models: lm.model.packed_weights) or, with ``int8`` (generation.int8_rollouts),
+        quantised; a policy with no plain path refuses int8 with a ConfigError.
+        """
+        key = (_weights_key(self.core), int8)
+        if self._rollout is not None and self._rollout[0] == key:
+            return self._rollout[1]
+        self._rollout = None
         core: Any = self.core
         with torch.no_grad():
             if self.uses_lora:
@@ -254,23 +251,14 @@ class Policy:
                 weights = core.plain_weights() if plain else None
             else:
                 weights = _gpt2_weights(core, None) if _plain_gpt2(core) else None
-        if weights is None or weights.wte.device.type != "cpu":
-            raise ConfigError(
-                "generation.int8_rollouts needs our GPT or a GPT-2 (LoRA: plain adapters) on "
-                "the CPU, which this policy is not: set it to false."
-            )
-        self._int8 = (key, int8_weights(weights))
-        return self._int8[1]
-
-    def _lora_folded(self) -> PlainWeights | None:
-        """The plain decode weights with LoRA folded in; None where folding is not exact."""
-        key = _weights_key(self.core)
-        if self._folded is not None and self._folded[0] == key:
-            return self._folded[1]
-        self._folded = None
-        weights = _fold_lora(self.core, self.kind)
-        if weights is not None:
-            self._folded = (key, weights)
+            if int8 and (weights is None or weights.wte.device.type != "cpu"):
+                raise ConfigError(
+                    "generation.int8_rollouts needs our GPT or a GPT-2 (LoRA: plain adapters) "
+                    "on the CPU, which this policy is not: set it to false."
+                )
+            if weights is not None:
+                weights = int8_weights(weights) if int8 else packed_weights(weights, rows)
+        self._rollout = (key, weights)
         return weights
 
     @contextlib.contextmanager
