@@ -40,9 +40,10 @@ Sections (``--only``, comma-separated):
     bandwidth (a 512 MB ``torch`` copy, read + write, with ``--threads`` threads); the bytes a
     token step must read (every weight once, the KV cache at 70 positions) and the time that
     takes at that bandwidth, against the measured step. Then our GPT at the same shape: the
-    plain path with the head as a contiguous copy (now) or the weight's view (before), the
-    modules' forward in float32 and int8 (``quantize_dynamic``; our own int8 rollouts are the
-    ``ours-int8`` runs of ``train``), and one token draw from 8 x 50,257 logits by
+    plain path on weights packed for oneDNN (what rollouts of wide models use), in int8
+    (``generation.int8_rollouts``), with the head as a contiguous copy (``mlx sample``) or
+    the weight's view (before); the modules' forward in float32 and in int8
+    (``quantize_dynamic``); and one token draw from 8 x 50,257 logits by
     inverse CDF (now) and by an exponential race (before).
 """
 
@@ -440,6 +441,8 @@ def decode_cases(B: int, P: int, N: int) -> list[tuple[str, Any]]:
         GPTConfig,
         KVCache,
         _exponential_race,
+        int8_weights,
+        packed_weights,
         plain_decode_step,
         sample_next_token,
     )
@@ -449,8 +452,10 @@ def decode_cases(B: int, P: int, N: int) -> list[tuple[str, Any]]:
     model = GPT(cfg).eval()
     quantize = torch.ao.quantization.quantize_dynamic
     int8 = quantize(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-    now = model.plain_weights()
-    view = now._replace(head_t=model.lm_head.weight.detach().t())
+    copied = model.plain_weights()
+    view = copied._replace(head_t=model.lm_head.weight.detach().t())
+    packed = packed_weights(copied, B)
+    int8_plain = int8_weights(copied)
     prompt = torch.randint(3, 49, (B, P), generator=torch.Generator().manual_seed(0))
     logits = torch.randn(B, VOCAB, generator=torch.Generator().manual_seed(0)) * 3
     gen = torch.Generator().manual_seed(0)
@@ -472,8 +477,16 @@ def decode_cases(B: int, P: int, N: int) -> list[tuple[str, Any]]:
     weights = torch.exp(logits - logits.amax(-1, keepdim=True))
     cases: list[tuple[str, Any]] = [
         (
-            "our GPT: plain path, head a contiguous copy (now)",
-            lambda: steps(lambda ids, c: plain_decode_step(ids, c, now)),
+            "our GPT: plain path, oneDNN-packed weights (rollouts now)",
+            lambda: steps(lambda ids, c: plain_decode_step(ids, c, packed)),
+        ),
+        (
+            "our GPT: plain path, int8 weights (int8 rollouts)",
+            lambda: steps(lambda ids, c: plain_decode_step(ids, c, int8_plain)),
+        ),
+        (
+            "our GPT: plain path, head a contiguous copy (mlx sample)",
+            lambda: steps(lambda ids, c: plain_decode_step(ids, c, copied)),
         ),
         (
             "our GPT: plain path, head the weight's view (before)",
@@ -514,7 +527,7 @@ def decode_variants(B: int, P: int, N: int) -> dict[str, list[list[Any]]]:
                 if r:
                     times[i].append(ms)
     rows = [[label, statistics.median(t)] for (label, _), t in zip(cases, times, strict=True)]
-    return {"decode_ms": rows[:4], "sampling_ms": rows[4:]}
+    return {"decode_ms": rows[:-2], "sampling_ms": rows[-2:]}
 
 
 CHILD_MODES = {
