@@ -718,11 +718,11 @@ def int8_weights(w: PlainWeights) -> PlainWeights:
     Why: a decode step at a rollout's 8 rows reads every weight once for little arithmetic,
     so its time is bytes; int8 weights are a quarter of float32's (one GPT-2-small decode
     step in a rollout: 26.8 ms against 49.8 on packed float32 weights, bench/README.md).
-    Weights are quantised
-    symmetrically per output channel, activations per tensor at each call (dynamic
-    quantisation, with reduce_range: AVX2's int8 products are summed in saturating 16-bit
-    pairs). The logits then differ from float32's, which rl.grpo corrects for. CPU only:
-    these are torch's fbgemm/qnnpack kernels. The embeddings and norms stay float32.
+    Weights are quantised symmetrically per output channel, activations per tensor at each
+    call (dynamic quantisation, with reduce_range: AVX2's int8 products are summed in
+    saturating 16-bit pairs). The logits then differ from float32's, which rl.grpo corrects
+    for. CPU only: these are torch's fbgemm/qnnpack kernels. The embeddings and norms stay
+    float32.
     """
     blocks = [
         b._replace(
