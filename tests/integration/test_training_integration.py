@@ -532,6 +532,9 @@ class _StopAfter:
 
 def test_graceful_interrupt_first_signal_sets_a_flag_second_raises() -> None:
     before = signal.getsignal(signal.SIGTERM)
+    # What the test process started with: Python's default, or SIG_IGN under a shell that
+    # started it in the background without job control.
+    before_int = signal.getsignal(signal.SIGINT)
     with GracefulInterrupt() as stop:
         assert stop.requested is False
         signal.raise_signal(signal.SIGTERM)
@@ -540,7 +543,7 @@ def test_graceful_interrupt_first_signal_sets_a_flag_second_raises() -> None:
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is before
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before_int
 
 
 def test_training_loop_stops_mid_epoch_when_interrupt_requested(ws: Path) -> None:
@@ -625,6 +628,7 @@ def test_sigint_during_run_experiment_marks_the_run_interrupted(
 
     monkeypatch.setattr(runner, "build_model", build_and_wrap)
     cfg = _config("linear-gd", name="sigint", training={"epochs": 10})
+    before = signal.getsignal(signal.SIGINT)
     result = run_experiment(cfg, progress=False)
     assert result.status == "interrupted"
     assert result.summary["epochs_completed"] == 2
@@ -642,8 +646,8 @@ def test_sigint_during_run_experiment_marks_the_run_interrupted(
     assert "Interrupted after 2 completed epoch(s)" in (run_dir / "logs" / "console.log").read_text(
         encoding="utf-8"
     )
-    # The handler is restored afterwards: SIGINT is Python's default again.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # The handler is restored afterwards: SIGINT is what it was before the run.
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_a_failing_run_is_marked_failed(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
