@@ -122,6 +122,19 @@ def test_killed_sweep_continues_to_exactly_the_budget(mlx: Mlx, ws: Path) -> Non
     assert retried and all(t.state.name == "COMPLETE" for t in retried)
 
 
+def test_a_trial_asked_but_never_beaten_is_failed_and_run_again(mlx: Mlx, ws: Path) -> None:
+    """A sweep SIGKILLed between asking for a trial and its first heartbeat leaves a RUNNING
+    trial that Optuna's stale-trial check never judges: the next sweep fails and reruns it
+    instead of waiting for it forever (CI caught the wait)."""
+    mlx("sweep", "-c", sweep_config(ws, n_trials=1), check=0)
+    study(ws).ask()  # RUNNING, never beaten: what the killed sweep left
+    time.sleep(2.5)  # past the grace period of 2 s
+    out = mlx("sweep", "-c", sweep_config(ws, n_trials=3), check=0, timeout=90).stdout
+    assert "Trial 1 never started (its sweep died): queued again" in out
+    assert states(ws).count("COMPLETE") == 3 and "RUNNING" not in states(ws)
+    assert_one_run_per_trial(ws, 3)
+
+
 def test_ctrl_c_stops_the_sweep_cleanly_and_the_same_command_continues(mlx: Mlx, ws: Path) -> None:
     config = sweep_config(ws, n_trials=4)
     log = ws / "first.log"

@@ -316,6 +316,7 @@ def claim(study: optuna.Study, sweep: Sweep, limit: int | None) -> optuna.Trial 
     taken = (*finished_states(), TrialState.RUNNING)
     with _sqlite_lock(sweep.storage):
         fail_stale_trials(study)
+        _fail_unbeaten(study, sweep.spec)
         if limit is not None and count(study, taken) >= limit:
             return None
         if sweep.spec.sampler != "grid":  # the grid draws from the points not yet run
@@ -329,6 +330,44 @@ def claim(study: optuna.Study, sweep: Sweep, limit: int | None) -> optuna.Trial 
             study.tell(trial, state=TrialState.FAIL)
             return None
     return trial
+
+
+def _fail_unbeaten(study: optuna.Study, spec: SweepSpec) -> None:
+    """Fail, and queue again, RUNNING trials that never beat and started more than a grace
+    period ago.
+
+    Why: a sweep killed between asking for a trial and its first heartbeat (a few
+    milliseconds, but a SIGKILL right after a trial ends lands there) leaves a RUNNING trial
+    without a heartbeat, which Optuna's fail_stale_trials never judges: the next sweep
+    would wait for it forever. A live sweep beats its trial right after asking for it.
+    Optuna keeps heartbeats in a table of its own, read here as its _get_stale_trial_ids does.
+    """
+    import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+    from optuna.trial import TrialState
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, RDBStorage):
+        return
+    grace = datetime.timedelta(seconds=spec.grace_period or 4 * spec.heartbeat_interval)
+    started_before = datetime.datetime.now() - grace  # Optuna's datetime_start: local time
+    old = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.datetime_start is not None and t.datetime_start < started_before
+    ]
+    retry = RetryHeartbeatStaleTrialCallback(spec.max_retry)
+    for trial in old:
+        with backend.scoped_session() as session:
+            if TrialHeartbeatModel.where_trial_id(trial._trial_id, session) is not None:
+                continue
+        with contextlib.suppress(UpdateFinishedTrialError):  # another sweep failed it first
+            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                log.info("Trial %d never started (its sweep died): queued again", trial.number)
+                retry(study, study._storage.get_trial(trial._trial_id))
 
 
 # --------------------------------------------------------------------------- running
