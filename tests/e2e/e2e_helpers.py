@@ -7,11 +7,14 @@ that no traceback was printed unless ``--debug`` (or ``MLX_DEBUG=1``) asked for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +178,13 @@ def two_nodes(
 ) -> list[subprocess.CompletedProcess[str]]:
     """Run ``mlx ARGS`` (or ``program ARGS``) as two torchrun "nodes" on loopback, one process
     each, with c10d rendezvous as on two machines; node ``k`` runs in ``workspaces[k]`` (the
-    same path twice for a shared directory), started in that order (c10d ranks the nodes of
-    one host by process id: node 0 gets rank 0). Returns each node's result once both end."""
+    same path twice for a shared directory). Returns each node's result once both end.
+
+    Each node gets an address of its own, 127.0.0.(k+1), as two machines would have: c10d
+    orders nodes by address (then by the text of their process ids), so node 0 is rank 0
+    whatever the ids. Node 0 alone hosts the rendezvous store, as the machine named by the
+    endpoint does: on one host both nodes race to host it, and when node 1 won and its agent
+    ended first, node 0's agent lost the store under it (a failed job, once in 58 launches)."""
     port = free_port()
     argv = [
         sys.executable,
@@ -187,29 +195,57 @@ def two_nodes(
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint=127.0.0.1:{port}",
     ]
-    nodes = [
-        subprocess.Popen(
-            [*argv, f"--node_rank={k}", *program, *args],
-            cwd=ws,
-            env=base_env(ws, {"OMP_NUM_THREADS": "1"}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            umask=UMASK,
-        )
-        for k, ws in enumerate(workspaces)
-    ]
-    try:
-        outputs = [node.communicate(timeout=timeout) for node in nodes]
-    finally:
-        for node in nodes:
-            if node.poll() is None:
-                node.kill()
-                node.wait()
+    # Files, not pipes: a node's unread pipe could fill and block it while we wait.
+    with contextlib.ExitStack() as stack:
+        logs = [
+            tuple(stack.enter_context(tempfile.TemporaryFile("w+")) for _ in "oe")
+            for _ in workspaces
+        ]
+        nodes = [
+            subprocess.Popen(
+                [
+                    *argv,
+                    f"--node_rank={k}",
+                    f"--local-addr=127.0.0.{k + 1}",
+                    f"--rdzv-conf=is_host={int(k == 0)}",
+                    *program,
+                    *args,
+                ],
+                cwd=ws,
+                env=base_env(ws, {"OMP_NUM_THREADS": "1"}),
+                stdout=out,
+                stderr=err,
+                umask=UMASK,
+                start_new_session=True,  # a timeout kills each node with its workers
+            )
+            for k, (ws, (out, err)) in enumerate(zip(workspaces, logs, strict=True))
+        ]
+        hung = _wait_all(nodes, timeout)
+        texts = [[_read_back(f) for f in files] for files in logs]
+    shown = "\n".join(f"--- node {k}:\n{out}\n{err[-6000:]}" for k, (out, err) in enumerate(texts))
+    assert not hung, f"node(s) {hung} still running after {timeout} s:\n{shown}"
     return [
         subprocess.CompletedProcess(node.args, node.returncode, out, err)
-        for node, (out, err) in zip(nodes, outputs, strict=True)
+        for node, (out, err) in zip(nodes, texts, strict=True)
     ]
+
+
+def _wait_all(processes: Sequence[subprocess.Popen[Any]], timeout: float) -> list[int]:
+    """Wait for every process; kill the groups of those still running at the timeout and
+    return their indices."""
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    hung = [k for k, p in enumerate(processes) if p.poll() is None]
+    for k in hung:
+        os.killpg(processes[k].pid, signal.SIGKILL)
+        processes[k].wait()
+    return hung
+
+
+def _read_back(file: Any) -> str:
+    file.seek(0)
+    return str(file.read())
 
 
 # ----------------------------------------------------------------------------- crashes

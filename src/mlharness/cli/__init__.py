@@ -117,6 +117,7 @@ def _usage_error_class() -> type[Exception]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlx`` console script; returns the process exit code."""
     from mlharness.errors import MlxError, printable
+    from mlharness.runs.device import leave_job
 
     args = list(sys.argv[1:] if argv is None else argv)
     args = _spread_benchmarks(_hoist_log_level(_hoist_debug(args)))
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Aborted.", file=sys.stderr)
         code = 1
     sys.stdout.flush()
+    leave_job(code)  # a torchrun worker ends here, without finalisation
     return code
 
 

@@ -6,8 +6,11 @@ this module (``mlx --help``, tabular runs, dry runs) never loads it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +38,9 @@ class Dist:
         return self.world_size > 1
 
 
+_joined: list[bool] = []  # non-empty once this process joined a torchrun job's group
+
+
 def init_distributed(device_type: str) -> Dist:
     """Join the process group torchrun describes in the environment, if any."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -48,7 +54,27 @@ def init_distributed(device_type: str) -> Dist:
             # nccl's object collectives run on the current device: this process's own GPU.
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    _joined.append(True)
     return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
+
+
+def leave_job(code: int) -> None:
+    """End a torchrun worker now, after its exit handlers but without Python's finalisation.
+
+    Modules that torch.distributed imports after the group started (transformers brings
+    ``torch.distributed.checkpoint`` and ``_shard``) keep gloo's threads alive past
+    ``destroy_process_group``. Tearing them down during finalisation sometimes aborted a
+    worker whose work was all done ("terminate called without an active exception"):
+    torchrun then failed the job, or on several nodes waited 300 s at its exit barrier.
+    Everything that matters is written (atomically) before this point.
+    """
+    if not _joined:
+        return
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def leads() -> bool:
