@@ -50,7 +50,7 @@ from mlharness.lm.sft import SFTBatches
 from mlharness.runs import checkpoints as run_ckpt
 from mlharness.runs import lifecycle
 from mlharness.runs.checkpoints import CheckpointInfo
-from mlharness.runs.device import init_distributed, resolve_device
+from mlharness.runs.device import end_processes, init_distributed, resolve_device
 from mlharness.runs.heap import keep_freed_memory
 from mlharness.runs.io import atomic_copy
 from mlharness.runs.metrics import MetricsWriter
@@ -808,13 +808,7 @@ class Trainer:
             )
         if self.shards is not None:
             self.shards.close()
-        if self.dist.enabled and dist.is_initialized():
-            if error is None:
-                # Tear the group down together: a rank that destroyed it and exited while
-                # rank 0 was still writing its files was once aborted by gloo ("terminate
-                # called without an active exception"). After an error a peer may be gone.
-                dist.barrier()
-            dist.destroy_process_group()
+        end_processes(self.dist, error is None)
         return final
 
 

@@ -66,6 +66,7 @@ from mlharness.runs import lifecycle
 from mlharness.runs.device import (
     Dist,
     broadcast_object,
+    end_processes,
     gather_objects,
     init_distributed,
     resolve_device,
@@ -515,18 +516,6 @@ def check_processes(config: RLConfig, dist: Dist) -> None:
             "trainer.dynamic_sampling does not work under torchrun yet (refilled groups would "
             "have to move between processes): set it to false or train in one process."
         )
-
-
-def end_processes(dist: Dist, together: bool) -> None:
-    """Leave the process group; after a clean end, together (a process that left while rank
-    0 still wrote its files could be aborted by gloo); after an error a peer may be gone."""
-    import torch.distributed as tdist
-
-    if not dist.enabled or not tdist.is_initialized():
-        return
-    if together:
-        tdist.barrier()
-    tdist.destroy_process_group()
 
 
 def check_lengths(config: RLConfig, policy: Policy) -> None:

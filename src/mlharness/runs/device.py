@@ -58,6 +58,21 @@ def init_distributed(device_type: str) -> Dist:
     return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
 
 
+def end_processes(dist: Dist, together: bool) -> None:
+    """Leave the process group; after a clean end, together (a rank that destroyed it and
+    exited while rank 0 still wrote its files was aborted by gloo); after an error a peer
+    may be gone, so without waiting for it."""
+    if not dist.enabled:
+        return
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        return
+    if together:
+        tdist.barrier()
+    tdist.destroy_process_group()
+
+
 def leave_job(code: int) -> None:
     """End a torchrun worker now, after its exit handlers but without Python's finalisation.
 
